@@ -1,0 +1,97 @@
+"""Compile the device code to .mpy files, one tree per target architecture.
+
+build/mpy/<arch>/ mirrors what goes on a board's /lib. The hot path carries
+native (viper) code, so each architecture gets its own build; the rest is
+bytecode and would run anywhere, but keeping one tree per arch makes deploying
+a single copy. build/variants/ holds the hot path compiled both ways for the
+unix port, so tests and benchmarks can set them side by side.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+LIB = ROOT / "lib"
+
+# Board family -> mpy-cross architecture.
+TARGETS = {
+    "unix": "x64",
+    "esp32": "xtensawin",
+    "esp32s3": "xtensawin",
+    "rp2040": "armv6m",
+    "esp32c3": "rv32imc",
+    "esp32c6": "rv32imc",
+    "rp2350": "armv7m",
+}
+ARCHS = sorted(set(TARGETS.values()))
+HOST_ONLY = {"_cpython.py"}  # CPython stand-ins; a board has the real thing
+_VIPER_DECORATOR = re.compile(r"^\s*@micropython\.(viper|native)\s*$", re.M)
+
+
+def mpy_cross() -> str:
+    exe = Path(sys.executable).parent / "mpy-cross"
+    return str(exe) if exe.exists() else "mpy-cross"
+
+
+def _compile(src: Path, out: Path, arch: str | None, source_name: str) -> bool:
+    """Compile src to out unless out is newer; True if it ran."""
+    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [mpy_cross(), "-o", str(out), "-s", source_name]
+    if arch:
+        cmd.append(f"-march={arch}")
+    cmd.append(str(src))
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"mpy-cross failed on {src.relative_to(ROOT)} ({arch}): {res.stderr.strip()}")
+    return True
+
+
+def device_sources() -> list[Path]:
+    return sorted(p for p in (LIB / "spot").glob("*.py") if p.name not in HOST_ONLY)
+
+
+def build_arch(arch: str) -> list[Path]:
+    outs = []
+    for src in device_sources():
+        rel = src.relative_to(LIB)
+        out = BUILD / "mpy" / arch / rel.with_suffix(".mpy")
+        _compile(src, out, arch, str(rel))
+        outs.append(out)
+    return outs
+
+
+def build_variants() -> dict[str, Path]:
+    """The hot path for the unix port as native code and as plain bytecode.
+
+    The bytecode variant is the very same source with its viper decorators
+    removed, so the two differ only in how they were compiled.
+    """
+    src = LIB / "spot" / "hotpath.py"
+    vdir = BUILD / "variants"
+    native = vdir / "hotpath_native.mpy"
+    bytecode = vdir / "hotpath_bytecode.mpy"
+    _compile(src, native, "x64", "hotpath_native.py")
+    stripped = vdir / "hotpath_bytecode.py"
+    text = _VIPER_DECORATOR.sub("", src.read_text())
+    if not stripped.exists() or stripped.read_text() != text:
+        vdir.mkdir(parents=True, exist_ok=True)
+        stripped.write_text(text)
+    _compile(stripped, bytecode, None, "hotpath_bytecode.py")
+    return {"native": native, "bytecode": bytecode}
+
+
+def build_all(archs: list[str] | None = None) -> dict[str, list[Path]]:
+    result = {arch: build_arch(arch) for arch in (archs or ARCHS)}
+    build_variants()
+    return result
+
+
+if __name__ == "__main__":
+    for arch, outs in build_all().items():
+        print(f"{arch:10s} {len(outs)} modules -> {outs[0].parent.relative_to(ROOT)}")

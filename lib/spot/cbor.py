@@ -1,0 +1,347 @@
+"""SPOT's payload codec: a strict, bounded subset of CBOR (RFC 8949).
+
+Accepted: unsigned and negative integers within 64-bit signed range, byte and
+text strings, arrays, maps with integer keys, false/true/null, tag 1 (time) and
+the SPOT object tags; anything else tagged decodes to objects.Unknown. Refused
+with a SpotError: floats, indefinite lengths, non-shortest (non-deterministic)
+heads, duplicate map keys, trailing bytes. The decoder never allocates past the
+receiver's Limits, whatever the input.
+"""
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from spot.errors import BAD_PAYLOAD, BAD_VALUE, OVERSIZED, TOO_DEEP, TRUNCATED, SpotError
+from spot.objects import TAG_ANALOG, TAG_SCHEDULE, TAG_TIME, Analog, Schedule, Time, Unknown
+
+_INT_MAX = const(0x7FFFFFFFFFFFFFFF)
+_INT_MIN = const(-0x8000000000000000)
+
+
+class Limits:
+    """What a receiver is willing to decode; bounds both work and memory.
+
+    max_items counts every data item (a map entry is two); strings are copied,
+    so the worst case held at once is about max_items objects plus max_payload
+    bytes of string data.
+    """
+
+    __slots__ = ("max_payload", "max_depth", "max_items", "max_string")
+
+    def __init__(self, max_payload=512, max_depth=4, max_items=96, max_string=64):
+        self.max_payload = max_payload
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.max_string = max_string
+
+
+DEFAULT_LIMITS = Limits()
+
+
+# --- encoding --------------------------------------------------------------
+
+def _head(out, major, arg):
+    major <<= 5
+    if arg < 24:
+        out.append(major | arg)
+    elif arg < 0x100:
+        out.append(major | 24)
+        out.append(arg)
+    elif arg < 0x10000:
+        out.append(major | 25)
+        out.append(arg >> 8)
+        out.append(arg & 0xFF)
+    elif arg < 0x100000000:
+        out.append(major | 26)
+        for shift in (24, 16, 8, 0):
+            out.append((arg >> shift) & 0xFF)
+    else:
+        out.append(major | 27)
+        for shift in (56, 48, 40, 32, 24, 16, 8, 0):
+            out.append((arg >> shift) & 0xFF)
+
+
+def _int(out, v):
+    if v > _INT_MAX or v < _INT_MIN:
+        raise SpotError(OVERSIZED, "integer out of 64-bit range")
+    if v >= 0:
+        _head(out, 0, v)
+    else:
+        _head(out, 1, -1 - v)
+
+
+def _key_order(k):
+    # RFC 8949 section 4.2.1: bytewise order of encoded keys, which for
+    # integers is every non-negative key ascending, then negatives by magnitude.
+    return (k < 0, -k if k < 0 else k)
+
+
+def _encode(out, v):
+    if v is True:
+        out.append(0xF5)
+    elif v is False:
+        out.append(0xF4)
+    elif v is None:
+        out.append(0xF6)
+    elif isinstance(v, int):
+        _int(out, v)
+    elif isinstance(v, (bytes, bytearray, memoryview)):
+        _head(out, 2, len(v))
+        out.extend(v)
+    elif isinstance(v, str):
+        b = v.encode()
+        _head(out, 3, len(b))
+        out.extend(b)
+    elif isinstance(v, (list, tuple)):
+        _head(out, 4, len(v))
+        for item in v:
+            _encode(out, item)
+    elif isinstance(v, dict):
+        for k in v:
+            if not isinstance(k, int) or isinstance(k, bool):
+                raise SpotError(BAD_VALUE, "map keys must be integers")
+        _head(out, 5, len(v))
+        for k in sorted(v, key=_key_order):
+            _int(out, k)
+            _encode(out, v[k])
+    elif isinstance(v, Analog):
+        _head(out, 6, TAG_ANALOG)
+        if v.scale:
+            _encode(out, [v.value, v.unit, v.scale])
+        elif v.unit:
+            _encode(out, [v.value, v.unit])
+        else:
+            _encode(out, [v.value])
+    elif isinstance(v, Time):
+        _head(out, 6, TAG_TIME)
+        if not isinstance(v.seconds, int) or v.seconds < 0:
+            raise SpotError(BAD_VALUE, "time must be whole seconds since 1970")
+        _int(out, v.seconds)
+    elif isinstance(v, Schedule):
+        _head(out, 6, TAG_SCHEDULE)
+        _schedule(out, v)
+    elif isinstance(v, Unknown):
+        _head(out, 6, v.tag)
+        _encode(out, v.content)
+    else:
+        raise SpotError(BAD_VALUE, "cannot encode " + type(v).__name__)
+
+
+def _schedule(out, s):
+    n = len(s.values)
+    if n != len(s.offsets):
+        raise SpotError(BAD_VALUE, "schedule offsets and values differ in length")
+    step = s.interval()
+    _head(out, 4, 4 + n if step else 4 + 2 * n)
+    _int(out, s.base)
+    _int(out, s.unit)
+    _int(out, s.scale)
+    _int(out, step)
+    for i in range(n):
+        if not step:
+            _int(out, s.offsets[i])
+        _encode(out, s.values[i])
+
+
+def encode(value):
+    """The deterministic encoding of value, as bytes."""
+    out = bytearray()
+    _encode(out, value)
+    return bytes(out)
+
+
+# --- decoding --------------------------------------------------------------
+
+class _Decoder:
+    __slots__ = ("buf", "pos", "end", "items", "limits")
+
+    def __init__(self, buf, limits):
+        self.buf = buf
+        self.pos = 0
+        self.end = len(buf)
+        self.items = 0
+        self.limits = limits
+
+    def _byte(self):
+        if self.pos >= self.end:
+            raise SpotError(TRUNCATED, "payload ends inside an item")
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def _arg(self, info):
+        if info < 24:
+            return info
+        if info > 27:
+            raise SpotError(BAD_PAYLOAD, "indefinite length or reserved head at %d" % (self.pos - 1))
+        size = 1 << (info - 24)
+        if self.pos + size > self.end:
+            raise SpotError(TRUNCATED, "payload ends inside a head")
+        v = 0
+        for _ in range(size):
+            v = (v << 8) | self.buf[self.pos]
+            self.pos += 1
+        if v < (24 if size == 1 else 1 << (4 * size)):
+            raise SpotError(BAD_PAYLOAD, "non-shortest head at %d" % (self.pos - size - 1))
+        return v
+
+    def _count(self, n):
+        self.items += n
+        if self.items > self.limits.max_items:
+            raise SpotError(OVERSIZED, "more than %d items" % self.limits.max_items)
+
+    def _room(self, n, start):
+        # Refuse a container before building it if its items cannot fit.
+        if n > self.limits.max_items - self.items:
+            raise SpotError(OVERSIZED, "container of %d items at %d over the limit" % (n, start))
+
+    def _int(self):
+        self._count(1)
+        start = self.pos
+        ib = self._byte()
+        major = ib >> 5
+        if major > 1:
+            raise SpotError(BAD_VALUE, "integer expected at %d" % start)
+        arg = self._arg(ib & 31)
+        if arg > _INT_MAX:
+            raise SpotError(OVERSIZED, "integer out of 64-bit range at %d" % start)
+        return arg if major == 0 else -1 - arg
+
+    def item(self, depth):
+        self._count(1)
+        start = self.pos
+        ib = self._byte()
+        major = ib >> 5
+        info = ib & 31
+        if major == 7:
+            if info == 20:
+                return False
+            if info == 21:
+                return True
+            if info == 22:
+                return None
+            if 25 <= info <= 27:
+                raise SpotError(BAD_PAYLOAD, "float at %d: SPOT numbers are scaled integers" % start)
+            raise SpotError(BAD_PAYLOAD, "simple value 0x%02x at %d not in subset" % (ib, start))
+        arg = self._arg(info)
+        if major == 0:
+            if arg > _INT_MAX:
+                raise SpotError(OVERSIZED, "integer out of 64-bit range at %d" % start)
+            return arg
+        if major == 1:
+            if arg > _INT_MAX:
+                raise SpotError(OVERSIZED, "integer out of 64-bit range at %d" % start)
+            return -1 - arg
+        if major == 2 or major == 3:
+            if arg > self.limits.max_string:
+                raise SpotError(OVERSIZED, "string of %d bytes at %d" % (arg, start))
+            if self.pos + arg > self.end:
+                raise SpotError(TRUNCATED, "payload ends inside a string")
+            raw = bytes(self.buf[self.pos:self.pos + arg])
+            self.pos += arg
+            if major == 2:
+                return raw
+            try:
+                return raw.decode()
+            except (UnicodeError, ValueError):
+                raise SpotError(BAD_PAYLOAD, "invalid UTF-8 at %d" % start)
+        if depth <= 0:
+            raise SpotError(TOO_DEEP, "nesting deeper than %d at %d" % (self.limits.max_depth, start))
+        if major == 4:
+            if arg > self.end - self.pos:
+                raise SpotError(TRUNCATED, "array of %d items in %d bytes" % (arg, self.end - self.pos))
+            self._room(arg, start)
+            return [self.item(depth - 1) for _ in range(arg)]
+        if major == 5:
+            if 2 * arg > self.end - self.pos:
+                raise SpotError(TRUNCATED, "map of %d entries in %d bytes" % (arg, self.end - self.pos))
+            self._room(2 * arg, start)
+            d = {}
+            for _ in range(arg):
+                at = self.pos
+                k = self.item(depth - 1)
+                if not isinstance(k, int) or isinstance(k, bool):
+                    raise SpotError(BAD_PAYLOAD, "map key at %d is not an integer" % at)
+                if k in d:
+                    raise SpotError(BAD_PAYLOAD, "duplicate map key %d at %d" % (k, at))
+                d[k] = self.item(depth - 1)
+            return d
+        # major 6: a tag
+        if arg == TAG_TIME:
+            v = self.item(depth - 1)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise SpotError(BAD_VALUE, "time at %d is not whole seconds since 1970" % start)
+            return Time(v)
+        if arg == TAG_ANALOG:
+            return self._analog(depth - 1, start)
+        if arg == TAG_SCHEDULE:
+            return self._schedule(depth - 1, start)
+        return Unknown(arg, self.item(depth - 1))
+
+    def _array_head(self, start, what):
+        ib = self._byte()
+        if ib >> 5 != 4:
+            raise SpotError(BAD_VALUE, what + " at %d is not an array" % start)
+        n = self._arg(ib & 31)
+        self._count(1)
+        if n > self.end - self.pos:
+            raise SpotError(TRUNCATED, what + " at %d is cut short" % start)
+        return n
+
+    def _analog(self, depth, start):
+        if depth <= 0:
+            raise SpotError(TOO_DEEP, "analog value at %d too deep" % start)
+        n = self._array_head(start, "analog value")
+        if n < 1 or n > 3:
+            raise SpotError(BAD_VALUE, "analog value at %d has %d fields" % (start, n))
+        value = self._int()
+        unit = self._int() if n > 1 else 0
+        scale = self._int() if n > 2 else 0
+        if unit < 0 or scale < -24 or scale > 24:
+            raise SpotError(BAD_VALUE, "analog unit or scale out of range at %d" % start)
+        return Analog(value, unit, scale)
+
+    def _schedule(self, depth, start):
+        if depth <= 1:
+            raise SpotError(TOO_DEEP, "schedule at %d too deep" % start)
+        n = self._array_head(start, "schedule")
+        if n < 4:
+            raise SpotError(BAD_VALUE, "schedule at %d has %d fields" % (start, n))
+        base = self._int()
+        unit = self._int()
+        scale = self._int()
+        step = self._int()
+        if base < 0 or step < 0 or unit < 0:
+            raise SpotError(BAD_VALUE, "schedule head out of range at %d" % start)
+        if not step and n & 1:
+            raise SpotError(BAD_VALUE, "schedule at %d has an offset without a value" % start)
+        count = n - 4 if step else (n - 4) >> 1
+        offsets = []
+        values = []
+        last = -1
+        for i in range(count):
+            if step:
+                off = i * step
+            else:
+                off = self._int()
+                if off <= last:
+                    raise SpotError(BAD_VALUE, "schedule steps at %d unsorted or overlapping" % start)
+                last = off
+            v = self.item(depth - 1)
+            if not isinstance(v, int):
+                raise SpotError(BAD_VALUE, "schedule value at %d is not a number or boolean" % start)
+            offsets.append(off)
+            values.append(v)
+        return Schedule(base, offsets, values, unit, scale)
+
+
+def decode(buf, limits=DEFAULT_LIMITS):
+    """The one item in buf (bytes, bytearray or memoryview), or SpotError."""
+    if len(buf) > limits.max_payload:
+        raise SpotError(OVERSIZED, "payload of %d bytes over %d" % (len(buf), limits.max_payload))
+    d = _Decoder(buf, limits)
+    v = d.item(limits.max_depth)
+    if d.pos != d.end:
+        raise SpotError(BAD_PAYLOAD, "%d trailing bytes after the payload" % (d.end - d.pos))
+    return v

@@ -252,7 +252,10 @@ class _Decoder:
             if arg > self.end - self.pos:
                 raise SpotError(TRUNCATED, "array of %d items in %d bytes" % (arg, self.end - self.pos))
             self._room(arg, start)
-            return [self.item(depth - 1) for _ in range(arg)]
+            items = [None] * arg  # one allocation, not a growing list
+            for i in range(arg):
+                items[i] = self.item(depth - 1)
+            return items
         if major == 5:
             if 2 * arg > self.end - self.pos:
                 raise SpotError(TRUNCATED, "map of %d entries in %d bytes" % (arg, self.end - self.pos))
@@ -329,7 +332,7 @@ class _Decoder:
                     raise SpotError(BAD_VALUE, "schedule steps at %d unsorted or overlapping" % start)
                 last = off
             v = self.item(depth - 1)
-            if not isinstance(v, int):
+            if not isinstance(v, int) and v is not True and v is not False:
                 raise SpotError(BAD_VALUE, "schedule value at %d is not a number or boolean" % start)
             offsets.append(off)
             values.append(v)
@@ -340,7 +343,8 @@ def decode(buf, limits=DEFAULT_LIMITS):
     """The one item in buf (bytes, bytearray or memoryview), or SpotError."""
     if len(buf) > limits.max_payload:
         raise SpotError(OVERSIZED, "payload of %d bytes over %d" % (len(buf), limits.max_payload))
-    d = _Decoder(buf, limits)
+    # Slices of a memoryview copy nothing until a string is kept.
+    d = _Decoder(memoryview(buf), limits)
     v = d.item(limits.max_depth)
     if d.pos != d.end:
         raise SpotError(BAD_PAYLOAD, "%d trailing bytes after the payload" % (d.end - d.pos))

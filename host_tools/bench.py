@@ -1,0 +1,110 @@
+"""`make bench`: measure the project's figures and write build/bench.json.
+
+Every speed figure is a ratio of two things measured side by side in one run
+(these machines are noisy); sizes are exact byte counts. The JSON is flat
+(name -> number) and merged into any figures already in the file, so later
+benchmarks can add theirs.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from host_tools import build
+from host_tools.build import BUILD, ROOT
+
+BENCH_JSON = BUILD / "bench.json"
+MICROPYTHON = Path(sys.executable).parent / "micropython"
+
+# Floors from the issues: name -> (comparison, value).
+FLOORS = {
+    "hotpath_reject_speedup": (">=", 10),
+    "hotpath_reject_alloc_bytes": ("<=", 0),
+    "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
+    "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
+    "wire_ratio_telemetry_vs_openadr": ("<=", 1 / 20),
+}
+
+
+def hotpath_figures(rounds: int) -> dict[str, float]:
+    variants = build.build_variants()
+    build.build_arch("x64")
+    res = subprocess.run(
+        [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "bench_hotpath.py"),
+         str(variants["native"].parent), str(BUILD / "mpy" / "x64"), str(rounds)],
+        capture_output=True, text=True, check=False, timeout=600)
+    if res.returncode:
+        raise SystemExit(f"hot-path benchmark failed under the unix port:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def spot_frames() -> dict[str, bytes]:
+    """The three benchmark contents as secured SPOT frames (trailer counted)."""
+    sys.path.insert(0, str(ROOT / "lib"))
+    from host_tools import wire_compare as wc
+    from spot import frame, messages
+    from spot.objects import UNIT_W, UNIT_WH, Analog
+
+    p, s, t = wc.PRICE24, wc.SHED, wc.TELEMETRY
+    controller, plug, site = 0x00010001, 0x00000107, 0x80000001
+    return {
+        "price24": messages.price_forecast(site, controller, 1, p["start"], p["interval_s"],
+                                           [round(x * 100) for x in p["prices"]], -2),
+        "shed": messages.reduce_power(plug, controller, 2, s["reduce_pct"], s["start"], s["duration_s"]),
+        "telemetry": messages.meter_report(
+            controller, plug, 3, t["ts"], Analog(round(t["power_w"] * 10), UNIT_W, -1),
+            Analog(round(t["energy_wh"] * 10), UNIT_WH, -1), t["relay_on"], frame.FLAG_SECURED),
+    }
+
+
+def wire_figures() -> dict[str, float]:
+    from host_tools import wire_compare
+
+    others = wire_compare.competitor_sizes()
+    out: dict[str, float] = {}
+    for name, raw in spot_frames().items():
+        out[f"wire_bytes_{name}"] = len(raw)
+        for enc, size in others[name].items():
+            out[f"wire_bytes_{name}_{enc}"] = size
+        out[f"wire_ratio_{name}_vs_openadr"] = round(len(raw) / others[name]["openadr"], 4)
+    return out
+
+
+def _meets(name: str, value: float) -> str:
+    if name not in FLOORS:
+        return ""
+    op, floor = FLOORS[name]
+    ok = value >= floor if op == ">=" else value <= floor
+    return ("[green]ok[/]" if ok else "[red]BELOW FLOOR[/]") + f" ({op} {floor:.4g})"
+
+
+def main(quick: bool = False) -> int:
+    figures = {}
+    figures.update(hotpath_figures(rounds=2 if quick else 7))
+    figures.update(wire_figures())
+    merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
+    merged.update(figures)
+    BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
+    BENCH_JSON.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+
+    table = Table(title="SPOT figures (build/bench.json)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("floor")
+    for name in sorted(figures):
+        v = figures[name]
+        table.add_row(name, f"{v:,.4g}" if isinstance(v, float) else f"{v:,}", _meets(name, v))
+    Console().print(table)
+    failed = [n for n in FLOORS if n in figures and "BELOW" in _meets(n, figures[n])]
+    if failed:
+        print("below floor: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,7 +28,8 @@ TARGETS = {
     "rp2350": "armv7m",
 }
 ARCHS = sorted(set(TARGETS.values()))
-HOST_ONLY = {"_cpython.py"}  # CPython stand-ins; a board has the real thing
+# CPython stand-ins (a board has the real thing) and the freeze manifest.
+HOST_ONLY = {"_cpython.py", "manifest.py"}
 _VIPER_DECORATOR = re.compile(r"^\s*@micropython\.(viper|native)\s*$", re.M)
 
 

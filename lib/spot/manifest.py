@@ -1,0 +1,21 @@
+# Freeze or install the SPOT library (micropython-lib manifest format).
+metadata(
+    description="SPOT: compact, secured, service-oriented frames for smart-grid end devices.",
+    version="0.1.0",
+    license="MIT",
+)
+
+package(
+    "spot",
+    files=(
+        "__init__.py",
+        "cbor.py",
+        "errors.py",
+        "filter_table.py",
+        "frame.py",
+        "hotpath.py",
+        "messages.py",
+        "objects.py",
+    ),
+    base_path="..",
+)

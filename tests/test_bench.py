@@ -1,0 +1,26 @@
+"""`make bench` works end to end; exact figures (sizes, allocation) meet their floors.
+
+Speed ratios are only checked for direction here: a loaded CI machine must not
+fail a unit test over timing. The floors for them are checked by `make bench`.
+"""
+from __future__ import annotations
+
+from host_tools import bench
+
+
+def test_hotpath_figures_are_measured_and_allocation_free() -> None:
+    figures = bench.hotpath_figures(rounds=1)
+    assert figures["hotpath_reject_alloc_bytes"] == 0
+    assert figures["hotpath_accept_alloc_bytes"] == 0
+    assert figures["hotpath_reject_speedup"] > 1
+    assert figures["hotpath_accept_speedup"] > 1
+    assert 0 < figures["core_import_heap_bytes"] < 64 * 1024
+
+
+def test_wire_sizes_beat_openadr_twenty_times() -> None:
+    figures = bench.wire_figures()
+    for name in ("price24", "shed", "telemetry"):
+        assert figures[f"wire_ratio_{name}_vs_openadr"] <= 1 / 20, name
+        assert figures[f"wire_bytes_{name}"] < figures[f"wire_bytes_{name}_openadr"]
+    # Below the binary standards' figures for a power-adjust command (Matter ~72 B).
+    assert figures["wire_bytes_shed"] < 72

@@ -1,0 +1,35 @@
+"""The library's install descriptions list exactly the device modules."""
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import ROOT
+
+from host_tools import build
+
+SPOT = ROOT / "lib" / "spot"
+
+
+def _device_modules() -> set[str]:
+    return {p.name for p in build.device_sources()}
+
+
+def test_mip_package_json_lists_every_device_module() -> None:
+    pkg = json.loads((SPOT / "package.json").read_text())
+    assert {dest.split("/", 1)[1] for dest, _ in pkg["urls"]} == _device_modules()
+    assert all(src == dest.split("/", 1)[1] for dest, src in pkg["urls"])
+
+
+def test_freeze_manifest_lists_every_device_module() -> None:
+    text = (SPOT / "manifest.py").read_text()
+    assert set(re.findall(r'"([a-z_]+\.py)"', text)) == _device_modules()
+
+
+def test_device_code_has_no_cpython_only_imports() -> None:
+    allowed = {"micropython", "array", "spot", "gc", "sys", "time", "json", "struct"}
+    for path in (ROOT / "lib").rglob("*.py"):
+        if path.name in build.HOST_ONLY or path.name == "manifest.py":
+            continue
+        for mod in re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", path.read_text(), re.M):
+            assert mod in allowed, f"{path.relative_to(ROOT)} imports {mod}"

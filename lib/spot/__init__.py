@@ -7,7 +7,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # Lazy submodule access for interpreters that do not import on attribute.
-    if name in ("cbor", "errors", "filter_table", "frame", "hotpath", "messages", "objects"):
+    # Any submodule, loaded on first attribute access. MicroPython resolves
+    # `from spot import x` through this hook too, so it must find every module.
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
         return __import__("spot." + name, None, None, [name])
-    raise AttributeError(name)
+    except ImportError:
+        raise AttributeError(name)

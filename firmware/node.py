@@ -174,7 +174,7 @@ class Node:
     def _queue_ack(self, f, status, reason):
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         # Unsecured like everything else until the security issue lands.
-        buf = messages.ack(f.src, self.address, self.seq, f.seq, status, reason, flags=0)
+        buf = messages.ack(f.src, self.address, self.seq, f.seq, status, reason)
         if len(self.outbox) >= _OUTBOX:
             self.outbox.pop(0)  # the oldest answer is the least useful one
             self.outbox_lost += 1

@@ -46,19 +46,24 @@ def hotpath_figures(rounds: int) -> dict[str, float]:
 def spot_frames() -> dict[str, bytes]:
     """The three benchmark contents as secured SPOT frames (trailer counted)."""
     sys.path.insert(0, str(ROOT / "lib"))
+    import os
+
     from host_tools import wire_compare as wc
-    from spot import frame, messages
+    from spot import messages
+    from spot.keyring import Key
     from spot.objects import UNIT_W, UNIT_WH, Analog
 
     p, s, t = wc.PRICE24, wc.SHED, wc.TELEMETRY
     controller, plug, site = 0x00010001, 0x00000107, 0x80000001
+    key = Key(1, controller, os.urandom(32), 0xFF)  # sizes do not depend on the key
     return {
         "price24": messages.price_forecast(site, controller, 1, p["start"], p["interval_s"],
-                                           [round(x * 100) for x in p["prices"]], -2),
-        "shed": messages.reduce_power(plug, controller, 2, s["reduce_pct"], s["start"], s["duration_s"]),
+                                           [round(x * 100) for x in p["prices"]], -2, key=key),
+        "shed": messages.reduce_power(plug, controller, 2, s["reduce_pct"], s["start"],
+                                      s["duration_s"], key=key),
         "telemetry": messages.meter_report(
             controller, plug, 3, t["ts"], Analog(round(t["power_w"] * 10), UNIT_W, -1),
-            Analog(round(t["energy_wh"] * 10), UNIT_WH, -1), t["relay_on"], frame.FLAG_SECURED),
+            Analog(round(t["energy_wh"] * 10), UNIT_WH, -1), t["relay_on"], key=key),
     }
 
 

@@ -110,16 +110,16 @@ def plan() -> list[Planned]:
     # default would set FLAG_SECURED with an all-zero tag).
     prices = [round(p * 100) for p in PRICE24["prices"]]
     forecast = messages.price_forecast(frame.BROADCAST, CONTROLLER, 1, PRICE24["start"],
-                                       PRICE24["interval_s"], prices, -2, flags=0)
-    sync = messages.time_sync(frame.BROADCAST, CONTROLLER, 2, int(time.time()), 0, flags=0)
+                                       PRICE24["interval_s"], prices, -2)
+    sync = messages.time_sync(frame.BROADCAST, CONTROLLER, 2, int(time.time()), 0)
     shed = messages.reduce_power(DEVICE, CONTROLLER, 3, SHED["reduce_pct"], SHED["start"],
-                                 SHED["duration_s"], flags=0)
+                                 SHED["duration_s"])
     other = messages.reduce_power(OTHER_DEVICE, CONTROLLER, 4, SHED["reduce_pct"],
-                                  SHED["start"], SHED["duration_s"], flags=0)
+                                  SHED["start"], SHED["duration_s"])
     unknown = frame.encode(UNKNOWN_SERVICE, 1, frame.CLASS_INFO, DEVICE, CONTROLLER, 5,
                            cbor.encode({0: 1}))
     truncated = messages.reduce_power(DEVICE, CONTROLLER, 6, 50, SHED["start"], 600,
-                                      flags=0)[:-5]
+                                      )[:-5]
     # A well-formed header around bytes that are no CBOR map (0xff: a "break"
     # outside any indefinite item): only the payload codec can refuse it.
     garbage = frame.encode(messages.SVC_PRICE, 1, frame.CLASS_INFO, frame.BROADCAST,

@@ -113,8 +113,7 @@ def _subscribe_and_collect(port: int, topic: str) -> list[mqtt.MQTTMessage]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_broker_restart_keeps_retained(kill: bool) -> None:
-    payload = messages.price_forecast(frame.BROADCAST, 1, 1, 1795651200, 3600, [8520, 8015], -2,
-                                      flags=0)
+    payload = messages.price_forecast(frame.BROADCAST, 1, 1, 1795651200, 3600, [8520, 8015], -2)
     with Broker() as b:
         port, data = b.port, b.dir
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retainer")

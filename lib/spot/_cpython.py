@@ -23,3 +23,21 @@ class micropython:  # noqa: N801 - mirrors the MicroPython module's name
 # Viper pointer annotations; CPython evaluates annotations, MicroPython ignores
 # them outside viper functions.
 ptr8 = ptr16 = ptr32 = bytearray
+
+
+class aes:  # noqa: N801 - mirrors MicroPython's cryptolib.aes
+    """cryptolib.aes(key, 1) (ECB) on CPython, backed by the `cryptography` package."""
+
+    def __init__(self, key, mode, iv=None):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if mode != 1:
+            raise ValueError("only ECB (mode 1) is provided")
+        self._enc = Cipher(algorithms.AES(bytes(key)), modes.ECB()).encryptor()
+
+    def encrypt(self, data, out=None):
+        block = self._enc.update(bytes(data))
+        if out is None:
+            return block
+        out[:] = block
+        return None

@@ -25,6 +25,11 @@ UNKNOWN_SERVICE = const(17)
 UNKNOWN_SERVICE_VERSION = const(18)
 CLASS_REFUSED = const(19)
 INSECURE = const(20)
+# Security refusals (after the filter kept the frame).
+BAD_TAG = const(21)
+NOT_PAIRED = const(22)
+NOT_PERMITTED = const(23)
+REPLAYED = const(24)
 
 NAMES = {
     OK: "ok",
@@ -42,11 +47,15 @@ NAMES = {
     UNKNOWN_SERVICE_VERSION: "unknown service version",
     CLASS_REFUSED: "message class refused",
     INSECURE: "security required",
+    BAD_TAG: "authentication failed",
+    NOT_PAIRED: "sender not paired",
+    NOT_PERMITTED: "not permitted for this sender",
+    REPLAYED: "replayed or too old",
 }
 
 
 def is_drop(code):
-    """True for filter decisions on well-formed frames, False for malformed input."""
+    """True for filter and security decisions on well-formed frames, False for malformed input."""
     return code >= NOT_FOR_ME
 
 

@@ -10,12 +10,18 @@ package(
     files=(
         "__init__.py",
         "cbor.py",
+        "counter.py",
+        "crypto.py",
         "errors.py",
         "filter_table.py",
         "frame.py",
         "hotpath.py",
+        "key_admin.py",
+        "keyring.py",
         "messages.py",
         "objects.py",
+        "secure.py",
+        "storage.py",
     ),
     base_path="..",
 )

@@ -10,7 +10,7 @@ except ImportError:
     from spot._cpython import const
 
 from spot import cbor, frame
-from spot.errors import BAD_PAYLOAD, UNKNOWN_MANDATORY, SpotError
+from spot.errors import BAD_PAYLOAD, BAD_VALUE, UNKNOWN_MANDATORY, SpotError
 from spot.objects import UNIT_PERCENT, UNIT_PRICE_PER_MWH, Analog, Schedule, Time
 
 # Services (SPEC.md "Services"): one byte, each versioned on its own.
@@ -55,6 +55,14 @@ ACK_UNSUPPORTED = const(4)
 # Time sync (SVC_CORE, CLASS_TIMESYNC).
 K_TS_TIME = const(1)
 K_TS_MILLIS = const(2)
+# Key management (SVC_CORE, CLASS_COMMAND; admin keys only, key_add encrypted).
+CORE_KEY_ADD = const(1)
+CORE_KEY_RETIRE = const(2)
+K_KEY_ID = const(1)
+K_KEY_PEER = const(2)
+K_KEY_SECRET = const(3)
+K_KEY_CLASSES = const(4)
+K_KEY_FLAGS = const(5)  # bit 0 group key, bit 1 admin key
 
 # Keys each (service, class) understands; negative keys outside these are refused.
 KNOWN_KEYS = {
@@ -65,6 +73,8 @@ KNOWN_KEYS = {
     (SVC_CORE, frame.CLASS_ACK): (K_ACK_SEQ, K_ACK_STATUS, K_ACK_REASON),
     (SVC_CORE, frame.CLASS_TIMESYNC): (K_TS_TIME, K_TS_MILLIS),
     (SVC_CORE, frame.CLASS_DISCOVERY): (),
+    (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
+                                      K_KEY_FLAGS),
 }
 
 
@@ -80,52 +90,73 @@ def read_payload(f, limits=cbor.DEFAULT_LIMITS):
     return body
 
 
-def build(service, cls, dst, src, seq, body, flags=0, version=1, key_id=0, tag=None):
-    return frame.encode(service, version, cls, dst, src, seq, cbor.encode(body), flags, key_id, tag)
+def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encrypt=False):
+    """A frame carrying body; sealed (secured) under `key` if one is given."""
+    payload = cbor.encode(body)
+    if key is None:
+        if encrypt:
+            raise SpotError(BAD_VALUE, "encryption needs a key")
+        return frame.encode(service, version, cls, dst, src, seq, payload, flags)
+    from spot import secure
+
+    return secure.seal(key, service, version, cls, dst, src, seq, payload, flags, encrypt)
 
 
-# Builders for the standard messages (the spec's test vectors use these).
+# Builders for the standard messages (the spec's test vectors use these). Each
+# takes key= (a keyring.Key) to seal the frame; without one it is unsecured.
 
-def reduce_power(dst, src, seq, percent, start, duration_s, flags=frame.FLAG_SECURED):
+def reduce_power(dst, src, seq, percent, start, duration_s, key=None):
     return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, {
         K_KIND: DR_REDUCE,
         K_DR_AMOUNT: Analog(percent, UNIT_PERCENT),
         K_DR_START: Time(start),
         K_DR_DURATION: duration_s,
-    }, flags | frame.FLAG_ACK_WANTED)
+    }, frame.FLAG_ACK_WANTED, key=key)
 
 
-def price_forecast(dst, src, seq, start, interval_s, prices, scale, flags=frame.FLAG_SECURED):
+def price_forecast(dst, src, seq, start, interval_s, prices, scale, key=None):
     return build(SVC_PRICE, frame.CLASS_INFO, dst, src, seq, {
         K_KIND: FC_ENERGY_PRICE,
         K_FC_SCHEDULE: Schedule.uniform(start, interval_s, prices, UNIT_PRICE_PER_MWH, scale),
         K_FC_CURRENCY: CURRENCY_EUR,
-    }, flags)
+    }, key=key)
 
 
-def meter_report(dst, src, seq, when, power, energy, relay_on, flags=frame.FLAG_SECURED):
-    """power and energy as Analog values (W and Wh)."""
+def meter_report(dst, src, seq, when, power, energy, relay_on, key=None, encrypt=False):
+    """power and energy as Analog values (W and Wh); reports may be private, so encrypt."""
     return build(SVC_METER, frame.CLASS_REPORT, dst, src, seq, {
         K_MR_TIME: Time(when),
         K_MR_POWER: power,
         K_MR_ENERGY: energy,
         K_MR_RELAY: relay_on,
-    }, flags)
+    }, key=key, encrypt=encrypt)
 
 
-def ack(dst, src, seq, acked_seq, status, reason=0, flags=frame.FLAG_SECURED):
+def ack(dst, src, seq, acked_seq, status, reason=0, key=None):
     body = {K_ACK_SEQ: acked_seq, K_ACK_STATUS: status}
     if reason:
         body[K_ACK_REASON] = reason
-    return build(SVC_CORE, frame.CLASS_ACK, dst, src, seq, body, flags)
+    return build(SVC_CORE, frame.CLASS_ACK, dst, src, seq, body, key=key)
 
 
-def time_sync(dst, src, seq, seconds, millis, flags=frame.FLAG_SECURED):
+def time_sync(dst, src, seq, seconds, millis, key=None):
     return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq,
-                 {K_TS_TIME: Time(seconds), K_TS_MILLIS: millis}, flags)
+                 {K_TS_TIME: Time(seconds), K_TS_MILLIS: millis}, key=key)
 
 
-def discovery(dst, src, seq, flags=0):
-    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, flags)
+def discovery(dst, src, seq, key=None):
+    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, key=key)
 
 
+def key_add(dst, src, seq, key, new_id, peer, secret, classes, group=False, admin=False):
+    """Give dst a new key (encrypted under `key`, which must be an admin key)."""
+    return build(SVC_CORE, frame.CLASS_COMMAND, dst, src, seq, {
+        K_KIND: CORE_KEY_ADD, K_KEY_ID: new_id, K_KEY_PEER: peer, K_KEY_SECRET: secret,
+        K_KEY_CLASSES: classes, K_KEY_FLAGS: (1 if group else 0) | (2 if admin else 0),
+    }, frame.FLAG_ACK_WANTED, key=key, encrypt=True)
+
+
+def key_retire(dst, src, seq, key, old_id, peer):
+    return build(SVC_CORE, frame.CLASS_COMMAND, dst, src, seq, {
+        K_KIND: CORE_KEY_RETIRE, K_KEY_ID: old_id, K_KEY_PEER: peer,
+    }, frame.FLAG_ACK_WANTED, key=key)

@@ -1,5 +1,9 @@
-"""The messages behind SPEC.md's test vectors, built with the library's own builders."""
+"""The messages behind SPEC.md's test vectors, built with the library's own builders.
+
+The keys here are published test keys: never use them on a real device.
+"""
 from spot import frame, messages
+from spot.keyring import GROUP_CLASSES, Key
 from spot.objects import UNIT_W, UNIT_WH, Analog
 
 CONTROLLER = 0x00010001  # a site controller
@@ -8,16 +12,35 @@ SITE_GROUP = 0x80000001  # every device of one site
 T0 = 1795651200  # 2026-11-26T00:00:00Z
 PRICES = [8520, 8015, 7840, 7695, 7730, 8210, 9560, 11825, 13140, 12005, 10470, 9630,
           9215, 9080, 9445, 10360, 12590, 14830, 15275, 13910, 11745, 10120, 9385, 8860]
+PAIR_SECRET = bytes(range(32))  # controller <-> plug, key id 1
+GROUP_SECRET = bytes(range(32, 64))  # the site's group key, key id 200
+PAIR_ID = 1
+GROUP_ID = 200
+
+
+def plug_keys():
+    """The plug's view: what the controller may send it, under which key."""
+    return [Key(PAIR_ID, CONTROLLER, PAIR_SECRET, 0xFF, admin=True),
+            Key(GROUP_ID, CONTROLLER, GROUP_SECRET, GROUP_CLASSES, group=True)]
+
+
+def controller_keys():
+    """The controller's view: what the plug may send it."""
+    return [Key(PAIR_ID, PLUG, PAIR_SECRET, (1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK))]
 
 
 def valid():
     """(name, frame bytes) for one frame of every message kind."""
+    pair = plug_keys()[0]
+    group = plug_keys()[1]
+    power, energy = Analog(12345, UNIT_W, -1), Analog(987654, UNIT_WH, -1)
     return [
-        ("command-reduce-power", messages.reduce_power(PLUG, CONTROLLER, 1001, 20, T0 + 17 * 3600, 7200)),
-        ("info-price-forecast", messages.price_forecast(SITE_GROUP, CONTROLLER, 1002, T0, 3600, PRICES, -2)),
-        ("report-meter", messages.meter_report(CONTROLLER, PLUG, 77, T0 + 12 * 3600,
-                                               Analog(12345, UNIT_W, -1), Analog(987654, UNIT_WH, -1), True)),
-        ("ack-applied", messages.ack(CONTROLLER, PLUG, 78, 1001, messages.ACK_APPLIED)),
-        ("timesync", messages.time_sync(frame.BROADCAST, CONTROLLER, 1003, T0 + 43200, 250)),
+        ("command-reduce-power", messages.reduce_power(PLUG, CONTROLLER, 1001, 20, T0 + 17 * 3600, 7200, key=pair)),
+        ("info-price-forecast", messages.price_forecast(SITE_GROUP, CONTROLLER, 1002, T0, 3600, PRICES, -2, key=group)),
+        ("report-meter", messages.meter_report(CONTROLLER, PLUG, 77, T0 + 12 * 3600, power, energy, True, key=pair)),
+        ("report-meter-encrypted", messages.meter_report(CONTROLLER, PLUG, 78, T0 + 12 * 3600, power, energy, True,
+                                                          key=pair, encrypt=True)),
+        ("ack-applied", messages.ack(CONTROLLER, PLUG, 79, 1001, messages.ACK_APPLIED, key=pair)),
+        ("timesync", messages.time_sync(frame.BROADCAST, CONTROLLER, 1003, T0 + 43200, 250, key=group)),
         ("discovery-unsecured", messages.discovery(frame.BROADCAST, CONTROLLER, 1004)),
     ]

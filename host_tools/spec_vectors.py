@@ -1,0 +1,89 @@
+"""Regenerate the test-vector blocks of lib/spot/SPEC.md from the library itself.
+
+Run after a deliberate change of the wire format; the tests then check that the
+library still produces and refuses exactly what the spec shows.
+usage: python -m host_tools.spec_vectors [--check]
+"""
+from __future__ import annotations
+
+import re
+import sys
+
+from host_tools.build import LIB, ROOT
+
+SPEC = LIB / "spot" / "SPEC.md"
+
+
+def _cases():
+    sys.path[:0] = [str(LIB), str(ROOT / "tests" / "portable")]
+    from spot import cbor, frame, messages, secure
+    from spot.keyring import Key
+    from spot.objects import Unknown
+    from vector_cases import CONTROLLER, PLUG, plug_keys, valid
+
+    pair, group = plug_keys()
+    ok = valid()
+    ok.append(("unknown-key-skipped", messages.build(
+        messages.SVC_DR, frame.CLASS_COMMAND, PLUG, CONTROLLER, 12, {0: 3, 9: Unknown(60000, 1)}, key=pair)))
+    good = ok[0][1]
+
+    def raw(seq, payload, key=pair):
+        return secure.seal(key, messages.SVC_DR, 1, frame.CLASS_COMMAND, PLUG, CONTROLLER,
+                                    seq, payload)
+
+    flipped = bytearray(good)
+    flipped[-1] ^= 1
+    readdressed = bytearray(good)
+    readdressed[8] = 0x08  # the same frame, now to device 0x108
+    version2 = bytearray(good)
+    version2[0] = 2
+    must = bytearray(good)
+    must[1] |= 0x40
+    enc_unsecured = bytearray(frame.encode(2, 1, 0, PLUG, CONTROLLER, 5, b"\xa0"))
+    enc_unsecured[1] = frame.FLAG_ENCRYPTED
+    bad = [
+        ("truncated-header", "truncated", good[:12]),
+        ("truncated-tag", "truncated", good[:-3]),
+        ("protocol-version-2", "bad-protocol-version", bytes(version2)),
+        ("trailing-byte", "length-mismatch", good + b"\x00"),
+        ("must-understand-flag", "unknown-mandatory-field", bytes(must)),
+        ("encrypted-unsecured", "bad-flag-combination", bytes(enc_unsecured)),
+        ("forged-tag", "authentication-failed", bytes(flipped)),
+        ("readdressed", "authentication-failed", bytes(readdressed)),
+        ("unknown-key-id", "sender-not-paired", secure.seal(
+            Key(7, CONTROLLER, bytes(32), 0xFF), 2, 1, 0, PLUG, CONTROLLER, 13, b"\xa0")),
+        ("command-under-group-key", "not-permitted-for-this-sender", raw(14, b"\xa0", group)),
+        ("float-in-payload", "bad-payload", raw(6, bytes.fromhex("a101fb3fc999999999999a"))),
+        ("nesting-too-deep", "nesting-too-deep", raw(7, bytes.fromhex("a101818181818100"))),
+        ("string-too-long", "oversized", raw(8, bytes.fromhex("a1015841") + bytes(65))),
+        ("unknown-mandatory-key", "unknown-mandatory-field", raw(9, cbor.encode({0: 1, -5: 1}))),
+        ("duplicate-key", "bad-payload", raw(10, bytes.fromhex("a200010002"))),
+        ("payload-not-a-map", "bad-payload", raw(11, bytes.fromhex("83010203"))),
+    ]
+    return [(n, "ok", r) for n, r in ok], bad
+
+
+def render() -> str:
+    ok, bad = _cases()
+    text = SPEC.read_text()
+    blocks = ["# name                    outcome  frame\n" + "".join(
+        f"{n:25s} ok {r.hex()}\n" for n, _, r in ok),
+        "".join(f"{n:25s} {o} {r.hex()}\n" for n, o, r in bad)]
+    parts = re.split(r"(```spot-vectors\n)(.*?)(```)", text, flags=re.S)
+    # parts: text, open, body, close, text, open, body, close, text
+    assert len(parts) == 9, "SPEC.md must have exactly two spot-vectors blocks"
+    parts[2], parts[6] = blocks
+    return "".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    new = render()
+    if "--check" in argv:
+        return 0 if new == SPEC.read_text() else 1
+    SPEC.write_text(new)
+    print(f"rewrote the vectors in {SPEC.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

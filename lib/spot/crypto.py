@@ -1,0 +1,74 @@
+"""The cryptographic primitives of SPOT frame security, from what every board has.
+
+HMAC-SHA256 (built on hashlib.sha256; MicroPython has no hmac module), AES-128
+in counter mode (built on cryptolib's AES-ECB, since CTR is not compiled into
+every port), key derivation, and a constant-time comparison.
+"""
+import hashlib
+
+try:
+    from cryptolib import aes
+except ImportError:  # CPython
+    from spot._cpython import aes
+
+_sha256 = hashlib.sha256
+
+
+class Hmac:
+    """HMAC-SHA256 with the key's pads prepared once (RFC 2104)."""
+
+    __slots__ = ("_ipad", "_opad")
+
+    def __init__(self, key):
+        if len(key) > 64:
+            key = _sha256(key).digest()
+        k = bytearray(64)
+        k[: len(key)] = key
+        self._ipad = bytes(b ^ 0x36 for b in k)
+        self._opad = bytes(b ^ 0x5C for b in k)
+
+    def digest(self, *parts):
+        h = _sha256(self._ipad)
+        for p in parts:
+            h.update(p)
+        outer = _sha256(self._opad)
+        outer.update(h.digest())
+        return outer.digest()
+
+
+def hmac_sha256(key, *parts):
+    return Hmac(key).digest(*parts)
+
+
+def derive(key, label):
+    """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input)."""
+    return hmac_sha256(key, b"SPOT-v1 ", label)
+
+
+def ctr_xor(key16, nonce12, data):
+    """data XOR the AES-128-CTR keystream for nonce12 (block counter from 0); new bytes."""
+    cipher = aes(key16, 1)
+    n = len(data)
+    out = bytearray(n)
+    block = bytearray(16)
+    block[:12] = nonce12
+    for start in range(0, n, 16):
+        i = start >> 4
+        block[12] = (i >> 24) & 0xFF
+        block[13] = (i >> 16) & 0xFF
+        block[14] = (i >> 8) & 0xFF
+        block[15] = i & 0xFF
+        stream = cipher.encrypt(block)
+        for j in range(min(16, n - start)):
+            out[start + j] = data[start + j] ^ stream[j]
+    return bytes(out)
+
+
+def same(a, b):
+    """Constant-time equality of two byte strings of public length."""
+    if len(a) != len(b):
+        return False
+    diff = 0
+    for i in range(len(a)):
+        diff |= a[i] ^ b[i]
+    return diff == 0

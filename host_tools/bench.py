@@ -24,6 +24,8 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 # Floors from the issues: name -> (comparison, value).
 FLOORS = {
     "hotpath_reject_speedup": (">=", 10),
+    "sec_overhead_bytes": ("<=", 12),
+    "sec_attacks_accepted": ("<=", 0),
     "hotpath_reject_alloc_bytes": ("<=", 0),
     "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
@@ -40,6 +42,17 @@ def hotpath_figures(rounds: int) -> dict[str, float]:
         capture_output=True, text=True, check=False, timeout=600)
     if res.returncode:
         raise SystemExit(f"hot-path benchmark failed under the unix port:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def security_figures(rounds: int) -> dict[str, float]:
+    build.build_arch("x64")
+    res = subprocess.run(
+        [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "bench_security.py"),
+         str(BUILD / "mpy" / "x64"), str(ROOT / "tests" / "portable"), str(rounds)],
+        capture_output=True, text=True, check=False, timeout=600)
+    if res.returncode:
+        raise SystemExit(f"security benchmark failed under the unix port:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -91,6 +104,7 @@ def _meets(name: str, value: float) -> str:
 def main(quick: bool = False) -> int:
     figures = {}
     figures.update(hotpath_figures(rounds=2 if quick else 7))
+    figures.update(security_figures(rounds=2 if quick else 5))
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

@@ -24,3 +24,11 @@ def test_wire_sizes_beat_openadr_twenty_times() -> None:
         assert figures[f"wire_bytes_{name}"] < figures[f"wire_bytes_{name}_openadr"]
     # Below the binary standards' figures for a power-adjust command (Matter ~72 B).
     assert figures["wire_bytes_shed"] < 72
+
+
+def test_security_figures() -> None:
+    figures = bench.security_figures(rounds=1)
+    assert figures["sec_overhead_bytes"] <= 10
+    assert figures["sec_attacks_accepted"] == 0
+    assert figures["sec_attacks"] >= 25
+    assert figures["sec_verify_us"] > figures["sec_hotpath_reject_us"] > 0

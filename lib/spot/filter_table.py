@@ -23,6 +23,7 @@ class FilterTable:
         self.buf = bytearray(hotpath.TABLE_SIZE)
         self.set_max_payload(max_payload)
         self.accept_broadcast(True)
+        self.require_security(range(8))  # nothing unsecured unless allowed
         if address is not None:
             self.add_address(address)
 
@@ -85,11 +86,16 @@ class FilterTable:
 
     # policy ----------------------------------------------------------------
     def require_security(self, classes):
-        """Drop frames of these classes that carry no security trailer."""
+        """Drop frames of exactly these classes when they carry no security trailer."""
         mask = 0
         for c in classes:
             mask |= 1 << c
         self.buf[2] = mask
+
+    def allow_unsecured(self, classes):
+        """Let these classes through without a trailer (read-only DISCOVERY at most)."""
+        for c in classes:
+            self.buf[2] &= ~(1 << c) & 0xFF
 
     def set_max_payload(self, n):
         if not 0 <= n <= 0xFFFF:

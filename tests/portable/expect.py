@@ -41,3 +41,20 @@ class Rng:
 
     def bytes(self, n):
         return bytes(self.next() & 0xFF for _ in range(n))
+
+
+def scratch_dir():
+    """A fresh empty directory for state files (MicroPython has no tempfile)."""
+    import os
+
+    path = "/tmp/spot-test-" + "".join("%02x" % b for b in os.urandom(6))
+    os.mkdir(path)
+    return path
+
+
+def remove_tree(path):
+    import os
+
+    for name in os.listdir(path):
+        os.remove(path + "/" + name)
+    os.rmdir(path)

@@ -9,6 +9,7 @@ from vector_cases import controller_keys, plug_keys
 def everything_table():
     t = FilterTable()
     t.any_destination(True)
+    t.require_security(())
     for service in range(256):
         t.set_service(service, range(8), 0, 255)
     return t

@@ -5,9 +5,10 @@ The first end-to-end demo device. On the unix port:
     MICROPYPATH=.frozen:build/mpy/x64:build/deps micropython firmware/main.py node.json
 
 Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
-    {"address": 4097, "site": "demo", "groups": [],
-     "broker": {"host": "127.0.0.1", "port": 1883},
+    {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
      "run_s": 60, "keepalive": 30, "stdin_stop": true}
+"dir" holds what `spot provision` wrote for this device (identity.json with
+its address, site and groups; keys.json with its keys) and its own state.
 
 Output: one JSON object per line on stdout ({"ev": ..., "t": ms since start}),
 ending with {"ev": "summary", ...}. It stops after run_s seconds or, with
@@ -24,6 +25,8 @@ from umqtt.simple import MQTTClient
 
 import topics
 from node import Node
+from spot.counter import SendCounter
+from spot.keyring import Keyring
 
 _SOCK_TIMEOUT_S = const(5)  # a stalled broker mid-packet is an error, not a hang
 _MAX_POLL_MS = const(1000)
@@ -165,9 +168,25 @@ def _poller(watch_stdin, sock=None):
     return p
 
 
+def make_node(cfg):
+    """The node from the device's own files: identity, keys, windows, counter.
+
+    cfg["dir"] is the device's filesystem (a board's root): identity.json and
+    keys.json come from provisioning (spot provision); window.json and
+    counter.json are the device's own state.
+    """
+    d = cfg.get("dir", ".")
+    with open(d + "/identity.json") as f:
+        ident = json.load(f)
+    cfg.setdefault("site", ident["site"])
+    ring = Keyring(d + "/keys.json", d + "/window.json")
+    return Node(int(ident["address"]), emit, ring, SendCounter(d + "/counter.json"),
+                ident.get("groups", ()), clock=time.time)
+
+
 def run(cfg):
     """Serve until the time limit or a stop; returns (node, link, why it stopped)."""
-    node = Node(int(cfg["address"]), emit, cfg.get("groups", ()), clock=time.time)
+    node = make_node(cfg)
     link = Link(cfg, node)
     deadline = time.ticks_add(time.ticks_ms(), int(float(cfg.get("run_s", 60)) * 1000))
     watch_stdin = cfg.get("stdin_stop", False)
@@ -217,6 +236,7 @@ def main():
         return 2
     node, link, why = run(cfg)
     link.close()
+    node.keyring.checkpoint()  # the windows of frames applied since the last one
     s = node.summary()
     s.update(why=why, acks=link.acks, bytes_out=link.bytes_out, reconnects=link.reconnects,
              address=node.address)

@@ -1,17 +1,18 @@
-"""A SPOT device node's receive side: filter, read, apply, answer.
+"""A SPOT device node's receive side: filter, verify, read, apply, answer.
 
 Transport-free: main.py hands over each received buffer and sends the ACK
 frames this queues, so the same node runs behind any transport adapter (and
 under CPython in tests). Every received frame ends as exactly one of kept,
-dropped (counted per reason code) or error (the codec itself failed), so
-rx == kept + drops + errors; a kept frame is then applied or refused.
+dropped (counted per reason code: filter, security or codec) or error (the
+codec itself failed), so rx == kept + drops + errors; a kept frame is then
+applied or refused. ACKs are sealed with the key shared with the sender.
 """
 try:
     from micropython import const
 except ImportError:
     from spot._cpython import const
 
-from spot import frame, messages
+from spot import cbor, frame, key_admin, messages, secure
 from spot.errors import BAD_VALUE, NAMES, SpotError
 from spot.filter_table import FilterTable
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
@@ -19,12 +20,12 @@ from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
 _CODES = const(32)  # drop codes are small ints (errors.py): one counter slot each
 _OUTBOX = const(4)  # ACKs waiting for the uplink; more means it is stuck
 
-# What this node serves. Security is not required yet (a later issue): until
-# tags are verified, a frame's FLAG_SECURED only travels along.
+# What this node serves; every class must come secured (the table's default)
+# but read-only discovery.
 _SERVICES = (
     (messages.SVC_DR, (frame.CLASS_COMMAND,)),
     (messages.SVC_PRICE, (frame.CLASS_INFO,)),
-    (messages.SVC_CORE, (frame.CLASS_TIMESYNC,)),
+    (messages.SVC_CORE, (frame.CLASS_TIMESYNC, frame.CLASS_COMMAND, frame.CLASS_DISCOVERY)),
 )
 
 _UNITS = {UNIT_PERCENT: " %", UNIT_W: " W"}
@@ -55,19 +56,21 @@ def _analog_text(a):
 class Node:
     """One device's protocol state: filter table, counters, applied signals."""
 
-    def __init__(self, address, emit, groups=(), clock=None):
+    def __init__(self, address, emit, keyring, counter, groups=(), clock=None):
         self.address = address
         self.emit = emit  # emit(event, **fields): the node's only output channel
         self.clock = clock  # () -> epoch seconds; None until time sync matters
+        self.keyring = keyring
+        self.sender = secure.Sender(address, keyring, counter)
         t = self.table = FilterTable(address)
         for g in groups:
             t.add_address(g)
         for svc, classes in _SERVICES:
             t.set_service(svc, classes)
+        t.allow_unsecured((frame.CLASS_DISCOVERY,))
         self.drops = [0] * _CODES
         self.rx = self.kept = self.errors = self.applied = self.refused = 0
         self.bytes_in = 0
-        self.seq = 0
         self.outbox = []  # (acked seq, destination, frame bytes), oldest first
         self.outbox_lost = 0
         self.clock_offset = 0
@@ -82,7 +85,7 @@ class Node:
         self.bytes_in += n
         self.emit("rx", where=where, n=n)
         try:
-            f = frame.decode(buf, self.table)
+            f = secure.open_frame(buf, self.table, self.keyring)
             body = messages.read_payload(f)
         except SpotError as e:
             code = e.code if 0 <= e.code < _CODES else 0
@@ -116,6 +119,16 @@ class Node:
             return self._forecast(kind, body)
         if f.service == messages.SVC_CORE and f.cls == frame.CLASS_TIMESYNC:
             return self._time_sync(body)
+        if f.service == messages.SVC_CORE and f.cls == frame.CLASS_COMMAND:
+            status, reason = key_admin.apply(self.keyring, f, body)
+            if status == messages.ACK_APPLIED:
+                self.applied += 1
+                self.emit("applied", what="key %d of %08x %s" % (
+                    body.get(messages.K_KEY_ID), body.get(messages.K_KEY_PEER),
+                    "added" if kind == messages.CORE_KEY_ADD else "retired"))
+            else:
+                self.emit("refused", what="key command: %s" % NAMES.get(reason, reason))
+            return status, reason
         return messages.ACK_UNSUPPORTED, 0
 
     def _demand_response(self, kind, body):
@@ -172,9 +185,15 @@ class Node:
 
     # answer ----------------------------------------------------------------
     def _queue_ack(self, f, status, reason):
-        self.seq = (self.seq + 1) & 0xFFFFFFFF
-        # Unsecured like everything else until the security issue lands.
-        buf = messages.ack(f.src, self.address, self.seq, f.seq, status, reason)
+        body = {messages.K_ACK_SEQ: f.seq, messages.K_ACK_STATUS: status}
+        if reason:
+            body[messages.K_ACK_REASON] = reason
+        try:
+            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, f.src,
+                                   cbor.encode(body))
+        except SpotError as e:  # no key to answer with (unsecured discovery)
+            self.emit("refused", what="no ACK: %s" % e)
+            return
         if len(self.outbox) >= _OUTBOX:
             self.outbox.pop(0)  # the oldest answer is the least useful one
             self.outbox_lost += 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -26,6 +27,95 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main()
 
 
+def _registry(args: argparse.Namespace):
+    from host_tools.registry import Registry
+
+    return Registry(args.registry)
+
+
+def _send(args: argparse.Namespace, reg, device: int, raw: bytes, what: str) -> None:
+    from host_tools import publish
+
+    site = reg.device(device)["site"]
+    if args.mqtt:
+        topic = publish.device_topic(site, device)
+        publish.publish(args.mqtt, topic, raw)
+        print(f"{what}: {len(raw)}-byte frame queued on {topic} (QoS 1)")
+    else:
+        print(f"{what}: frame for device {device:08x} (hex; send it with --mqtt HOST:PORT):")
+        print(raw.hex())
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from host_tools.registry import parse_address
+
+    reg = _registry(args)
+    address = reg.provision(args.site, parse_address(args.device) if args.device else None)
+    reg.save()
+    written = reg.write_device_files(address, args.out)
+    print(f"device {address:08x} provisioned in site {args.site!r} (registry {reg.path})")
+    for p in written:
+        print(f"  {p}  (secret: deploy to the board, keep out of the repository)")
+    return 0
+
+
+def _pair(args: argparse.Namespace) -> int:
+    from host_tools.registry import class_mask, parse_address
+
+    reg = _registry(args)
+    device = parse_address(args.device)
+    entry = reg.pair(parse_address(args.controller), device, class_mask(args.classes))
+    _send(args, reg, device, reg.key_add_frame(entry), f"pairing key {entry.key_id}")
+    reg.save()
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    from host_tools.registry import parse_address
+
+    reg = _registry(args)
+    device = parse_address(args.device)
+    old, new = reg.rotate(device, parse_address(args.peer) if args.peer else None)
+    _send(args, reg, device, reg.key_add_frame(new), f"new key {new.key_id} (replaces {old.key_id})")
+    reg.save()
+    print(f"key {old.key_id} stays valid for frames already queued; when they are delivered:\n"
+          f"  spot retire {device:#010x} {old.key_id}")
+    return 0
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from host_tools.registry import parse_address
+
+    reg = _registry(args)
+    device = parse_address(args.device)
+    entry = next((e for e in reg.entries(device) if e.key_id == args.key_id), None)
+    if entry is None:
+        raise SystemExit(f"device {device:08x} has no key {args.key_id}")
+    _send(args, reg, device, reg.key_retire_frame(device, entry.key_id, entry.peer),
+          f"retire key {entry.key_id}")
+    reg.retire(device, entry.key_id)
+    reg.save()
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from host_tools.registry import CLASS_NAMES
+
+    reg = _registry(args)
+    t = Table(title=f"keys in {reg.path}")
+    for col in ("device", "key id", "peer", "may send", "kind", "state"):
+        t.add_column(col)
+    for e in reg.entries():
+        names = ",".join(n for n, c in CLASS_NAMES.items() if e.classes >> c & 1)
+        kind = "group" if e.group else ("device (admin)" if e.admin else "pairing")
+        t.add_row(f"{e.device:08x}", str(e.key_id), f"{e.peer:08x}", names, kind, e.state)
+    Console().print(t)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="spot", description="Build, measure and demonstrate SPOT end-device firmware.")
@@ -45,8 +135,55 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run the end-to-end demo against a local Mosquitto")
     p.set_defaults(func=_demo)
 
+    reg_help = "the pairing registry (default $SPOT_REGISTRY or ~/.config/spot/registry.json)"
+    mqtt_help = "publish the frame to the device's topic on this broker (HOST:PORT)"
+
+    p = sub.add_parser("provision", help="create a device's identity and keys",
+                       description="Register a device (id, device key, its site's group key) and "
+                                   "write identity.json and keys.json for deploying to it.")
+    p.add_argument("--site", required=True, help="the site (a group key is made per site)")
+    p.add_argument("--device", help="the device address (default: the next free one)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the device's files")
+    p.add_argument("--registry", type=Path, help=reg_help)
+    p.set_defaults(func=_provision)
+
+    p = sub.add_parser("pair", help="let a controller send a device some message classes",
+                       description="Create a pairwise key between a controller and a device and "
+                                   "send it to the device, encrypted under its device key.")
+    p.add_argument("controller", help="the controller's address")
+    p.add_argument("device", help="the device's address")
+    p.add_argument("--classes", default="command,info,timesync",
+                   help="what the controller may send: command, info, timesync, discovery, ...")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help=mqtt_help)
+    p.add_argument("--registry", type=Path, help=reg_help)
+    p.set_defaults(func=_pair)
+
+    p = sub.add_parser("rotate", help="give a device a new key; the old one stays until retired",
+                       description="Rotate the key between a device and the cloud (or --peer). "
+                                   "Frames queued under the old key still verify until `retire`.")
+    p.add_argument("device")
+    p.add_argument("--peer", help="the other end of the key (default: the cloud)")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help=mqtt_help)
+    p.add_argument("--registry", type=Path, help=reg_help)
+    p.set_defaults(func=_rotate)
+
+    p = sub.add_parser("retire", help="withdraw a key from a device")
+    p.add_argument("device")
+    p.add_argument("key_id", type=int)
+    p.add_argument("--mqtt", metavar="HOST:PORT", help=mqtt_help)
+    p.add_argument("--registry", type=Path, help=reg_help)
+    p.set_defaults(func=_retire)
+
+    p = sub.add_parser("keys", help="list the registry's keys (never their secrets)")
+    p.add_argument("--registry", type=Path, help=reg_help)
+    p.set_defaults(func=_keys)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError) as e:
+        print(f"spot {args.command}: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """End-to-end demo: a controller, a private Mosquitto and one emulated device.
 
 The device is firmware/main.py on the real MicroPython unix port, loading the
-compiled library (build/mpy/x64). The controller (paho-mqtt, here) sends a
-retained price forecast, a time sync, a "reduce power 20 % for 2 h" command
-and four frames the device must drop (for another device, unknown service,
-truncated, garbage payload), one at a time, and waits for the device's verdict
-on each and for its ACK. Prints a timeline and a summary table; returns 0 only
-if the device counted exactly what was sent.
+compiled library (build/mpy/x64), provisioned by a throw-away registry with its
+own keys. The controller (the cloud, paho-mqtt here) sends a retained price
+forecast under the site's group key, a time sync, a "reduce power 20 % for
+2 h" command under the device's key, frames the filter must drop (for another
+device, unknown service, truncated, garbage payload) and frames an attacker
+could send (forged tag, replay, unsecured, from an unpaired controller), one
+at a time, and waits for the device's verdict on each and for its sealed ACK.
+Prints a timeline and a summary table; returns 0 only if the device counted
+exactly what was sent.
 """
 from __future__ import annotations
 
@@ -34,8 +37,10 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from host_tools.broker import Broker, BrokerError  # noqa: E402
+from host_tools.registry import Registry  # noqa: E402
 from host_tools.wire_compare import PRICE24, SHED  # noqa: E402
-from spot import cbor, errors, frame, messages  # noqa: E402
+from spot import cbor, errors, frame, messages, secure  # noqa: E402
+from spot.keyring import Key  # noqa: E402
 
 FIRMWARE = ROOT / "firmware" / "main.py"
 MPY = ROOT / "build" / "mpy" / "x64"
@@ -43,7 +48,8 @@ DEPS = ROOT / "build" / "deps"
 SITE = "demo"
 DEVICE = 0x00001001
 OTHER_DEVICE = 0x00001002
-CONTROLLER = 0x00000001
+CONTROLLER = 0x00000001  # the cloud: the registry's own address
+ROGUE = 0x00000009  # a controller nobody paired with the device
 UNKNOWN_SERVICE = 0x7E
 VERDICT_TIMEOUT = 5.0  # per frame: delivered and kept or dropped
 ACK_TIMEOUT = 10.0
@@ -102,37 +108,51 @@ class Result:
                 "bytes_in": sum(len(p.data) for p in self.sent)}
 
 
-def plan() -> list[Planned]:
+def plan(reg: Registry) -> list[Planned]:
     """The frames the controller sends, in order, with what the device must do."""
     down = topic(SITE, DEVICE)
     bcast = topic(SITE, frame.BROADCAST)
-    # Security is a later issue: every frame goes unsecured (the builders'
-    # default would set FLAG_SECURED with an all-zero tag).
+    group = reg.site_group(SITE)
+    gtopic = topic(SITE, group)
+    key = reg.sender_key(CONTROLLER, DEVICE)
+    gkey = reg.group_key(SITE)
+    seq = reg.counter(CONTROLLER).next
     prices = [round(p * 100) for p in PRICE24["prices"]]
-    forecast = messages.price_forecast(frame.BROADCAST, CONTROLLER, 1, PRICE24["start"],
-                                       PRICE24["interval_s"], prices, -2)
-    sync = messages.time_sync(frame.BROADCAST, CONTROLLER, 2, int(time.time()), 0)
-    shed = messages.reduce_power(DEVICE, CONTROLLER, 3, SHED["reduce_pct"], SHED["start"],
-                                 SHED["duration_s"])
-    other = messages.reduce_power(OTHER_DEVICE, CONTROLLER, 4, SHED["reduce_pct"],
-                                  SHED["start"], SHED["duration_s"])
-    unknown = frame.encode(UNKNOWN_SERVICE, 1, frame.CLASS_INFO, DEVICE, CONTROLLER, 5,
-                           cbor.encode({0: 1}))
-    truncated = messages.reduce_power(DEVICE, CONTROLLER, 6, 50, SHED["start"], 600,
-                                      )[:-5]
-    # A well-formed header around bytes that are no CBOR map (0xff: a "break"
-    # outside any indefinite item): only the payload codec can refuse it.
-    garbage = frame.encode(messages.SVC_PRICE, 1, frame.CLASS_INFO, frame.BROADCAST,
-                           CONTROLLER, 7, b"\xff\x00garbage")
+    forecast = messages.price_forecast(group, CONTROLLER, seq(), PRICE24["start"],
+                                       PRICE24["interval_s"], prices, -2, key=gkey)
+    sync = messages.time_sync(group, CONTROLLER, seq(), int(time.time()), 0, key=gkey)
+    shed = messages.reduce_power(DEVICE, CONTROLLER, seq(), SHED["reduce_pct"], SHED["start"],
+                                 SHED["duration_s"], key=key)
+    other = messages.reduce_power(OTHER_DEVICE, CONTROLLER, seq(), SHED["reduce_pct"],
+                                  SHED["start"], SHED["duration_s"], key=key)
+    unknown = secure.seal(key, UNKNOWN_SERVICE, 1, frame.CLASS_INFO, DEVICE, CONTROLLER, seq(),
+                          cbor.encode({0: 1}))
+    truncated = messages.reduce_power(DEVICE, CONTROLLER, seq(), 50, SHED["start"], 600,
+                                      key=key)[:-5]
+    # A well-formed, sealed frame around bytes that are no CBOR map (0xff: a
+    # "break" outside any indefinite item): only the payload codec can refuse it.
+    garbage = secure.seal(gkey, messages.SVC_PRICE, 1, frame.CLASS_INFO, group, CONTROLLER,
+                          seq(), b"\xff\x00garbage")
+    forged = bytearray(messages.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"],
+                                             7200, key=key))
+    forged[-1] ^= 0x55
+    unsecured = messages.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"], 7200)
+    rogue = messages.reduce_power(DEVICE, ROGUE, 1, 100, SHED["start"], 7200,
+                                  key=Key(2, DEVICE, os.urandom(32), 0xFF))
     return [
-        Planned("24 h price forecast (retained)", bcast, forecast, errors.OK, retain=True),
-        Planned("time sync", bcast, sync, errors.OK),
+        Planned("24 h price forecast (retained, group key)", gtopic, forecast, errors.OK,
+                retain=True),
+        Planned("time sync (group key)", gtopic, sync, errors.OK),
         Planned("reduce power 20 % for 2 h", down, shed, errors.OK, acked=True),
         Planned(f"command for device {OTHER_DEVICE:08x}", bcast, other, errors.NOT_FOR_ME),
         Planned(f"frame of unknown service 0x{UNKNOWN_SERVICE:02x}", down, unknown,
                 errors.UNKNOWN_SERVICE),
         Planned("truncated command (5 bytes cut)", down, truncated, errors.TRUNCATED),
-        Planned("price frame with garbage payload", bcast, garbage, errors.BAD_PAYLOAD),
+        Planned("price frame with garbage payload", gtopic, garbage, errors.BAD_PAYLOAD),
+        Planned("attacker: command with a forged tag", down, bytes(forged), errors.BAD_TAG),
+        Planned("attacker: the 20 % command replayed", down, shed, errors.REPLAYED),
+        Planned("attacker: unsecured command", down, unsecured, errors.INSECURE),
+        Planned(f"attacker: command from unpaired {ROGUE:08x}", down, rogue, errors.NOT_PAIRED),
     ]
 
 
@@ -161,10 +181,10 @@ def _prepare() -> None:
 _STYLE = {"sent": "bold", "delivered": "dim", "kept": "green", "dropped": "yellow",
           "applied": "cyan", "acked": "magenta", "ack received": "bold magenta",
           "error": "bold red", "refused": "red", "ready": "blue", "started": "blue",
-          "stopped": "blue", "link": "red", "said": "dim"}
+          "stopped": "blue", "link": "red", "said": "dim", "provisioned": "blue"}
 
 
-_WHAT_WIDTH = 28  # fits "dropped(not for this device)"
+_WHAT_WIDTH = 30  # fits "dropped(authentication failed)"
 
 
 class Timeline:
@@ -188,7 +208,7 @@ class Device:
     """firmware/main.py under the MicroPython unix port; its JSON lines go to `events`."""
 
     def __init__(self, port: int, events: queue.Queue[tuple[float, str, Any]], workdir: Path) -> None:
-        cfg = {"address": DEVICE, "site": SITE, "broker": {"host": "127.0.0.1", "port": port},
+        cfg = {"dir": str(workdir / "device-fs"), "broker": {"host": "127.0.0.1", "port": port},
                "run_s": RUN_LIMIT_S, "keepalive": 30, "stdin_stop": True}
         path = workdir / "device.json"
         path.write_text(json.dumps(cfg))
@@ -337,15 +357,19 @@ def _no_delay(sock: Any) -> None:
         pass
 
 
-def _controller(port: int, events: queue.Queue[tuple[float, str, Any]]) -> Any:
+def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Registry) -> Any:
     import paho.mqtt.client as mqtt
+    from spot.filter_table import FilterTable
 
     subscribed = threading.Event()
+    ring = reg.keyring_for(CONTROLLER)  # verifies what the devices send back
+    table = FilterTable(CONTROLLER)
+    table.set_service(messages.SVC_CORE, (frame.CLASS_ACK,))
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
         now = time.monotonic()
         try:
-            f = frame.decode(msg.payload)
+            f = secure.open_frame(msg.payload, table, ring)
             body = messages.read_payload(f)
             if f.cls != frame.CLASS_ACK:
                 return
@@ -401,8 +425,14 @@ def run(console: Console | None = None) -> Result:
 
 def _scenario(r: _Run, res: Result, stack: ExitStack, broker: Broker, tmp: Path) -> None:
     show = r.timeline.show
+    reg = Registry(tmp / "registry" / "registry.json")
+    reg.provision(SITE, DEVICE)
+    reg.save()
+    files = reg.write_device_files(DEVICE, tmp / "device-fs")
+    show(time.monotonic(), "registry", "provisioned",
+         f"device {DEVICE:08x}: device key, site group key -> {', '.join(p.name for p in files)}")
     show(time.monotonic(), "broker", "started", f"mosquitto on 127.0.0.1:{broker.port}")
-    ctl = _controller(broker.port, r.events)
+    ctl = _controller(broker.port, r.events, reg)
     # disconnect() first: it wakes paho's network thread, so loop_stop() is quick.
     stack.callback(ctl.loop_stop)
     stack.callback(ctl.disconnect)
@@ -411,7 +441,7 @@ def _scenario(r: _Run, res: Result, stack: ExitStack, broker: Broker, tmp: Path)
     show(time.monotonic(), "device", "started",
          f"micropython firmware/main.py, address {DEVICE:08x}")
     r.wait(lambda: r.count("ready") > 0, READY_TIMEOUT, "the device did not subscribe")
-    for p in plan():
+    for p in plan(reg):
         r.drain()
         before = len(r.verdicts())
         outcomes = r.outcomes()

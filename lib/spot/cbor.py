@@ -1,11 +1,13 @@
 """SPOT's payload codec: a strict, bounded subset of CBOR (RFC 8949).
 
 Accepted: unsigned and negative integers within 64-bit signed range, byte and
-text strings, arrays, maps with integer keys, false/true/null, tag 1 (time) and
-the SPOT object tags; anything else tagged decodes to objects.Unknown. Refused
-with a SpotError: floats, indefinite lengths, non-shortest (non-deterministic)
-heads, duplicate map keys, trailing bytes. The decoder never allocates past the
-receiver's Limits, whatever the input.
+strictly valid UTF-8 text strings, arrays, maps with integer keys,
+false/true/null, tag 1 (time) and the SPOT object tags in their canonical
+forms; anything else tagged decodes to objects.Unknown, which re-encodes byte
+for byte. Refused with a SpotError: floats, indefinite lengths, non-shortest
+(non-deterministic) heads, duplicate map keys, trailing bytes. The decoder never
+allocates past a bound set by the receiver's Limits, whatever the input; the
+encoder refuses anything the decoder would refuse.
 """
 try:
     from micropython import const
@@ -17,14 +19,16 @@ from spot.objects import TAG_ANALOG, TAG_SCHEDULE, TAG_TIME, Analog, Schedule, T
 
 _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
 _INT_MIN = const(-0x8000000000000000)
+_ARG_MAX = const(0xFFFFFFFFFFFFFFFF)
+_SCALE_MAX = const(24)
 
 
 class Limits:
     """What a receiver is willing to decode; bounds both work and memory.
 
-    max_items counts every data item (a map entry is two); strings are copied,
-    so the worst case held at once is about max_items objects plus max_payload
-    bytes of string data.
+    max_items counts every data item (a map entry is two). Decoding allocates
+    at most about 256 bytes per item plus twice max_payload on a 64-bit port
+    (half that on 32-bit boards), whatever the input.
     """
 
     __slots__ = ("max_payload", "max_depth", "max_items", "max_string")
@@ -39,9 +43,16 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+def _is_int(v):
+    # bool is an int on CPython but not on MicroPython: refuse it on both.
+    return isinstance(v, int) and v is not True and v is not False
+
+
 # --- encoding --------------------------------------------------------------
 
 def _head(out, major, arg):
+    if not 0 <= arg <= _ARG_MAX:
+        raise SpotError(OVERSIZED, "head argument out of range")
     major <<= 5
     if arg < 24:
         out.append(major | arg)
@@ -62,9 +73,11 @@ def _head(out, major, arg):
             out.append((arg >> shift) & 0xFF)
 
 
-def _int(out, v):
+def _int(out, v, what="integer"):
+    if not _is_int(v):
+        raise SpotError(BAD_VALUE, what + " must be an integer")
     if v > _INT_MAX or v < _INT_MIN:
-        raise SpotError(OVERSIZED, "integer out of 64-bit range")
+        raise SpotError(OVERSIZED, what + " out of 64-bit range")
     if v >= 0:
         _head(out, 0, v)
     else:
@@ -90,7 +103,10 @@ def _encode(out, v):
         _head(out, 2, len(v))
         out.extend(v)
     elif isinstance(v, str):
-        b = v.encode()
+        try:
+            b = v.encode()
+        except UnicodeError:
+            raise SpotError(BAD_VALUE, "text is not valid Unicode")
         _head(out, 3, len(b))
         out.extend(b)
     elif isinstance(v, (list, tuple)):
@@ -99,7 +115,7 @@ def _encode(out, v):
             _encode(out, item)
     elif isinstance(v, dict):
         for k in v:
-            if not isinstance(k, int) or isinstance(k, bool):
+            if not _is_int(k):
                 raise SpotError(BAD_VALUE, "map keys must be integers")
         _head(out, 5, len(v))
         for k in sorted(v, key=_key_order):
@@ -107,31 +123,56 @@ def _encode(out, v):
             _encode(out, v[k])
     elif isinstance(v, Analog):
         _head(out, 6, TAG_ANALOG)
-        if v.scale:
-            _encode(out, [v.value, v.unit, v.scale])
-        elif v.unit:
-            _encode(out, [v.value, v.unit])
-        else:
-            _encode(out, [v.value])
+        _analog(out, v)
     elif isinstance(v, Time):
-        _head(out, 6, TAG_TIME)
-        if not isinstance(v.seconds, int) or v.seconds < 0:
+        if not _is_int(v.seconds) or v.seconds < 0:
             raise SpotError(BAD_VALUE, "time must be whole seconds since 1970")
+        _head(out, 6, TAG_TIME)
         _int(out, v.seconds)
     elif isinstance(v, Schedule):
         _head(out, 6, TAG_SCHEDULE)
         _schedule(out, v)
     elif isinstance(v, Unknown):
+        if not _is_int(v.tag) or v.tag in (TAG_TIME, TAG_ANALOG, TAG_SCHEDULE):
+            raise SpotError(BAD_VALUE, "unknown object with a known or invalid tag")
         _head(out, 6, v.tag)
-        _encode(out, v.content)
+        if v.raw is not None:
+            out.extend(v.raw)  # as received: passed on byte for byte
+        else:
+            _encode(out, v.content)
     else:
         raise SpotError(BAD_VALUE, "cannot encode " + type(v).__name__)
 
 
+def _analog(out, a):
+    if not _is_int(a.unit) or a.unit < 0 or not _is_int(a.scale) or not -_SCALE_MAX <= a.scale <= _SCALE_MAX:
+        raise SpotError(BAD_VALUE, "analog unit or scale out of range")
+    # Canonical form: trailing scale 0, then unit 0, are left out.
+    n = 3 if a.scale else (2 if a.unit else 1)
+    _head(out, 4, n)
+    _int(out, a.value, "analog value")
+    if n > 1:
+        _int(out, a.unit)
+    if n > 2:
+        _int(out, a.scale)
+
+
 def _schedule(out, s):
     n = len(s.values)
-    if n != len(s.offsets):
-        raise SpotError(BAD_VALUE, "schedule offsets and values differ in length")
+    if n != len(s.offsets) or n == 0:
+        raise SpotError(BAD_VALUE, "a schedule needs one offset per value, at least one")
+    if not _is_int(s.base) or s.base < 0 or not _is_int(s.unit) or s.unit < 0 or (
+            not _is_int(s.scale) or not -_SCALE_MAX <= s.scale <= _SCALE_MAX):
+        raise SpotError(BAD_VALUE, "schedule base, unit or scale out of range")
+    last = -1
+    for off in s.offsets:
+        if not _is_int(off) or off <= last:
+            raise SpotError(BAD_VALUE, "schedule offsets must increase from 0 or more")
+        last = off
+    for v in s.values:
+        if not isinstance(v, int):  # int or bool, on both interpreters
+            if v is not True and v is not False:
+                raise SpotError(BAD_VALUE, "schedule values are integers or booleans")
     step = s.interval()
     _head(out, 4, 4 + n if step else 4 + 2 * n)
     _int(out, s.base)
@@ -152,6 +193,37 @@ def encode(value):
 
 
 # --- decoding --------------------------------------------------------------
+
+def _utf8_error(b, i, n):
+    """The offset of the first invalid UTF-8 byte in b[i:i+n], or -1 (RFC 3629: strict)."""
+    end = i + n
+    while i < end:
+        c = b[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            need, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= c <= 0xEF:
+            need = 2
+            lo = 0xA0 if c == 0xE0 else 0x80  # no overlong forms
+            hi = 0x9F if c == 0xED else 0xBF  # no surrogates
+        elif 0xF0 <= c <= 0xF4:
+            need = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF  # nothing above U+10FFFF
+        else:
+            return i
+        if i + need >= end:
+            return i
+        if not lo <= b[i + 1] <= hi:
+            return i
+        for j in range(i + 2, i + need + 1):
+            if not 0x80 <= b[j] <= 0xBF:
+                return i
+        i += need + 1
+    return -1
+
 
 class _Decoder:
     __slots__ = ("buf", "pos", "end", "items", "limits")
@@ -176,14 +248,29 @@ class _Decoder:
         if info > 27:
             raise SpotError(BAD_PAYLOAD, "indefinite length or reserved head at %d" % (self.pos - 1))
         size = 1 << (info - 24)
-        if self.pos + size > self.end:
+        p = self.pos
+        if p + size > self.end:
             raise SpotError(TRUNCATED, "payload ends inside a head")
-        v = 0
-        for _ in range(size):
-            v = (v << 8) | self.buf[self.pos]
-            self.pos += 1
-        if v < (24 if size == 1 else 1 << (4 * size)):
-            raise SpotError(BAD_PAYLOAD, "non-shortest head at %d" % (self.pos - size - 1))
+        b = self.buf
+        if size == 1:
+            v = b[p]
+            small = v < 24
+        elif size == 2:
+            v = (b[p] << 8) | b[p + 1]
+            small = v < 0x100
+        else:
+            # Two 32-bit halves: fewer big-integer steps on small boards.
+            hi = (b[p] << 8 | b[p + 1]) << 16 | (b[p + 2] << 8 | b[p + 3])
+            if size == 4:
+                v = hi
+                small = v < 0x10000
+            else:
+                lo = (b[p + 4] << 8 | b[p + 5]) << 16 | (b[p + 6] << 8 | b[p + 7])
+                small = hi == 0
+                v = (hi << 32) | lo
+        if small:
+            raise SpotError(BAD_PAYLOAD, "non-shortest head at %d" % (p - 1))
+        self.pos = p + size
         return v
 
     def _count(self, n):
@@ -197,10 +284,13 @@ class _Decoder:
             raise SpotError(OVERSIZED, "container of %d items at %d over the limit" % (n, start))
 
     def _int(self):
+        """An integer field of an object."""
         self._count(1)
         start = self.pos
         ib = self._byte()
         major = ib >> 5
+        if major == 7 and 25 <= (ib & 31) <= 27:
+            raise SpotError(BAD_PAYLOAD, "float at %d: SPOT numbers are scaled integers" % start)
         if major > 1:
             raise SpotError(BAD_VALUE, "integer expected at %d" % start)
         arg = self._arg(ib & 31)
@@ -236,22 +326,24 @@ class _Decoder:
         if major == 2 or major == 3:
             if arg > self.limits.max_string:
                 raise SpotError(OVERSIZED, "string of %d bytes at %d" % (arg, start))
-            if self.pos + arg > self.end:
+            p = self.pos
+            if p + arg > self.end:
                 raise SpotError(TRUNCATED, "payload ends inside a string")
-            raw = bytes(self.buf[self.pos:self.pos + arg])
-            self.pos += arg
-            if major == 2:
-                return raw
-            try:
-                return raw.decode()
-            except (UnicodeError, ValueError):
-                raise SpotError(BAD_PAYLOAD, "invalid UTF-8 at %d" % start)
+            self.pos = p + arg
+            if major == 3:
+                # Checked here, not by decode(): MicroPython's decoder is lenient.
+                if _utf8_error(self.buf, p, arg) >= 0:
+                    raise SpotError(BAD_PAYLOAD, "invalid UTF-8 at %d" % start)
+                return str(self.buf[p:p + arg], "utf-8") if arg else ""
+            return bytes(self.buf[p:p + arg]) if arg else b""
         if depth <= 0:
             raise SpotError(TOO_DEEP, "nesting deeper than %d at %d" % (self.limits.max_depth, start))
         if major == 4:
             if arg > self.end - self.pos:
                 raise SpotError(TRUNCATED, "array of %d items in %d bytes" % (arg, self.end - self.pos))
             self._room(arg, start)
+            if not arg:
+                return []
             items = [None] * arg  # one allocation, not a growing list
             for i in range(arg):
                 items[i] = self.item(depth - 1)
@@ -264,25 +356,33 @@ class _Decoder:
             for _ in range(arg):
                 at = self.pos
                 k = self.item(depth - 1)
-                if not isinstance(k, int) or isinstance(k, bool):
+                if not _is_int(k):
                     raise SpotError(BAD_PAYLOAD, "map key at %d is not an integer" % at)
                 if k in d:
                     raise SpotError(BAD_PAYLOAD, "duplicate map key %d at %d" % (k, at))
                 d[k] = self.item(depth - 1)
             return d
-        # major 6: a tag
+        # major 6: a tag; the tag and its content each take a nesting level.
         if arg == TAG_TIME:
+            at = self.pos
+            ib = self.buf[at] if at < self.end else 0
+            if ib >> 5 == 7 and 25 <= (ib & 31) <= 27:
+                raise SpotError(BAD_PAYLOAD, "float time at %d" % at)
             v = self.item(depth - 1)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            if not _is_int(v) or v < 0:
                 raise SpotError(BAD_VALUE, "time at %d is not whole seconds since 1970" % start)
             return Time(v)
         if arg == TAG_ANALOG:
             return self._analog(depth - 1, start)
         if arg == TAG_SCHEDULE:
             return self._schedule(depth - 1, start)
-        return Unknown(arg, self.item(depth - 1))
+        at = self.pos
+        content = self.item(depth - 1)
+        return Unknown(arg, content, bytes(self.buf[at:self.pos]))
 
-    def _array_head(self, start, what):
+    def _array_head(self, depth, start, what):
+        if depth <= 0:
+            raise SpotError(TOO_DEEP, what + " at %d too deep" % start)
         ib = self._byte()
         if ib >> 5 != 4:
             raise SpotError(BAD_VALUE, what + " at %d is not an array" % start)
@@ -293,35 +393,38 @@ class _Decoder:
         return n
 
     def _analog(self, depth, start):
-        if depth <= 0:
-            raise SpotError(TOO_DEEP, "analog value at %d too deep" % start)
-        n = self._array_head(start, "analog value")
+        n = self._array_head(depth, start, "analog value")
         if n < 1 or n > 3:
             raise SpotError(BAD_VALUE, "analog value at %d has %d fields" % (start, n))
         value = self._int()
         unit = self._int() if n > 1 else 0
         scale = self._int() if n > 2 else 0
-        if unit < 0 or scale < -24 or scale > 24:
+        if unit < 0 or scale < -_SCALE_MAX or scale > _SCALE_MAX:
             raise SpotError(BAD_VALUE, "analog unit or scale out of range at %d" % start)
+        if (n == 3 and not scale) or (n == 2 and not unit):
+            raise SpotError(BAD_PAYLOAD, "analog value at %d not in canonical form" % start)
         return Analog(value, unit, scale)
 
     def _schedule(self, depth, start):
-        if depth <= 1:
-            raise SpotError(TOO_DEEP, "schedule at %d too deep" % start)
-        n = self._array_head(start, "schedule")
+        n = self._array_head(depth, start, "schedule")
         if n < 4:
             raise SpotError(BAD_VALUE, "schedule at %d has %d fields" % (start, n))
         base = self._int()
         unit = self._int()
         scale = self._int()
         step = self._int()
-        if base < 0 or step < 0 or unit < 0:
+        if base < 0 or step < 0 or unit < 0 or scale < -_SCALE_MAX or scale > _SCALE_MAX:
             raise SpotError(BAD_VALUE, "schedule head out of range at %d" % start)
         if not step and n & 1:
             raise SpotError(BAD_VALUE, "schedule at %d has an offset without a value" % start)
         count = n - 4 if step else (n - 4) >> 1
-        offsets = []
-        values = []
+        if count == 0:
+            raise SpotError(BAD_VALUE, "schedule at %d has no steps" % start)
+        if step and count < 2:
+            raise SpotError(BAD_PAYLOAD, "one-step schedule at %d not in canonical form" % start)
+        self._room(2 * count, start)
+        offsets = [0] * count
+        values = [0] * count
         last = -1
         for i in range(count):
             if step:
@@ -334,13 +437,18 @@ class _Decoder:
             v = self.item(depth - 1)
             if not isinstance(v, int) and v is not True and v is not False:
                 raise SpotError(BAD_VALUE, "schedule value at %d is not a number or boolean" % start)
-            offsets.append(off)
-            values.append(v)
-        return Schedule(base, offsets, values, unit, scale)
+            offsets[i] = off
+            values[i] = v
+        s = Schedule(base, offsets, values, unit, scale)
+        if not step and s.interval():
+            raise SpotError(BAD_PAYLOAD, "evenly spaced schedule at %d not in canonical form" % start)
+        return s
 
 
 def decode(buf, limits=DEFAULT_LIMITS):
     """The one item in buf (bytes, bytearray or memoryview), or SpotError."""
+    if isinstance(buf, str):  # MicroPython would read a str's bytes: refuse on both
+        raise TypeError("decode() takes bytes, not str")
     if len(buf) > limits.max_payload:
         raise SpotError(OVERSIZED, "payload of %d bytes over %d" % (len(buf), limits.max_payload))
     # Slices of a memoryview copy nothing until a string is kept.

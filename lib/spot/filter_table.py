@@ -16,6 +16,21 @@ _SERVICES = const(40)
 _ADDRS = const(8)
 
 
+def _mask(classes):
+    mask = 0
+    for c in classes:
+        if not isinstance(c, int) or not 0 <= c <= 7:
+            raise ValueError("message class must be 0..7")
+        mask |= 1 << c
+    return mask
+
+
+def _service(service):
+    if not isinstance(service, int) or not 0 <= service <= 255:
+        raise ValueError("service must be 0..255")
+    return service
+
+
 class FilterTable:
     """Which frames a device keeps: its addresses, services, versions, classes."""
 
@@ -64,38 +79,30 @@ class FilterTable:
     # services --------------------------------------------------------------
     def set_service(self, service, classes, lowest=1, highest=1):
         """Keep `service` versions lowest..highest for the classes listed."""
-        mask = 0
-        for c in classes:
-            if not 0 <= c <= 7:
-                raise ValueError("message class must be 0..7")
-            mask |= 1 << c
-        if not (0 <= service <= 255 and 0 <= lowest <= highest <= 255):
-            raise ValueError("service and versions must be 0..255, lowest <= highest")
+        mask = _mask(classes)
+        if not (1 <= _service(service) and 0 <= lowest <= highest <= 255):
+            raise ValueError("service 0 is reserved; versions are 0..255, lowest <= highest")
         at = _SERVICES + 3 * service
         self.buf[at] = mask
         self.buf[at + 1] = lowest
         self.buf[at + 2] = highest
 
     def drop_service(self, service):
-        self.buf[_SERVICES + 3 * service] = 0
+        self.buf[_SERVICES + 3 * _service(service)] = 0
 
     def service(self, service):
         """(class mask, lowest, highest) for a service; mask 0 means not kept."""
-        at = _SERVICES + 3 * service
+        at = _SERVICES + 3 * _service(service)
         return self.buf[at], self.buf[at + 1], self.buf[at + 2]
 
     # policy ----------------------------------------------------------------
     def require_security(self, classes):
         """Drop frames of exactly these classes when they carry no security trailer."""
-        mask = 0
-        for c in classes:
-            mask |= 1 << c
-        self.buf[2] = mask
+        self.buf[2] = _mask(classes)
 
     def allow_unsecured(self, classes):
         """Let these classes through without a trailer (read-only DISCOVERY at most)."""
-        for c in classes:
-            self.buf[2] &= ~(1 << c) & 0xFF
+        self.buf[2] &= ~_mask(classes) & 0xFF
 
     def set_max_payload(self, n):
         if not 0 <= n <= 0xFFFF:

@@ -67,7 +67,8 @@ class Frame:
 
 
 def _u(value, bits, what):
-    if not isinstance(value, int) or value < 0 or value >> bits:
+    # bool is an int on CPython only: refuse it everywhere.
+    if not isinstance(value, int) or value is True or value is False or value < 0 or value >> bits:
         raise SpotError(BAD_VALUE, "%s %r does not fit %d bits" % (what, value, bits))
     return value
 
@@ -79,6 +80,10 @@ def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0,
         raise SpotError(BAD_VALUE, "flags 0x%02x sets must-understand bits" % flags)
     if flags & FLAG_ENCRYPTED and not flags & FLAG_SECURED:
         raise SpotError(BAD_VALUE, "an encrypted frame must be secured")
+    if not service:
+        raise SpotError(BAD_VALUE, "service 0 is reserved")
+    if not dst:
+        raise SpotError(BAD_VALUE, "destination 0 is unassigned")
     n = len(payload)
     _u(n, 16, "payload length")
     out = bytearray(HEADER_SIZE + n + (TRAILER_SIZE if flags & FLAG_SECURED else 0))
@@ -107,6 +112,8 @@ def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0,
 
 def decode(buf, table=None):
     """The Frame in buf, or SpotError: malformed, or dropped by `table` (a FilterTable)."""
+    if isinstance(buf, str):  # MicroPython would read a str's bytes: refuse on both
+        raise TypeError("decode() takes bytes, not str")
     fields = array("I", bytes(4 * hotpath.FIELDS))
     n = len(buf)
     if table is None:

@@ -144,6 +144,8 @@ def screen(buf: ptr8, n: int, table: ptr8, out: ptr32) -> int:
         else:
             i = 0
             count = table[0]
+            if count > 8:  # a corrupt table must not read past its addresses
+                count = 8
             a = 8
             while i < count:
                 if table[a] == d0 and table[a + 1] == d1 and table[a + 2] == d2 and table[a + 3] == d3:

@@ -111,13 +111,17 @@ class Schedule:
 
 
 class Unknown:
-    """A tagged object of a type this code does not know; kept so it can be skipped or passed on."""
+    """A tagged object of a type this code does not know; kept so it can be skipped or passed on.
 
-    __slots__ = ("tag", "content")
+    `raw` holds the content's bytes as received, so passing it on changes nothing.
+    """
 
-    def __init__(self, tag, content):
+    __slots__ = ("tag", "content", "raw")
+
+    def __init__(self, tag, content, raw=None):
         self.tag = tag
         self.content = content
+        self.raw = raw
 
     def __eq__(self, other):
         return isinstance(other, Unknown) and self.tag == other.tag and self.content == other.content

@@ -10,7 +10,7 @@ def everything_table():
     t = FilterTable()
     t.any_destination(True)
     t.require_security(())
-    for service in range(256):
+    for service in range(1, 256):
         t.set_service(service, range(8), 0, 255)
     return t
 

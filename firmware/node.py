@@ -1,24 +1,38 @@
-"""A SPOT device node's receive side: filter, verify, read, apply, answer.
+"""A SPOT device node: filter, verify, read, apply, answer, with a durable journal.
 
-Transport-free: main.py hands over each received buffer and sends the ACK
-frames this queues, so the same node runs behind any transport adapter (and
-under CPython in tests). Every received frame ends as exactly one of kept,
-dropped (counted per reason code: filter, security or codec) or error (the
-codec itself failed), so rx == kept + drops + errors; a kept frame is then
-applied or refused. ACKs are sealed with the key shared with the sender.
+Transport-free: the wake cycle (spot.wake) hands over each received buffer and
+publishes what this node puts in its journal's outbox, so the same node runs
+behind any transport adapter (and under CPython in tests and fleets).
+
+Every received frame ends as exactly one of kept, dropped (counted per reason
+code: filter, security or codec), answered again (a duplicate command) or
+error, so rx == kept + drops + duplicates + errors. A
+kept frame's effects, its inbox record, its ACK and the replay window that
+refuses it next time are committed together (spot.journal) before receive()
+returns, which is before the broker is acknowledged: a power cut at any point
+loses nothing and applies nothing twice. A command delivered again after a cut
+(the window already has it) is answered again from the inbox record.
+
+The application here is the generic one of the demo: it records what is in
+force (demand response, price forecast, clock offset). Device roles replace
+_apply with their own controllers.
 """
 try:
     from micropython import const
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame, key_admin, messages, secure
-from spot.errors import BAD_VALUE, NAMES, SpotError
+from spot import cbor, frame, journal, key_admin, messages, secure
+from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
 from spot.filter_table import FilterTable
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
 
 _CODES = const(32)  # drop codes are small ints (errors.py): one counter slot each
-_OUTBOX = const(4)  # ACKs waiting for the uplink; more means it is stuck
+# Status report (service CORE, class REPORT) keys.
+K_ST_TIME = const(1)
+K_ST_WAKES = const(2)
+K_ST_DROPPED = const(3)  # outbox entries dropped because the journal was full
+K_ST_APPLIED = const(4)
 
 # What this node serves; every class must come secured (the table's default)
 # but read-only discovery.
@@ -54,14 +68,18 @@ def _analog_text(a):
 
 
 class Node:
-    """One device's protocol state: filter table, counters, applied signals."""
+    """One device's protocol state; everything durable lives in its journal."""
 
-    def __init__(self, address, emit, keyring, counter, groups=(), clock=None):
+    def __init__(self, address, emit, keyring, counter, jnl, groups=(), clock=None, cloud=1):
         self.address = address
         self.emit = emit  # emit(event, **fields): the node's only output channel
-        self.clock = clock  # () -> epoch seconds; None until time sync matters
+        self.clock = clock  # () -> epoch seconds of the device's own clock
+        self.cloud = cloud  # where status reports go
         self.keyring = keyring
+        self.journal = jnl
+        keyring.restore_windows(jnl.windows)
         self.sender = secure.Sender(address, keyring, counter)
+        self.on_applied = None  # hook after a commit: (src, seq) of an applied command
         t = self.table = FilterTable(address)
         for g in groups:
             t.add_address(g)
@@ -69,25 +87,35 @@ class Node:
             t.set_service(svc, classes)
         t.allow_unsecured((frame.CLASS_DISCOVERY,))
         self.drops = [0] * _CODES
-        self.rx = self.kept = self.errors = self.applied = self.refused = 0
+        self.rx = self.kept = self.errors = self.refused = self.acks = self.duplicates = 0
         self.bytes_in = 0
-        self.outbox = []  # (acked seq, destination, frame bytes), oldest first
-        self.outbox_lost = 0
-        self.clock_offset = 0
-        self.dr = None  # the demand-response state in force, as read
-        self.forecast = None  # the latest price Schedule
+        app = jnl.app
+        app.setdefault("applied", 0)
+        app.setdefault("wakes", 0)
+        app.setdefault("offset", 0)
+        app["wakes"] += 1
+
+    @property
+    def applied(self):
+        return self.journal.app["applied"]
+
+    def now(self):
+        # int(): the unix port's clock gives floats, SPOT times are whole seconds.
+        return (int(self.clock()) if self.clock else 0) + self.journal.app["offset"]
 
     # receive ---------------------------------------------------------------
     def receive(self, buf, where=""):
-        """Handle one received frame. Never raises: a bad frame is a counted drop."""
+        """Handle one received frame. Never raises for bad input: a bad frame is a counted drop."""
         n = len(buf)
         self.rx += 1
         self.bytes_in += n
         self.emit("rx", where=where, n=n)
         try:
-            f = secure.open_frame(buf, self.table, self.keyring)
+            f = secure.open_frame(buf, self.table, self.keyring, 0)
             body = messages.read_payload(f)
         except SpotError as e:
+            if e.code == REPLAYED and e.frame is not None and self._answer_again(e.frame):
+                return
             code = e.code if 0 <= e.code < _CODES else 0
             self.drops[code] += 1
             self.emit("dropped", code=e.code, reason=NAMES.get(e.code, "?"), n=n)
@@ -106,8 +134,26 @@ class Node:
             status, reason = messages.ACK_REFUSED, BAD_VALUE
         if status != messages.ACK_APPLIED:
             self.refused += 1
-        if f.cls == frame.CLASS_COMMAND:
-            self._queue_ack(f, status, reason)
+        command = f.cls == frame.CLASS_COMMAND
+        if command:
+            self.journal.record(f.src, f.seq, status, reason)
+            self._queue_ack(f.src, f.seq, status, reason)
+        self.journal.commit(self.keyring.windows())  # the one commit point
+        if command and status == messages.ACK_APPLIED and self.on_applied:
+            self.on_applied(f.src, f.seq)
+
+    def _answer_again(self, f):
+        """A command the inbox already holds: answer it again, apply nothing."""
+        if f.cls != frame.CLASS_COMMAND:
+            return False
+        done = self.journal.result(f.src, f.seq)
+        if done is None:
+            return False
+        self.duplicates += 1
+        self.emit("duplicate", src=f.src, seq=f.seq)
+        self._queue_ack(f.src, f.seq, done[0], done[1])
+        self.journal.commit()
+        return True
 
     # apply -----------------------------------------------------------------
     def _apply(self, f, body):
@@ -122,7 +168,7 @@ class Node:
         if f.service == messages.SVC_CORE and f.cls == frame.CLASS_COMMAND:
             status, reason = key_admin.apply(self.keyring, f, body)
             if status == messages.ACK_APPLIED:
-                self.applied += 1
+                self.journal.app["applied"] += 1
                 self.emit("applied", what="key %d of %08x %s" % (
                     body.get(messages.K_KEY_ID), body.get(messages.K_KEY_PEER),
                     "added" if kind == messages.CORE_KEY_ADD else "retired"))
@@ -139,16 +185,22 @@ class Node:
         amount = body.get(messages.K_DR_AMOUNT)
         start = body.get(messages.K_DR_START)
         duration = body.get(messages.K_DR_DURATION, 0)
+        until = body.get(messages.K_DR_VALID_UNTIL)
         if kind in (messages.DR_REDUCE, messages.DR_LIMIT) and not isinstance(amount, Analog):
             self.emit("refused", what=name + " without an amount")
             return messages.ACK_REFUSED, BAD_VALUE
-        if (start is not None and not isinstance(start, Time)) or not isinstance(duration, int):
-            self.emit("refused", what=name + " with a bad start or duration")
+        if (start is not None and not isinstance(start, Time)) or not isinstance(duration, int) or (
+                until is not None and not isinstance(until, Time)):
+            self.emit("refused", what=name + " with a bad start, duration or validity")
             return messages.ACK_REFUSED, BAD_VALUE
-        # The role controller (a later issue) decides how to carry it out; the
-        # node records what is in force.
-        self.dr = None if kind == messages.DR_RESTORE else (kind, amount, start, duration)
-        self.applied += 1
+        if until is not None and self.now() > until.seconds:
+            self.emit("expired", what=name, late_s=self.now() - until.seconds)
+            return messages.ACK_EXPIRED, 0
+        app = self.journal.app
+        app["dr"] = None if kind == messages.DR_RESTORE else [
+            kind, amount.value if amount else 0, amount.unit if amount else 0,
+            amount.scale if amount else 0, start.seconds if start else None, duration]
+        app["applied"] += 1
         text = name
         if amount is not None:
             text += " " + _analog_text(amount)
@@ -162,8 +214,9 @@ class Node:
         if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
             self.emit("refused", what="forecast kind %r" % (kind,))
             return messages.ACK_UNSUPPORTED, 0
-        self.forecast = s
-        self.applied += 1
+        app = self.journal.app
+        app["forecast"] = [s.base, s.interval(), list(s.values), s.scale]
+        app["applied"] += 1
         lo = min(s.values)
         hi = max(s.values)
         self.emit("applied", what="price forecast: %d steps, %s..%s per MWh" % (
@@ -177,27 +230,42 @@ class Node:
         if not isinstance(t, Time):
             self.emit("refused", what="time sync without a time")
             return messages.ACK_REFUSED, BAD_VALUE
+        app = self.journal.app
         if self.clock is not None:
-            self.clock_offset = t.seconds - self.clock()
-        self.applied += 1
-        self.emit("applied", what="clock set, offset %+d s" % self.clock_offset, time=t.seconds)
+            app["offset"] = t.seconds - int(self.clock())
+        app["applied"] += 1
+        self.emit("applied", what="clock set, offset %+d s" % app["offset"], time=t.seconds)
         return messages.ACK_APPLIED, 0
 
-    # answer ----------------------------------------------------------------
-    def _queue_ack(self, f, status, reason):
-        body = {messages.K_ACK_SEQ: f.seq, messages.K_ACK_STATUS: status}
+    # answer and report -------------------------------------------------------
+    def _queue_ack(self, dst, seq, status, reason):
+        body = {messages.K_ACK_SEQ: seq, messages.K_ACK_STATUS: status}
         if reason:
             body[messages.K_ACK_REASON] = reason
         try:
-            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, f.src,
-                                   cbor.encode(body))
-        except SpotError as e:  # no key to answer with (unsecured discovery)
+            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
+        except SpotError as e:  # no key to answer with
             self.emit("refused", what="no ACK: %s" % e)
             return
-        if len(self.outbox) >= _OUTBOX:
-            self.outbox.pop(0)  # the oldest answer is the least useful one
-            self.outbox_lost += 1
-        self.outbox.append((f.seq, f.src, status, buf))
+        if not self.journal.add(journal.PRIO_RESULT, buf):
+            self.emit("outbox_full", dropped=self.journal.dropped)
+        self.acks += 1
+        self.emit("acked", seq=seq, to=dst, status=status, n=len(buf))
+
+    def report(self):
+        """This wake's status report into the outbox (committed): the wake cycle sends it."""
+        app = self.journal.app
+        body = {K_ST_TIME: Time(max(0, self.now())), K_ST_WAKES: app["wakes"],
+                K_ST_DROPPED: self.journal.dropped, K_ST_APPLIED: app["applied"]}
+        try:
+            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_REPORT, self.cloud,
+                                   cbor.encode(body))
+        except SpotError as e:
+            self.emit("refused", what="no report: %s" % e)
+            return
+        if not self.journal.add(journal.PRIO_TELEMETRY, buf):
+            self.emit("outbox_full", dropped=self.journal.dropped)
+        self.journal.commit()
 
     def summary(self):
         dropped = {}
@@ -205,5 +273,6 @@ class Node:
             if self.drops[code]:
                 dropped[str(code)] = self.drops[code]
         return {"rx": self.rx, "kept": self.kept, "dropped": dropped, "errors": self.errors,
+                "acks": self.acks, "duplicates": self.duplicates,
                 "applied": self.applied, "refused": self.refused, "bytes_in": self.bytes_in,
-                "outbox_lost": self.outbox_lost}
+                "outbox_dropped": self.journal.dropped, "outbox": len(self.journal.outbox)}

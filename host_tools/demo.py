@@ -39,7 +39,7 @@ from rich.text import Text  # noqa: E402
 from host_tools.broker import Broker, BrokerError  # noqa: E402
 from host_tools.registry import Registry  # noqa: E402
 from host_tools.wire_compare import PRICE24, SHED  # noqa: E402
-from spot import cbor, errors, frame, messages, secure  # noqa: E402
+from spot import cbor, errors, frame, messages, secure, topics  # noqa: E402
 from spot.keyring import Key  # noqa: E402
 
 FIRMWARE = ROOT / "firmware" / "main.py"
@@ -55,22 +55,13 @@ VERDICT_TIMEOUT = 5.0  # per frame: delivered and kept or dropped
 ACK_TIMEOUT = 10.0
 READY_TIMEOUT = 10.0
 RUN_LIMIT_S = 45  # the device's own time limit, in case we never say stop
+WAKE_MS = 250  # the device sleeps this long between wakes
 
 
-def _device_topics() -> Any:
-    # The controller uses the device's own address-to-topic map, so the two
-    # cannot drift apart; loaded by path, as "topics" alone is too common a name.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("spot_firmware_topics",
-                                                  ROOT / "firmware" / "topics.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+topic: Callable[..., str] = topics.topic  # the device's own map: the two cannot drift
 
 
-topic: Callable[..., str] = _device_topics().topic
+DUPLICATE = -2  # a command the device already applied: answered again, not applied
 
 
 class DemoError(Exception):
@@ -100,9 +91,9 @@ class Result:
         """The counters the device's summary must show for what was sent."""
         dropped: dict[str, int] = {}
         for p in self.sent:
-            if p.expect:
+            if p.expect > 0:
                 dropped[str(p.expect)] = dropped.get(str(p.expect), 0) + 1
-        kept = sum(1 for p in self.sent if not p.expect)
+        kept = sum(1 for p in self.sent if p.expect == errors.OK)
         return {"rx": len(self.sent), "kept": kept, "applied": kept, "refused": 0, "errors": 0,
                 "dropped": dropped, "acks": sum(1 for p in self.sent if p.acked),
                 "bytes_in": sum(len(p.data) for p in self.sent)}
@@ -150,7 +141,8 @@ def plan(reg: Registry) -> list[Planned]:
         Planned("truncated command (5 bytes cut)", down, truncated, errors.TRUNCATED),
         Planned("price frame with garbage payload", gtopic, garbage, errors.BAD_PAYLOAD),
         Planned("attacker: command with a forged tag", down, bytes(forged), errors.BAD_TAG),
-        Planned("attacker: the 20 % command replayed", down, shed, errors.REPLAYED),
+        Planned("attacker: the price forecast replayed", gtopic, forecast, errors.REPLAYED),
+        Planned("the 20 % command delivered again", down, shed, DUPLICATE, acked=True),
         Planned("attacker: unsecured command", down, unsecured, errors.INSECURE),
         Planned(f"attacker: command from unpaired {ROGUE:08x}", down, rogue, errors.NOT_PAIRED),
     ]
@@ -181,7 +173,8 @@ def _prepare() -> None:
 _STYLE = {"sent": "bold", "delivered": "dim", "kept": "green", "dropped": "yellow",
           "applied": "cyan", "acked": "magenta", "ack received": "bold magenta",
           "error": "bold red", "refused": "red", "ready": "blue", "started": "blue",
-          "stopped": "blue", "link": "red", "said": "dim", "provisioned": "blue"}
+          "stopped": "blue", "link": "red", "said": "dim", "provisioned": "blue",
+          "woke": "blue", "asleep": "blue", "wake failed": "red", "duplicate": "yellow"}
 
 
 _WHAT_WIDTH = 30  # fits "dropped(authentication failed)"
@@ -209,7 +202,7 @@ class Device:
 
     def __init__(self, port: int, events: queue.Queue[tuple[float, str, Any]], workdir: Path) -> None:
         cfg = {"dir": str(workdir / "device-fs"), "broker": {"host": "127.0.0.1", "port": port},
-               "run_s": RUN_LIMIT_S, "keepalive": 30, "stdin_stop": True}
+               "run_s": RUN_LIMIT_S, "wake_ms": WAKE_MS, "budget_ms": 3000, "stdin_stop": True}
         path = workdir / "device.json"
         path.write_text(json.dumps(cfg))
         env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(MPY), str(DEPS)]))
@@ -272,6 +265,8 @@ class _Run:
         self.events: queue.Queue[tuple[float, str, Any]] = queue.Queue()
         self.device_events: list[dict[str, Any]] = []
         self.acks: list[dict[str, Any]] = []
+        self.reports: list[dict[str, Any]] = []
+        self.cycles: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
         self.exit_code: int | None = None
         self.last_said = ""
@@ -304,6 +299,8 @@ class _Run:
         elif source == "device-exit":
             self.exit_code = item
             show(t, "device", "stopped", f"exit status {item}")
+        elif source == "report":
+            self.reports.append(item)
         elif source == "ack":
             self.acks.append(item)
             show(t, "controller", "ack received",
@@ -312,9 +309,14 @@ class _Run:
     def _device_event(self, t: float, e: dict[str, Any]) -> None:
         show = self.timeline.show
         ev = e.get("ev")
-        if ev == "ready":
-            show(t, "device", "ready", "subscribed " + ", ".join(e["subs"]) +
-                 f"  (TCP_NODELAY {'on' if e.get('nodelay') else 'off'})")
+        if ev == "cycle":
+            if e.get("received") or not e.get("ok"):
+                what = "woke" if e.get("ok") else "wake failed"
+                detail = (f"{e['ms']} ms awake, {e['received']} received, {e['published']} "
+                          f"published, {e['round_trips']} round trips, "
+                          f"{e['bytes_in'] + e['bytes_out']} B on the wire")
+                show(t, "device", what, detail + (f"  {e['error']}" if e.get("error") else ""))
+            self.cycles.append(e)
         elif ev == "rx":
             show(t, "device", "delivered", e["where"], e["n"])
         elif ev == "kept":
@@ -325,7 +327,7 @@ class _Run:
         elif ev == "applied":
             show(t, "device", "applied", e["what"])
         elif ev == "acked":
-            show(t, "device", "acked", f"seq {e['seq']} to {e['to']:08x} on {e['topic']}", e["n"])
+            show(t, "device", "acked", f"seq {e['seq']} to {e['to']:08x} (outbox)", e["n"])
         elif ev == "summary":
             self.summary = e
         else:
@@ -347,7 +349,7 @@ class _Run:
         return sum(1 for e in self.device_events if e.get("ev") in ("applied", "refused", "error"))
 
     def verdicts(self) -> list[dict[str, Any]]:
-        return [e for e in self.device_events if e.get("ev") in ("kept", "dropped", "error")]
+        return [e for e in self.device_events if e.get("ev") in ("kept", "dropped", "error", "duplicate")]
 
 
 def _no_delay(sock: Any) -> None:
@@ -364,14 +366,15 @@ def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Reg
     subscribed = threading.Event()
     ring = reg.keyring_for(CONTROLLER)  # verifies what the devices send back
     table = FilterTable(CONTROLLER)
-    table.set_service(messages.SVC_CORE, (frame.CLASS_ACK,))
+    table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT))
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
         now = time.monotonic()
         try:
             f = secure.open_frame(msg.payload, table, ring)
             body = messages.read_payload(f)
-            if f.cls != frame.CLASS_ACK:
+            if f.cls == frame.CLASS_REPORT:
+                events.put((now, "report", {"src": f.src, "seq": f.seq, "body": body}))
                 return
             status = body.get(messages.K_ACK_STATUS)
             events.put((now, "ack", {
@@ -440,7 +443,10 @@ def _scenario(r: _Run, res: Result, stack: ExitStack, broker: Broker, tmp: Path)
     stack.callback(device.close)
     show(time.monotonic(), "device", "started",
          f"micropython firmware/main.py, address {DEVICE:08x}")
-    r.wait(lambda: r.count("ready") > 0, READY_TIMEOUT, "the device did not subscribe")
+    r.wait(lambda: any(c.get("ok") for c in r.cycles), READY_TIMEOUT,
+           "the device's first wake did not reach the broker")
+    show(time.monotonic(), "device", "asleep", f"subscribed; wakes every {WAKE_MS} ms, "
+         "drains its queue up to its end-of-queue marker, reports, sleeps")
     for p in plan(reg):
         r.drain()
         before = len(r.verdicts())
@@ -454,9 +460,9 @@ def _scenario(r: _Run, res: Result, stack: ExitStack, broker: Broker, tmp: Path)
             r.verdicts()[-1]["ev"] != "kept" or r.outcomes() > outcomes),
             VERDICT_TIMEOUT, f"the device gave no verdict on '{p.label}'")
         got = r.verdicts()[-1]
-        verdict = got.get("code", errors.OK) if got["ev"] != "error" else -1
+        verdict = {"error": -1, "duplicate": DUPLICATE}.get(got["ev"], got.get("code", errors.OK))
         if verdict != p.expect:
-            raise DemoError(f"'{p.label}': expected {errors.NAMES[p.expect]}, "
+            raise DemoError(f"'{p.label}': expected {errors.NAMES.get(p.expect, p.expect)}, "
                             f"device said {got}")
         if p.acked:
             acks, sent = len(r.acks) + 1, r.count("acked") + 1
@@ -493,16 +499,19 @@ def _summary_table(console: Console, res: Result) -> None:
     t.add_row("frames sent", str(len(res.sent)), str(s.get("rx")),
               str(sum(len(p.data) for p in res.sent)))
     t.add_row("kept", str(want["kept"]), str(s.get("kept")),
-              str(sum(len(p.data) for p in res.sent if not p.expect)))
+              str(sum(len(p.data) for p in res.sent if p.expect == errors.OK)))
     codes = sorted({*want["dropped"], *s.get("dropped", {})}, key=int)
     for code in codes:
         t.add_row(f"dropped: {frame.reason(int(code))}", str(want["dropped"].get(code, 0)),
                   str(s.get("dropped", {}).get(code, 0)),
                   str(sum(len(p.data) for p in res.sent if str(p.expect) == code)))
+    t.add_row("delivered again: answered, not applied",
+              str(sum(1 for p in res.sent if p.expect == DUPLICATE)), "", "")
     t.add_row("applied", str(want["applied"]), str(s.get("applied")), "")
     t.add_row("errors", "0", str(s.get("errors")), "")
     t.add_row("ACKs (device sent / controller got)", str(want["acks"]),
-              f"{s.get('acks')} / {len(res.acks)}", str(s.get("bytes_out")))
+              f"{s.get('acks')} / {len(res.acks)}", "")
+    t.add_row(f"wakes (uplink bytes, all wakes)", "", str(s.get("cycles")), str(s.get("bytes_out")))
     console.print(t)
 
 

@@ -1,21 +1,19 @@
 """Put one frame on a device's MQTT topic (QoS 1, so a sleeping device gets it on waking)."""
 from __future__ import annotations
 
-import importlib.util
 import socket
-from pathlib import Path
+import sys
 
-from host_tools.build import ROOT
+from host_tools.build import LIB
+
+if str(LIB) not in sys.path:
+    sys.path.insert(0, str(LIB))
 
 
 def device_topic(site: str, address: int) -> str:
-    # The device's own address-to-topic map, so host and firmware cannot drift.
-    spec = importlib.util.spec_from_file_location("spot_firmware_topics",
-                                                  Path(ROOT) / "firmware" / "topics.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.topic(site, address)
+    from spot import topics  # the device's own map, so host and firmware cannot drift
+
+    return topics.topic(site, address)
 
 
 def publish(broker: str, topic: str, payload: bytes, timeout: float = 10.0) -> None:

@@ -41,3 +41,17 @@ class aes:  # noqa: N801 - mirrors MicroPython's cryptolib.aes
             return block
         out[:] = block
         return None
+
+
+def ticks_ms():
+    import time
+
+    return int(time.monotonic() * 1000)
+
+
+def ticks_diff(a, b):
+    return a - b
+
+
+def ticks_add(a, b):
+    return a + b

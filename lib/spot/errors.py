@@ -62,10 +62,11 @@ def is_drop(code):
 class SpotError(ValueError):
     """A frame or payload was refused; `code` says why, the message says where."""
 
-    def __init__(self, code, detail=""):
+    def __init__(self, code, detail="", frame=None):
         super().__init__(code, detail)
         self.code = code
         self.detail = detail
+        self.frame = frame  # the authenticated frame, for REPLAYED: it may need a fresh ACK
 
     def __str__(self):
         name = NAMES.get(self.code, "error %d" % self.code)

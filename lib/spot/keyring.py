@@ -97,11 +97,7 @@ class Keyring:
         for r in records or ():
             self.keys.append(Key(r["id"], r["peer"], bytes.fromhex(r["key"]), r["classes"],
                                  r.get("group", False), r.get("admin", False)))
-        windows = storage.load(window_path) if window_path else None
-        for w in windows or ():
-            k = self.find(w[0], w[1])
-            if k is not None:
-                k.highest, k.seen = w[2], w[3]
+        self.restore_windows(storage.load(window_path) if window_path else None)
 
     def find(self, peer, key_id):
         for k in self.keys:
@@ -142,10 +138,20 @@ class Keyring:
         if self.keys_path:
             storage.save(self.keys_path, [k.to_record() for k in self.keys])
 
+    def windows(self):
+        """The replay windows as records, for a caller that persists them itself."""
+        return [[k.peer, k.key_id, k.highest, k.seen] for k in self.keys]
+
+    def restore_windows(self, records):
+        for w in records or ():
+            k = self.find(w[0], w[1])
+            if k is not None:
+                k.highest, k.seen = w[2], w[3]
+
     def checkpoint(self):
         """Persist the replay windows (call before acting on frames whose effects persist)."""
         if self.window_path and self.dirty:
-            storage.save(self.window_path, [[k.peer, k.key_id, k.highest, k.seen] for k in self.keys])
+            storage.save(self.window_path, self.windows())
         self.dirty = False
 
     def __repr__(self):

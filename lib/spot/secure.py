@@ -75,7 +75,7 @@ def open_frame(buf, table, keyring, sync_classes=1):
     if not crypto.same(want[:TAG_SIZE], f.tag):
         raise SpotError(BAD_TAG, "frame %d from %08x" % (f.seq, f.src))
     if not key.check_fresh(f.seq):
-        raise SpotError(REPLAYED, "counter %d from %08x, highest %d" % (f.seq, f.src, key.highest))
+        raise SpotError(REPLAYED, "counter %d from %08x, highest %d" % (f.seq, f.src, key.highest), f)
     key.mark_seen(f.seq)
     keyring.dirty = True
     if sync_classes & (1 << f.cls):

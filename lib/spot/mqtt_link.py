@@ -1,0 +1,241 @@
+"""The MQTT transport adapter: one bounded session per wake, over umqtt.simple.
+
+umqtt.simple does the MQTT 3.1.1 framing; this module makes it safe for a
+sleepy device (micropython-lib issues 103, 192, 321, 334):
+  * every socket operation has a timeout, and none may outlive the wake's
+    budget: umqtt gets its socket through a module we hand it, so even its
+    connect() and the CONNACK wait are bounded;
+  * QoS 1 publishes are pipelined (sent without waiting, acknowledged in the
+    receive loop), so a lost PUBACK costs nothing but a resend from the
+    journal's outbox on the next wake;
+  * a dead link (TLS or not) shows up as a timeout or a closed socket, and the
+    session is abandoned; the broker keeps the device's queue.
+It also drains the device's queue without waiting for a timeout: see
+send_marker() and SPEC.md "Delivery".
+"""
+import os
+import select
+import socket as _socket
+
+try:
+    from micropython import const
+    from time import ticks_diff, ticks_ms
+except ImportError:
+    from spot._cpython import const, ticks_diff, ticks_ms
+
+_IPPROTO_TCP = const(6)  # not exported by every port's socket module
+_TCP_NODELAY = const(1)
+_PUBACK = const(0x40)
+MARKER_HEAD = b"\x00EOQ"  # byte 0 is no SPOT version: any other receiver drops it
+
+
+class LinkError(OSError):
+    """The session failed or ran out of time; the caller abandons it."""
+
+
+class BoundedSocket:
+    """A socket whose every operation ends by the wake's deadline; counts bytes."""
+
+    def __init__(self, link):
+        self.link = link
+        self.raw = _socket.socket()
+        link.raw = self.raw
+        try:
+            # Small writes back to back: without this, Nagle holds the tail of
+            # each packet until the broker's delayed ACK (~40 ms on Linux).
+            self.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except (OSError, AttributeError, TypeError):
+            pass
+
+    def _arm(self):
+        left = self.link.remaining_ms()
+        if left <= 0:
+            raise LinkError(110, "wake budget spent")
+        self.raw.settimeout(min(left, self.link.op_timeout_ms) / 1000)
+        if self.link.fault:
+            self.link.fault("net")
+
+    def connect(self, addr):
+        self._arm()
+        self.raw.connect(addr)
+
+    def write(self, buf, n=None):
+        mv = memoryview(buf)
+        if n is not None:
+            mv = mv[:n]
+        sent = 0
+        while sent < len(mv):
+            self._arm()
+            k = self.raw.send(mv[sent:])
+            if not k:
+                raise LinkError(104, "connection closed while sending")
+            sent += k
+        self.link.bytes_out += sent
+        return sent
+
+    def read(self, n):
+        out = b""
+        while len(out) < n:
+            self._arm()
+            chunk = self.raw.recv(n - len(out))
+            if not chunk:
+                raise LinkError(104, "connection closed by the broker")
+            out += chunk
+        self.link.bytes_in += n
+        return out
+
+    def setblocking(self, flag):
+        # umqtt's wait_msg() calls setblocking(True) after every read, which on
+        # lwIP ports clears the timeout: here it re-arms it instead.
+        if flag:
+            self._arm()
+        else:
+            self.raw.setblocking(False)
+
+    def settimeout(self, t):
+        self._arm()
+
+    def setsockopt(self, *args):
+        self.raw.setsockopt(*args)
+
+    def close(self):
+        self.raw.close()
+
+
+class _SocketModule:
+    """What umqtt.simple sees as its `socket` module: sockets bound to one link."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def socket(self, *args):
+        return BoundedSocket(self.link)
+
+    def getaddrinfo(self, host, port, *args):
+        return _socket.getaddrinfo(host, port)
+
+
+class MqttLink:
+    """One wake's MQTT session: connect, subscribe once, publish pipelined, drain.
+
+    on_frame(buf) is called for every received frame, inside the receive loop
+    and before the broker is acknowledged, so a frame it has not committed is
+    delivered again after a power cut.
+    """
+
+    def __init__(self, client_id, host, port, subscriptions, own_topic, on_frame,
+                 budget_ms=5000, op_timeout_ms=2000, keepalive=60):
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.subscriptions = subscriptions
+        self.own_topic = own_topic
+        self.on_frame = on_frame
+        self.budget_ms = budget_ms
+        self.op_timeout_ms = op_timeout_ms
+        self.keepalive = keepalive
+        self.fault = None  # test hook: called before each socket operation
+        self.client = None
+        self.raw = None
+        self.poller = None
+        self.t0 = ticks_ms()
+        self.bytes_in = self.bytes_out = 0
+        self.round_trips = 0
+        self.unacked = {}  # packet id -> caller's tag
+        self.acked = []  # tags whose PUBACK arrived
+        self.marker = None
+        self.drained = False
+        self.session_present = False
+
+    def remaining_ms(self):
+        return self.budget_ms - ticks_diff(ticks_ms(), self.t0)
+
+    def open(self):
+        """Connect (clean_session off) and subscribe if the broker has no session for us."""
+        from umqtt import simple
+
+        simple.socket = _SocketModule(self)  # umqtt's own sockets, bounded
+        c = self.client = simple.MQTTClient(self.client_id, self.host, self.port,
+                                            keepalive=self.keepalive)
+        c.set_callback(self._on_publish)
+        try:
+            self.session_present = bool(c.connect(clean_session=False))
+            self.poller = select.poll()
+            self.poller.register(self.raw, select.POLLIN)
+            if not self.session_present:
+                for t in self.subscriptions:
+                    c.subscribe(t, 1)
+        except AssertionError:  # umqtt checks the CONNACK/SUBACK bytes with assert
+            raise LinkError(71, "the broker answered with something that is not MQTT")
+        return self.session_present
+
+    def _on_publish(self, topic, msg):
+        if self.marker is not None and msg == self.marker:
+            self.drained = True
+            return
+        self.on_frame(msg)
+
+    def publish(self, topic, payload, tag=None):
+        """Send a QoS 1 PUBLISH now; its PUBACK is collected by pump()."""
+        c = self.client
+        c.pid = c.pid % 0xFFFF + 1
+        pid = c.pid
+        t = topic.encode() if isinstance(topic, str) else topic
+        size = 2 + len(t) + 2 + len(payload)
+        head = bytearray(b"\x32")  # PUBLISH, QoS 1
+        while True:
+            b = size & 0x7F
+            size >>= 7
+            head.append(b | 0x80 if size else b)
+            if not size:
+                break
+        head += bytes((len(t) >> 8, len(t) & 0xFF)) + t + bytes((pid >> 8, pid & 0xFF))
+        c.sock.write(head + payload)  # one write: one segment on the wire
+        self.unacked[pid] = tag
+        return pid
+
+    def send_marker(self):
+        """Publish a fresh end-of-queue marker to our own downlink topic.
+
+        The broker delivers it after everything it queued for us before it
+        received the marker, so its return means the queue is drained.
+        """
+        self.marker = MARKER_HEAD + os.urandom(8)
+        self.drained = False
+        self.publish(self.own_topic, self.marker, None)
+
+    def pump(self, done):
+        """Receive until done() is true; each call is one round trip of waiting."""
+        if done():
+            return
+        self.round_trips += 1
+        while not done():
+            left = self.remaining_ms()
+            if left <= 0:
+                raise LinkError(110, "wake budget spent waiting for the broker")
+            if not self.poller.poll(min(left, self.op_timeout_ms)):
+                raise LinkError(110, "the broker went quiet")
+            op = self.client.wait_msg()
+            if op == _PUBACK:
+                s = self.client.sock
+                rest = s.read(3)  # umqtt leaves all but the first byte to us
+                tag = self.unacked.pop((rest[1] << 8) | rest[2], None)
+                if tag is not None:
+                    self.acked.append(tag)
+            elif op is not None:
+                raise LinkError(71, "unexpected MQTT packet 0x%02x" % op)
+
+    def close(self, polite=True):
+        """DISCONNECT (polite) or just drop the connection (a failed or cut wake)."""
+        if self.client is None or self.client.sock is None:
+            return
+        try:
+            if polite:
+                self.client.sock.write(b"\xe0\x00")
+        except OSError:
+            pass
+        try:
+            self.client.sock.close()
+        except OSError:
+            pass
+        self.client.sock = None

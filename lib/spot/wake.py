@@ -1,0 +1,76 @@
+"""One wake cycle of a sleepy node: connect, drain the queue, act, report, sleep.
+
+    wake -> connect (session kept by the broker) -> publish the end-of-queue
+    marker and resend the outbox -> receive everything queued, each frame
+    committed before the broker is acknowledged -> the marker comes back: the
+    queue is drained -> reports into the outbox, committed, published ->
+    PUBACKs -> outbox trimmed, committed -> DISCONNECT -> sleep
+
+The node is the application: it has .journal, .receive(buf) and .report()
+(which adds frames to the journal's outbox). Nothing here waits for a timeout
+when things go well; when they do not, the link's budget bounds the whole
+cycle and the outbox keeps everything for the next wake.
+"""
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:
+    from spot._cpython import ticks_diff, ticks_ms
+
+
+
+class CycleResult:
+    __slots__ = ("ok", "error", "ms", "received", "published", "delivered", "bytes_in",
+                 "bytes_out", "round_trips", "session_present")
+
+    def __init__(self):
+        self.ok = False
+        self.error = None
+        self.ms = 0
+        self.received = self.published = self.delivered = 0
+        self.bytes_in = self.bytes_out = self.round_trips = 0
+        self.session_present = False
+
+    def as_dict(self):
+        return dict((k, getattr(self, k)) for k in self.__slots__)
+
+
+def run(node, link, up_topic):
+    """One cycle; never raises for network trouble (the result says what happened)."""
+    res = CycleResult()
+    t0 = ticks_ms()
+    journal = node.journal
+    sent = set()  # outbox entry ids published in this session
+
+    def flush():
+        for entry_id, raw in journal.pending():
+            if entry_id not in sent:
+                link.publish(up_topic, raw, entry_id)
+                sent.add(entry_id)
+                res.published += 1
+
+    def on_frame(buf):
+        res.received += 1
+        node.receive(buf)
+        flush()  # ACKs go out while the queue is still arriving
+
+    link.on_frame = on_frame
+    try:
+        res.session_present = link.open()
+        link.send_marker()
+        flush()  # what earlier wakes could not deliver
+        link.pump(lambda: link.drained)
+        node.report()  # after acting: the report shows the new state
+        flush()
+        link.pump(lambda: not link.unacked)
+        res.ok = True
+    except OSError as e:  # LinkError too; anything else (a power cut) ends it all
+        res.error = repr(e)
+    res.delivered = journal.delivered(set(link.acked))
+    if res.delivered:
+        journal.commit()
+    link.close(polite=res.ok)
+    res.ms = ticks_diff(ticks_ms(), t0)
+    res.bytes_in = link.bytes_in
+    res.bytes_out = link.bytes_out
+    res.round_trips = link.round_trips
+    return res

@@ -96,3 +96,18 @@ def build_all(archs: list[str] | None = None) -> dict[str, list[Path]]:
 if __name__ == "__main__":
     for arch, outs in build_all().items():
         print(f"{arch:10s} {len(outs)} modules -> {outs[0].parent.relative_to(ROOT)}")
+
+
+def sync_package_files() -> None:
+    """Rewrite lib/spot/package.json (mip) and manifest.py (freezing) from the sources."""
+    import json
+
+    names = [p.name for p in device_sources()]
+    spot = LIB / "spot"
+    version = json.loads((spot / "package.json").read_text())["version"]
+    (spot / "package.json").write_text(json.dumps(
+        {"urls": [["spot/" + n, n] for n in names], "version": version}, indent=1) + "\n")
+    text = (spot / "manifest.py").read_text()
+    body = "".join(f'        "{n}",\n' for n in names)
+    text = re.sub(r"    files=\(\n.*?    \),", "    files=(\n" + body + "    ),", text, flags=re.S)
+    (spot / "manifest.py").write_text(text)

@@ -141,7 +141,7 @@ def _run_device(port: int, workdir: Path, until: int, timeout: float = 20) -> li
                 continue
             if source == "device":
                 got.append(item)
-            if until == 0 and any(e.get("ev") == "ready" for e in got):
+            if until == 0 and any(e.get("ev") == "cycle" and e.get("ok") for e in got):
                 break
             if until and sum(1 for e in got if e.get("ev") == "applied") >= until and any(
                     e.get("ev") == "acked" for e in got[-3:]):
@@ -161,7 +161,7 @@ def test_rotation_loses_no_queued_message(tmp_path: Path) -> None:
     with Broker() as broker:
         mqtt = f"127.0.0.1:{broker.port}"
         first = _run_device(broker.port, tmp_path, until=0, timeout=3)  # session, then sleep
-        assert any(e.get("ev") == "ready" for e in first)
+        assert any(e.get("ev") == "cycle" and e.get("ok") for e in first)
         topic = publish.device_topic(demo.SITE, dev)
         seq = reg.counter(CLOUD).next
 

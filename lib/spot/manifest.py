@@ -20,10 +20,12 @@ package(
         "key_admin.py",
         "keyring.py",
         "messages.py",
+        "mqtt_link.py",
         "objects.py",
         "secure.py",
         "storage.py",
         "topics.py",
+        "wake.py",
     ),
     base_path="..",
 )

@@ -22,7 +22,11 @@ import select
 import sys
 import time
 
-from micropython import const
+try:
+    from micropython import const
+    from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+except ImportError:  # CPython: fleets and soak tests run this same file
+    from spot._cpython import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from node import Node
 from spot import topics, wake
@@ -33,12 +37,12 @@ from spot.mqtt_link import MqttLink
 
 _BACKOFF_MAX_MS = const(60000)
 
-_t0 = time.ticks_ms()
+_t0 = ticks_ms()
 
 
 def emit(ev, **fields):
     fields["ev"] = ev
-    fields["t"] = time.ticks_diff(time.ticks_ms(), _t0)
+    fields["t"] = ticks_diff(ticks_ms(), _t0)
     print(json.dumps(fields))
 
 
@@ -68,8 +72,16 @@ def make_node(cfg):
     return node
 
 
-def wake_once(cfg):
+def wake_once(cfg, fault=None, setup=None):
+    """One wake: build the node from flash, run the cycle; (node, result).
+
+    Hooks for hosts that run many devices: fault is called before every socket
+    operation (see storage.fault), setup(node) before the cycle starts.
+    """
+    t0 = ticks_ms()
     node = make_node(cfg)
+    if setup:
+        setup(node)
     b = cfg.get("broker", {})
     subs = [topics.topic(node.site, a) for a in node.table.addresses()]
     subs.append(topics.topic(node.site, 0xFFFFFFFF))
@@ -77,7 +89,9 @@ def wake_once(cfg):
     link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
                     int(b.get("port", 1883)), subs, own, None,
                     budget_ms=int(cfg.get("budget_ms", 5000)))
+    link.fault = fault
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
     emit("cycle", **res.as_dict())
     return node, res
 
@@ -85,7 +99,7 @@ def wake_once(cfg):
 def _stdin_says_stop(poller, ms):
     """Sleep up to ms; True if stdin asked to stop meanwhile."""
     if poller is None:
-        time.sleep_ms(ms)
+        sleep_ms(ms)
         return False
     if poller.poll(ms):
         line = sys.stdin.readline()
@@ -103,14 +117,14 @@ def main():
     if cfg.get("stdin_stop"):
         poller = select.poll()
         poller.register(sys.stdin, select.POLLIN)
-    deadline = time.ticks_add(time.ticks_ms(), int(float(cfg.get("run_s", 60)) * 1000))
+    deadline = ticks_add(ticks_ms(), int(float(cfg.get("run_s", 60)) * 1000))
     wake_ms = int(cfg.get("wake_ms", 1000))
     limit = int(cfg.get("cycles", 0))
     totals = {}
     failures = cycles = 0
     why = "time limit"
     node = None
-    while time.ticks_diff(deadline, time.ticks_ms()) > 0:
+    while ticks_diff(deadline, ticks_ms()) > 0:
         node, res = wake_once(cfg)
         cycles += 1
         for k, v in node.summary().items():
@@ -127,7 +141,7 @@ def main():
             break
         # Broker trouble: back off (the outbox keeps everything meanwhile).
         sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
-        left = time.ticks_diff(deadline, time.ticks_ms())
+        left = ticks_diff(deadline, ticks_ms())
         if _stdin_says_stop(poller, max(0, min(sleep, left))):
             why = "stop"
             break

@@ -55,3 +55,9 @@ def ticks_diff(a, b):
 
 def ticks_add(a, b):
     return a + b
+
+
+def sleep_ms(ms):
+    import time
+
+    time.sleep(ms / 1000)

@@ -53,13 +53,15 @@ class BoundedSocket:
             raise LinkError(110, "wake budget spent")
         self.raw.settimeout(min(left, self.link.op_timeout_ms) / 1000)
         if self.link.fault:
-            self.link.fault("net")
+            self.link.fault("net", self.link)
 
     def connect(self, addr):
         self._arm()
         self.raw.connect(addr)
 
     def write(self, buf, n=None):
+        if isinstance(buf, str):  # umqtt writes client id and topics as str
+            buf = buf.encode()
         mv = memoryview(buf)
         if n is not None:
             mv = mv[:n]
@@ -134,7 +136,7 @@ class MqttLink:
         self.budget_ms = budget_ms
         self.op_timeout_ms = op_timeout_ms
         self.keepalive = keepalive
-        self.fault = None  # test hook: called before each socket operation
+        self.fault = None  # test hook: fault("net", link) before each socket operation
         self.client = None
         self.raw = None
         self.poller = None

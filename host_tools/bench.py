@@ -26,6 +26,9 @@ FLOORS = {
     "hotpath_reject_speedup": (">=", 10),
     "sec_overhead_bytes": ("<=", 12),
     "sec_attacks_accepted": ("<=", 0),
+    "wake_cycle_speedup_vs_naive_wait": (">=", 10),
+    "soak_lost": ("<=", 0),
+    "soak_duplicated": ("<=", 0),
     "hotpath_reject_alloc_bytes": ("<=", 0),
     "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
@@ -54,6 +57,87 @@ def security_figures(rounds: int) -> dict[str, float]:
     if res.returncode:
         raise SystemExit(f"security benchmark failed under the unix port:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def wake_figures(rounds: int) -> dict[str, float]:
+    """One queued command and one report per wake, the device under the unix port,
+    beside the naive cycle (connect, subscribe, wait 2 s) in the same run."""
+    import os
+    import tempfile
+    import time
+
+    from host_tools.broker import Broker
+    from host_tools.controller import Controller
+    from host_tools.registry import Registry
+    from spot import messages, topics
+
+    build.build_arch("x64")
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+        [".frozen", str(BUILD / "mpy" / "x64"), str(BUILD / "deps")]))
+    dev, site = 0x4001, "bench"
+    ours: list[dict] = []
+    naive: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="spot-wake-") as tmp_s, Broker() as broker:
+        tmp = Path(tmp_s)
+        reg = Registry(tmp / "registry" / "registry.json")
+        reg.provision(site, dev)
+        reg.write_device_files(dev, tmp / "fs")
+        cfg = tmp / "device.json"
+        cfg.write_text(json.dumps({"dir": str(tmp / "fs"), "cycles": 1, "run_s": 30,
+                                   "broker": {"host": "127.0.0.1", "port": broker.port}}))
+        ctl = Controller(reg, site, f"127.0.0.1:{broker.port}")
+        ctl.connect()
+
+        def wake() -> dict:
+            out = subprocess.run([str(MICROPYTHON), str(ROOT / "firmware" / "main.py"), str(cfg)],
+                                 capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+            cycles = [json.loads(x) for x in out.stdout.splitlines() if '"cycle"' in x]
+            if out.returncode or not cycles:
+                raise SystemExit(f"wake benchmark: the device failed:\n{out.stdout}{out.stderr}")
+            return cycles[0]
+
+        def queue_command() -> None:
+            ctl.send_command(dev, lambda seq, key: messages.reduce_power(
+                dev, ctl.address, seq, 20, 0, 7200, key=key), "bench")
+            time.sleep(0.05)  # queued at the broker before the device wakes
+
+        wake()  # the session
+        down, up = topics.topic(site, 0x4002), topics.topic(site, 0x4002, up=True)
+        subprocess.run([str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
+                        str(broker.port), down, up, "60"], env=env, capture_output=True, timeout=60)
+        for i in range(rounds):
+            queue_command()
+            c = wake()
+            if c["received"] != 1 or not c["ok"]:
+                raise SystemExit(f"wake benchmark: expected 1 queued frame, got {c}")
+            ours.append(c)
+            if i < max(2, rounds // 3):  # each naive wake costs two seconds
+                ctl.client.publish(down, bytes(49), qos=1)
+                time.sleep(0.05)
+                out = subprocess.run(
+                    [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
+                     str(broker.port), down, up, "60"], env=env, capture_output=True, text=True, timeout=60)
+                naive.append(json.loads(out.stdout.strip().splitlines()[-1])["ms"])
+        ctl.close()
+    ms = _median([c["ms"] for c in ours])
+    return {
+        "wake_cycle_ms": ms,
+        "wake_cycle_naive_ms": _median(naive),
+        "wake_cycle_speedup_vs_naive_wait": round(_median(naive) / max(ms, 1), 1),
+        "wake_cycle_bytes": _median([c["bytes_in"] + c["bytes_out"] for c in ours]),
+        "wake_cycle_round_trips": _median([c["round_trips"] for c in ours]),
+    }
+
+
+def soak_figures(cycles: int) -> dict[str, float]:
+    from host_tools import soak
+
+    return soak.run(cycles=cycles, devices=4, seed=2026).figures()
 
 
 def spot_frames() -> dict[str, bytes]:
@@ -105,6 +189,8 @@ def main(quick: bool = False) -> int:
     figures = {}
     figures.update(hotpath_figures(rounds=2 if quick else 7))
     figures.update(security_figures(rounds=2 if quick else 5))
+    figures.update(wake_figures(rounds=3 if quick else 9))
+    figures.update(soak_figures(cycles=300 if quick else 1200))
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

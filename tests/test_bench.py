@@ -32,3 +32,12 @@ def test_security_figures() -> None:
     assert figures["sec_attacks_accepted"] == 0
     assert figures["sec_attacks"] >= 25
     assert figures["sec_verify_us"] > figures["sec_hotpath_reject_us"] > 0
+
+
+def test_wake_cycle_figures() -> None:
+    figures = bench.wake_figures(rounds=1)
+    assert figures["wake_cycle_round_trips"] == 2
+    assert figures["wake_cycle_naive_ms"] >= 2000
+    # Milliseconds against the naive two seconds: no machine is slow enough to blur that.
+    assert figures["wake_cycle_speedup_vs_naive_wait"] >= 10
+    assert 0 < figures["wake_cycle_bytes"] < 1000

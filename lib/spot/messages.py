@@ -105,13 +105,17 @@ def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encry
 # Builders for the standard messages (the spec's test vectors use these). Each
 # takes key= (a keyring.Key) to seal the frame; without one it is unsecured.
 
-def reduce_power(dst, src, seq, percent, start, duration_s, key=None):
-    return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, {
+def reduce_power(dst, src, seq, percent, start, duration_s, key=None, valid_until=None):
+    """Reduce power by percent from start for duration_s; not applied after valid_until."""
+    body = {
         K_KIND: DR_REDUCE,
         K_DR_AMOUNT: Analog(percent, UNIT_PERCENT),
         K_DR_START: Time(start),
         K_DR_DURATION: duration_s,
-    }, frame.FLAG_ACK_WANTED, key=key)
+    }
+    if valid_until is not None:
+        body[K_DR_VALID_UNTIL] = Time(valid_until)
+    return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, body, frame.FLAG_ACK_WANTED, key=key)
 
 
 def price_forecast(dst, src, seq, start, interval_s, prices, scale, key=None):

@@ -9,7 +9,8 @@
 The node is the application: it has .journal, .receive(buf) and .report()
 (which adds frames to the journal's outbox). Nothing here waits for a timeout
 when things go well; when they do not, the link's budget bounds the whole
-cycle and the outbox keeps everything for the next wake.
+cycle, and the outbox keeps everything, this wake's report included, for the
+next wake.
 """
 try:
     from time import ticks_diff, ticks_ms
@@ -54,17 +55,21 @@ def run(node, link, up_topic):
         flush()  # ACKs go out while the queue is still arriving
 
     link.on_frame = on_frame
+    reported = False
     try:
         res.session_present = link.open()
         link.send_marker()
         flush()  # what earlier wakes could not deliver
         link.pump(lambda: link.drained)
         node.report()  # after acting: the report shows the new state
+        reported = True
         flush()
         link.pump(lambda: not link.unacked)
         res.ok = True
     except OSError as e:  # LinkError too; anything else (a power cut) ends it all
         res.error = repr(e)
+        if not reported:
+            node.report()  # this wake's measurements wait in the outbox for the next
     res.delivered = journal.delivered(set(link.acked))
     if res.delivered:
         journal.commit()

@@ -110,6 +110,8 @@ class Broker:
             # Nagle plus delayed ACKs adds ~40 ms to small messages: noise in
             # latency figures and slower tests.
             "set_tcp_nodelay true",
+            # A sleeping device's backlog must never be cut short (SPEC.md 8.2).
+            "max_queued_messages 10000",
             f"log_dest file {self.log}",
             "log_type error",
             "log_type warning",

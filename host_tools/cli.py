@@ -174,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_retire)
 
+    from host_tools import ctl_cli
+
+    ctl_cli.add_parser(sub, reg_help)
+    sub.choices["ctl"].set_defaults(func=ctl_cli.run)
+
     p = sub.add_parser("keys", help="list the registry's keys (never their secrets)")
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_keys)

@@ -77,8 +77,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
     from spot import messages, topics
 
     build.build_arch("x64")
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-        [".frozen", str(BUILD / "mpy" / "x64"), str(BUILD / "deps")]))
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(BUILD / "mpy" / "x64")]))
     dev, site = 0x4001, "bench"
     ours: list[dict] = []
     naive: list[float] = []
@@ -94,7 +93,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
         ctl.connect()
 
         def wake() -> dict:
-            out = subprocess.run([str(MICROPYTHON), str(ROOT / "firmware" / "main.py"), str(cfg)],
+            out = subprocess.run([str(MICROPYTHON), str(BUILD / "mpy" / "x64" / "main.py"), str(cfg)],
                                  capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
             cycles = [json.loads(x) for x in out.stdout.splitlines() if '"cycle"' in x]
             if out.returncode or not cycles:

@@ -57,13 +57,30 @@ def device_sources() -> list[Path]:
     return sorted(p for p in (LIB / "spot").glob("*.py") if p.name not in HOST_ONLY)
 
 
+FIRMWARE = ROOT / "firmware"
+UMQTT = BUILD / "deps" / "umqtt" / "simple.py"
+
+
+def firmware_sources() -> list[Path]:
+    """The application modules; main.py stays source (a board boots it by name)."""
+    return sorted(p for p in FIRMWARE.glob("*.py") if p.name != "main.py")
+
+
 def build_arch(arch: str) -> list[Path]:
+    """lib/spot, the firmware's modules and umqtt.simple, as a board's /lib gets them."""
     outs = []
-    for src in device_sources():
-        rel = src.relative_to(LIB)
+    sources = [(src, src.relative_to(LIB)) for src in device_sources()]
+    sources += [(src, src.relative_to(FIRMWARE)) for src in firmware_sources()]
+    if UMQTT.exists():
+        sources.append((UMQTT, UMQTT.relative_to(BUILD / "deps")))
+    for src, rel in sources:
         out = BUILD / "mpy" / arch / rel.with_suffix(".mpy")
         _compile(src, out, arch, str(rel))
         outs.append(out)
+    main = BUILD / "mpy" / arch / "main.py"  # the one source file: what a board boots
+    if not main.exists() or main.read_bytes() != (FIRMWARE / "main.py").read_bytes():
+        main.write_bytes((FIRMWARE / "main.py").read_bytes())
+    outs.append(main)
     return outs
 
 
@@ -95,7 +112,7 @@ def build_all(archs: list[str] | None = None) -> dict[str, list[Path]]:
 
 if __name__ == "__main__":
     for arch, outs in build_all().items():
-        print(f"{arch:10s} {len(outs)} modules -> {outs[0].parent.relative_to(ROOT)}")
+        print(f"{arch:10s} {len(outs)} modules -> {(BUILD / 'mpy' / arch).relative_to(ROOT)}")
 
 
 def sync_package_files() -> None:

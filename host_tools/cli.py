@@ -11,7 +11,7 @@ def _build(args: argparse.Namespace) -> int:
 
     archs = [build.TARGETS.get(t, t) for t in args.target] if args.target else None
     for arch, outs in build.build_all(archs).items():
-        print(f"{arch:10s} {len(outs)} modules -> {outs[0].parent.relative_to(build.ROOT)}")
+        print(f"{arch:10s} {len(outs)} modules -> {(build.BUILD / 'mpy' / arch).relative_to(build.ROOT)}")
     return 0
 
 

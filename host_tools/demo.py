@@ -1,6 +1,6 @@
 """End-to-end demo: a controller, a private Mosquitto and one emulated device.
 
-The device is firmware/main.py on the real MicroPython unix port, loading the
+The device is the built firmware (main.py) on the real MicroPython unix port, loading the
 compiled library (build/mpy/x64), provisioned by a throw-away registry with its
 own keys. The controller (the cloud, paho-mqtt here) sends a retained price
 forecast under the site's group key, a time sync, a "reduce power 20 % for
@@ -42,7 +42,7 @@ from host_tools.wire_compare import PRICE24, SHED  # noqa: E402
 from spot import cbor, errors, frame, messages, secure, topics  # noqa: E402
 from spot.keyring import Key  # noqa: E402
 
-FIRMWARE = ROOT / "firmware" / "main.py"
+FIRMWARE = ROOT / "build" / "mpy" / "x64" / "main.py"  # the built image, as on a board
 MPY = ROOT / "build" / "mpy" / "x64"
 DEPS = ROOT / "build" / "deps"
 SITE = "demo"
@@ -198,14 +198,14 @@ class Timeline:
 # --- the device process -------------------------------------------------------
 
 class Device:
-    """firmware/main.py under the MicroPython unix port; its JSON lines go to `events`."""
+    """The built firmware (main.py) under the MicroPython unix port; its JSON lines go to `events`."""
 
     def __init__(self, port: int, events: queue.Queue[tuple[float, str, Any]], workdir: Path) -> None:
         cfg = {"dir": str(workdir / "device-fs"), "broker": {"host": "127.0.0.1", "port": port},
                "run_s": RUN_LIMIT_S, "wake_ms": WAKE_MS, "budget_ms": 3000, "stdin_stop": True}
         path = workdir / "device.json"
         path.write_text(json.dumps(cfg))
-        env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(MPY), str(DEPS)]))
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(MPY)]))
         self.proc = subprocess.Popen(
             [str(micropython()), str(FIRMWARE), str(path)], env=env, cwd=ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -442,7 +442,7 @@ def _scenario(r: _Run, res: Result, stack: ExitStack, broker: Broker, tmp: Path)
     device = Device(broker.port, r.events, tmp)
     stack.callback(device.close)
     show(time.monotonic(), "device", "started",
-         f"micropython firmware/main.py, address {DEVICE:08x}")
+         f"micropython build/mpy/x64/main.py, address {DEVICE:08x}")
     r.wait(lambda: any(c.get("ok") for c in r.cycles), READY_TIMEOUT,
            "the device's first wake did not reach the broker")
     show(time.monotonic(), "device", "asleep", f"subscribed; wakes every {WAKE_MS} ms, "

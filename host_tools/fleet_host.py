@@ -1,4 +1,4 @@
-"""Run the device firmware (firmware/main.py and the spot library) inside CPython.
+"""Run the device firmware (firmware/device.py and the spot library) inside CPython.
 
 The same files a board runs, imported here with stand-ins for MicroPython's
 module names (host_tools/cpython_shims) and umqtt.simple from build/deps, so
@@ -17,13 +17,13 @@ _PATHS = [str(LIB), str(ROOT / "firmware"), str(BUILD / "deps"), str(ROOT / "hos
 
 
 def firmware() -> ModuleType:
-    """firmware/main.py as a module (its main() is not run)."""
+    """firmware/device.py as a module (its main() is not run)."""
     for p in reversed(_PATHS):
         if p not in sys.path:
             sys.path.insert(0, p)
     if not (BUILD / "deps" / "umqtt" / "simple.py").exists():
         raise SystemExit("umqtt.simple is missing: run `make setup`")
-    spec = importlib.util.spec_from_file_location("spot_firmware_main", ROOT / "firmware" / "main.py")
+    spec = importlib.util.spec_from_file_location("spot_firmware_device", ROOT / "firmware" / "device.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

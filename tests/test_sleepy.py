@@ -50,9 +50,9 @@ def run_unix_port(tmp: Path, port: int, cycles: int = 1, **cfg: Any) -> list[dic
             "cycles": cycles, "wake_ms": 50, "run_s": 30, **cfg}
     path = tmp / "device.json"
     path.write_text(json.dumps(conf))
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-        [".frozen", str(ROOT / "build" / "mpy" / "x64"), str(ROOT / "build" / "deps")]))
-    p = subprocess.run([str(MICROPYTHON), str(ROOT / "firmware" / "main.py"), str(path)],
+    image = ROOT / "build" / "mpy" / "x64"  # what a board's filesystem holds
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(image)]))
+    p = subprocess.run([str(MICROPYTHON), str(image / "main.py"), str(path)],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     return [json.loads(line) for line in p.stdout.splitlines()]

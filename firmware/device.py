@@ -1,0 +1,153 @@
+"""SPOT device firmware: wake, run one cycle, sleep, again (MicroPython).
+
+main.py starts it. On the unix port (what `make demo` and the tests run):
+
+    MICROPYPATH=.frozen:build/mpy/x64 micropython firmware/main.py device.json
+
+Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
+    {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
+     "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 60, "stdin_stop": true}
+"dir" holds what `spot provision` wrote for this device (identity.json with its
+address, site, groups and cloud address; keys.json with its keys) and the
+device's own state (journal.json, counter.json). Every wake rebuilds the node
+from those files, as a board waking from deep sleep does. "cycles" > 0 stops
+after that many wakes; "run_s" bounds the whole run; with "stdin_stop" the
+device also stops when stdin says "stop" or closes.
+
+Output: one JSON object per line on stdout ({"ev": ..., "t": ms since start}),
+ending with {"ev": "summary", ...}. Topic layout: spot/topics.py.
+"""
+import json
+import select
+import sys
+import time
+
+try:
+    from micropython import const
+    from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+except ImportError:  # CPython: fleets and soak tests run this same file
+    from spot._cpython import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+from node import Node
+from spot import topics, wake
+from spot.counter import SendCounter
+from spot.journal import Journal
+from spot.keyring import Keyring
+from spot.mqtt_link import MqttLink
+
+_BACKOFF_MAX_MS = const(60000)
+
+_t0 = ticks_ms()
+
+
+def emit(ev, **fields):
+    fields["ev"] = ev
+    fields["t"] = ticks_diff(ticks_ms(), _t0)
+    print(json.dumps(fields))
+
+
+def load_config():
+    path = sys.argv[1] if len(sys.argv) > 1 else None
+    if path is None:
+        try:
+            import os
+
+            path = os.getenv("SPOT_CONFIG")
+        except (ImportError, AttributeError):  # boards have no environment
+            pass
+    with open(path or "config.json") as f:
+        return json.load(f)
+
+
+def make_node(cfg):
+    """The node as a wake finds it: everything from the device's own files."""
+    d = cfg.get("dir", ".")
+    with open(d + "/identity.json") as f:
+        ident = json.load(f)
+    ring = Keyring(d + "/keys.json")
+    node = Node(int(ident["address"]), emit, ring, SendCounter(d + "/counter.json"),
+                Journal(d + "/journal.json"), ident.get("groups", ()), clock=time.time,
+                cloud=ident.get("cloud", 1))
+    node.site = ident["site"]
+    return node
+
+
+def wake_once(cfg, fault=None, setup=None):
+    """One wake: build the node from flash, run the cycle; (node, result).
+
+    Hooks for hosts that run many devices: fault is called before every socket
+    operation (see storage.fault), setup(node) before the cycle starts.
+    """
+    t0 = ticks_ms()
+    node = make_node(cfg)
+    if setup:
+        setup(node)
+    b = cfg.get("broker", {})
+    subs = [topics.topic(node.site, a) for a in node.table.addresses()]
+    subs.append(topics.topic(node.site, 0xFFFFFFFF))
+    own = topics.topic(node.site, node.address)
+    link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
+                    int(b.get("port", 1883)), subs, own, None,
+                    budget_ms=int(cfg.get("budget_ms", 5000)))
+    link.fault = fault
+    res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
+    emit("cycle", **res.as_dict())
+    return node, res
+
+
+def _stdin_says_stop(poller, ms):
+    """Sleep up to ms; True if stdin asked to stop meanwhile."""
+    if poller is None:
+        sleep_ms(ms)
+        return False
+    if poller.poll(ms):
+        line = sys.stdin.readline()
+        return not line or line.strip() == "stop"
+    return False
+
+
+def main():
+    try:
+        cfg = load_config()
+    except Exception as e:
+        emit("summary", why="bad config: %r" % (e,))
+        return 2
+    poller = None
+    if cfg.get("stdin_stop"):
+        poller = select.poll()
+        poller.register(sys.stdin, select.POLLIN)
+    deadline = ticks_add(ticks_ms(), int(float(cfg.get("run_s", 60)) * 1000))
+    wake_ms = int(cfg.get("wake_ms", 1000))
+    limit = int(cfg.get("cycles", 0))
+    totals = {}
+    failures = cycles = 0
+    why = "time limit"
+    node = None
+    while ticks_diff(deadline, ticks_ms()) > 0:
+        node, res = wake_once(cfg)
+        cycles += 1
+        for k, v in node.summary().items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+            elif isinstance(v, dict):
+                d = totals.setdefault(k, {})
+                for c, n in v.items():
+                    d[c] = d.get(c, 0) + n
+        totals["bytes_out"] = totals.get("bytes_out", 0) + res.bytes_out
+        failures = 0 if res.ok else failures + 1
+        if limit and cycles >= limit:
+            why = "cycles"
+            break
+        # Broker trouble: back off (the outbox keeps everything meanwhile).
+        sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
+        left = ticks_diff(deadline, ticks_ms())
+        if _stdin_says_stop(poller, max(0, min(sleep, left))):
+            why = "stop"
+            break
+    totals.update(why=why, cycles=cycles, applied=node.applied if node else 0,
+                  outbox=len(node.journal.outbox) if node else 0)
+    emit("summary", **totals)
+    return 0
+
+

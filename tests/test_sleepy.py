@@ -233,3 +233,21 @@ def test_a_hanging_broker_cannot_stall_the_device(tmp_path: Path, connack: bool)
     [c] = cycles_of(ev)
     assert not c["ok"] and c["ms"] <= 900, c
     assert took < 10
+
+
+def test_unreachable_broker_backs_off_and_keeps_the_outbox(tmp_path: Path) -> None:
+    reg = Registry(tmp_path / "registry" / "registry.json")
+    reg.provision(SITE, DEV)
+    reg.write_device_files(DEV, tmp_path / "fs")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens here: connection refused at once
+    ev = run_unix_port(tmp_path, port, cycles=4, wake_ms=40, budget_ms=500)
+    starts = [e["t"] - e["ms"] for e in cycles_of(ev)]
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(not c["ok"] for c in cycles_of(ev))
+    # Each failure doubles the sleep: 80, 160, 320 ms after wakes of a few ms.
+    assert gaps[0] >= 75 and gaps[1] >= 1.8 * gaps[0] * 0.9 and gaps[2] >= 1.8 * gaps[1] * 0.9, gaps
+    summary = ev[-1]
+    assert summary["outbox"] == 4  # every wake's report, kept

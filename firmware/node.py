@@ -110,6 +110,7 @@ class Node:
         self.rx += 1
         self.bytes_in += n
         self.emit("rx", where=where, n=n)
+        f = None
         try:
             f = secure.open_frame(buf, self.table, self.keyring, 0)
             body = messages.read_payload(f)
@@ -119,6 +120,12 @@ class Node:
             code = e.code if 0 <= e.code < _CODES else 0
             self.drops[code] += 1
             self.emit("dropped", code=e.code, reason=NAMES.get(e.code, "?"), n=n)
+            if f is not None and f.secured and f.cls == frame.CLASS_COMMAND:
+                # Authentic but unreadable (a newer sender's must-understand
+                # field): refuse it out loud, or its sender retries for ever.
+                self.journal.record(f.src, f.seq, messages.ACK_REFUSED, e.code)
+                self._queue_ack(f.src, f.seq, messages.ACK_REFUSED, e.code)
+                self.journal.commit(self.keyring.windows())
             return
         except Exception as e:  # a codec bug must not take the device down
             self.errors += 1
@@ -138,7 +145,10 @@ class Node:
         if command:
             self.journal.record(f.src, f.seq, status, reason)
             self._queue_ack(f.src, f.seq, status, reason)
-        self.journal.commit(self.keyring.windows())  # the one commit point
+        if f.secured or command:
+            # The one commit point; an OSError here (flash full) aborts the wake
+            # before the broker is acknowledged, so the frame comes again.
+            self.journal.commit(self.keyring.windows())
         if command and status == messages.ACK_APPLIED and self.on_applied:
             self.on_applied(f.src, f.seq)
 
@@ -244,8 +254,8 @@ class Node:
             body[messages.K_ACK_REASON] = reason
         try:
             buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
-        except SpotError as e:  # no key to answer with
-            self.emit("refused", what="no ACK: %s" % e)
+        except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
+            self.emit("refused", what="no ACK: %r" % (e,))
             return
         if not self.journal.add(journal.PRIO_RESULT, buf):
             self.emit("outbox_full", dropped=self.journal.dropped)
@@ -260,12 +270,11 @@ class Node:
         try:
             buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_REPORT, self.cloud,
                                    cbor.encode(body))
-        except SpotError as e:
-            self.emit("refused", what="no report: %s" % e)
-            return
-        if not self.journal.add(journal.PRIO_TELEMETRY, buf):
-            self.emit("outbox_full", dropped=self.journal.dropped)
-        self.journal.commit()
+            if not self.journal.add(journal.PRIO_TELEMETRY, buf):
+                self.emit("outbox_full", dropped=self.journal.dropped)
+            self.journal.commit()
+        except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
+            self.emit("refused", what="no report: %r" % (e,))
 
     def summary(self):
         dropped = {}

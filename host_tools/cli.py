@@ -91,9 +91,9 @@ def _retire(args: argparse.Namespace) -> int:
     entry = next((e for e in reg.entries(device) if e.key_id == args.key_id), None)
     if entry is None:
         raise SystemExit(f"device {device:08x} has no key {args.key_id}")
-    _send(args, reg, device, reg.key_retire_frame(device, entry.key_id, entry.peer),
-          f"retire key {entry.key_id}")
-    reg.retire(device, entry.key_id)
+    frame_ = reg.key_retire_frame(device, entry.key_id, entry.peer)
+    reg.retire(device, entry.key_id)  # refuses the last admin key before anything is sent
+    _send(args, reg, device, frame_, f"retire key {entry.key_id}")
     reg.save()
     return 0
 

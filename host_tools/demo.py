@@ -111,7 +111,7 @@ def plan(reg: Registry) -> list[Planned]:
     prices = [round(p * 100) for p in PRICE24["prices"]]
     forecast = messages.price_forecast(group, CONTROLLER, seq(), PRICE24["start"],
                                        PRICE24["interval_s"], prices, -2, key=gkey)
-    sync = messages.time_sync(group, CONTROLLER, seq(), int(time.time()), 0, key=gkey)
+    sync = messages.time_sync(DEVICE, CONTROLLER, seq(), int(time.time()), 0, key=key)
     shed = messages.reduce_power(DEVICE, CONTROLLER, seq(), SHED["reduce_pct"], SHED["start"],
                                  SHED["duration_s"], key=key)
     other = messages.reduce_power(OTHER_DEVICE, CONTROLLER, seq(), SHED["reduce_pct"],
@@ -133,7 +133,7 @@ def plan(reg: Registry) -> list[Planned]:
     return [
         Planned("24 h price forecast (retained, group key)", gtopic, forecast, errors.OK,
                 retain=True),
-        Planned("time sync (group key)", gtopic, sync, errors.OK),
+        Planned("time sync (device key)", down, sync, errors.OK),
         Planned("reduce power 20 % for 2 h", down, shed, errors.OK, acked=True),
         Planned(f"command for device {OTHER_DEVICE:08x}", bcast, other, errors.NOT_FOR_ME),
         Planned(f"frame of unknown service 0x{UNKNOWN_SERVICE:02x}", down, unknown,

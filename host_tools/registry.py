@@ -21,7 +21,7 @@ from host_tools.build import LIB
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
 
-from spot import frame, messages  # noqa: E402
+from spot import frame, messages, storage  # noqa: E402
 from spot.counter import SendCounter  # noqa: E402
 from spot.keyring import GROUP_CLASSES, Key, Keyring  # noqa: E402
 
@@ -57,6 +57,26 @@ def parse_address(text: str | int) -> int:
     if not 0 < value < 0xFFFFFFFF:
         raise ValueError(f"address {text} is not a logical address (1..0xfffffffe)")
     return value
+
+
+class HostCounter(SendCounter):
+    """A sender's counter shared by several host processes (a controller service,
+    `spot pair` in a shell): each reservation is made under a file lock and starts
+    above whatever any process reserved, so no two frames share a counter."""
+
+    def next(self) -> int:
+        import fcntl
+
+        if self._next < self._reserved:
+            n = self._next
+            self._next = n + 1
+            return n
+        with open(self.path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            stored = storage.load(self.path)
+            if isinstance(stored, int) and stored > self._next:
+                self._next = stored  # another process reserved up to here
+            return super().next()
 
 
 @dataclass
@@ -104,7 +124,7 @@ class Registry:
         """The persistent frame counter of a sender that this registry speaks for."""
         if address not in self._counters:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._counters[address] = SendCounter(str(self.path.parent / f"counter-{address:08x}.json"))
+            self._counters[address] = HostCounter(str(self.path.parent / f"counter-{address:08x}.json"))
         return self._counters[address]
 
     # queries ------------------------------------------------------------------
@@ -209,6 +229,11 @@ class Registry:
         return o, new
 
     def retire(self, device: int, key_id: int) -> None:
+        """Forget a key. The last admin key stays: the device refuses to drop it."""
+        target = [e for e in self.entries(device) if e.key_id == key_id]
+        if target and target[0].admin and sum(1 for e in self.entries(device) if e.admin) == 1:
+            raise ValueError(f"key {key_id} is device {device:08x}'s last admin key: rotate it "
+                             "first (spot rotate), then retire the old one")
         self.data["keys"] = [r for r in self.data["keys"]
                              if not (r["device"] == device and r["key_id"] == key_id)]
 

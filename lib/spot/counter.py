@@ -32,10 +32,11 @@ class SendCounter:
         if n >= _LIMIT:
             raise OverflowError("frame counter exhausted: rotate keys and re-provision")
         if n >= self._reserved:
-            self._reserved = min(n + self.block, _LIMIT)
+            reserved = min(n + self.block, _LIMIT)
             if self.path:
-                storage.save(self.path, self._reserved)
+                storage.save(self.path, reserved)  # raises before anything is handed out
                 self.writes += 1
+            self._reserved = reserved
         self._next = n + 1
         return n
 

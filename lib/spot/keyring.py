@@ -4,7 +4,7 @@ Each entry binds one key to one peer address and key id, with the message
 classes that peer may send under it. A pairing is a pairwise key: the device
 and one controller (or the cloud) share it. A group key is held by every device
 of a group so one frame can reach them all; any holder could forge with it, so
-it may carry informational classes only, never a command. Each entry keeps its
+it may carry informational signals only: no command, no time. Each entry keeps its
 own replay window, so a forger holding a group key cannot disturb the windows
 of pairwise keys. Key bytes never appear in repr() or in errors.
 """
@@ -19,7 +19,7 @@ MAX_KEYS = const(16)
 WINDOW = const(64)  # frames a sender's counter may arrive out of order
 KEY_SIZE = const(32)
 _CLASS_COMMAND = const(0)
-GROUP_CLASSES = const(0x12)  # INFO and TIMESYNC: what a group key may carry
+GROUP_CLASSES = const(0x02)  # INFO only: what a group key may carry
 
 
 class Key:
@@ -34,7 +34,7 @@ class Key:
         if len(secret) != KEY_SIZE:
             raise ValueError("a key is %d bytes" % KEY_SIZE)
         if group and classes & ~GROUP_CLASSES:
-            raise ValueError("a group key may carry INFO and TIMESYNC only")
+            raise ValueError("a group key may carry INFO only")
         if group and admin:
             raise ValueError("a group key cannot manage keys")
         self.key_id = key_id

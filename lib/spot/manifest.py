@@ -10,6 +10,7 @@ package(
     files=(
         "__init__.py",
         "cbor.py",
+        "clock.py",
         "counter.py",
         "crypto.py",
         "errors.py",
@@ -22,6 +23,7 @@ package(
         "messages.py",
         "mqtt_link.py",
         "objects.py",
+        "schedule.py",
         "secure.py",
         "storage.py",
         "topics.py",

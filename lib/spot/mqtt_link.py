@@ -1,7 +1,7 @@
 """The MQTT transport adapter: one bounded session per wake, over umqtt.simple.
 
-umqtt.simple does the MQTT 3.1.1 framing; this module makes it safe for a
-sleepy device (micropython-lib issues 103, 192, 321, 334):
+umqtt.simple opens the connection (CONNECT, CONNACK); this module makes the
+session safe for a sleepy device (micropython-lib issues 103, 192, 321, 334):
   * every socket operation has a timeout, and none may outlive the wake's
     budget: umqtt gets its socket through a module we hand it, so even its
     connect() and the CONNACK wait are bounded;
@@ -9,7 +9,9 @@ sleepy device (micropython-lib issues 103, 192, 321, 334):
     receive loop), so a lost PUBACK costs nothing but a resend from the
     journal's outbox on the next wake;
   * a dead link (TLS or not) shows up as a timeout or a closed socket, and the
-    session is abandoned; the broker keeps the device's queue.
+    session is abandoned; the broker keeps the device's queue;
+  * incoming packets are read here, not by umqtt: bounded in size, and
+    anything unexpected is a LinkError (a failed wake), never a crash.
 It also drains the device's queue without waiting for a timeout: see
 send_marker() and SPEC.md "Delivery".
 """
@@ -25,7 +27,8 @@ except ImportError:
 
 _IPPROTO_TCP = const(6)  # not exported by every port's socket module
 _TCP_NODELAY = const(1)
-_PUBACK = const(0x40)
+_MAX_TOPIC = const(256)
+MAX_MESSAGE = const(65600)  # the largest SPOT frame (65563 bytes) and some room
 MARKER_HEAD = b"\x00EOQ"  # byte 0 is no SPOT version: any other receiver drops it
 
 
@@ -104,6 +107,17 @@ class BoundedSocket:
         self.raw.close()
 
 
+def _head(op, n):
+    """An MQTT fixed header: the packet type and its remaining length."""
+    out = bytearray((op,))
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return out
+
+
 class _SocketModule:
     """What umqtt.simple sees as its `socket` module: sockets bound to one link."""
 
@@ -148,6 +162,8 @@ class MqttLink:
         self.marker = None
         self.drained = False
         self.session_present = False
+        self.suback = None
+        self.oversized = 0  # messages too big to be frames: discarded, acknowledged
 
     def remaining_ms(self):
         return self.budget_ms - ticks_diff(ticks_ms(), self.t0)
@@ -159,17 +175,30 @@ class MqttLink:
         simple.socket = _SocketModule(self)  # umqtt's own sockets, bounded
         c = self.client = simple.MQTTClient(self.client_id, self.host, self.port,
                                             keepalive=self.keepalive)
-        c.set_callback(self._on_publish)
         try:
             self.session_present = bool(c.connect(clean_session=False))
-            self.poller = select.poll()
-            self.poller.register(self.raw, select.POLLIN)
-            if not self.session_present:
-                for t in self.subscriptions:
-                    c.subscribe(t, 1)
-        except AssertionError:  # umqtt checks the CONNACK/SUBACK bytes with assert
-            raise LinkError(71, "the broker answered with something that is not MQTT")
+        except OSError:
+            raise
+        except Exception as e:  # umqtt's assert on a bad CONNACK, MQTTException on a refusal
+            raise LinkError(71, "the broker refused or garbled the connection: %r" % (e,))
+        self.poller = select.poll()
+        self.poller.register(self.raw, select.POLLIN)
+        if not self.session_present:
+            self._subscribe()
         return self.session_present
+
+    def _subscribe(self):
+        """One SUBSCRIBE for every topic (QoS 1); frames may arrive before the SUBACK."""
+        c = self.client
+        c.pid = c.pid % 0xFFFF + 1
+        pid = c.pid
+        body = bytearray((pid >> 8, pid & 0xFF))
+        for t in self.subscriptions:
+            b = t.encode()
+            body += bytes((len(b) >> 8, len(b) & 0xFF)) + b + b"\x01"
+        c.sock.write(_head(0x82, len(body)) + body)
+        self.suback = pid
+        self.pump(lambda: self.suback is None)
 
     def _on_publish(self, topic, msg):
         if self.marker is not None and msg == self.marker:
@@ -183,14 +212,7 @@ class MqttLink:
         c.pid = c.pid % 0xFFFF + 1
         pid = c.pid
         t = topic.encode() if isinstance(topic, str) else topic
-        size = 2 + len(t) + 2 + len(payload)
-        head = bytearray(b"\x32")  # PUBLISH, QoS 1
-        while True:
-            b = size & 0x7F
-            size >>= 7
-            head.append(b | 0x80 if size else b)
-            if not size:
-                break
+        head = _head(0x32, 2 + len(t) + 2 + len(payload))  # PUBLISH, QoS 1
         head += bytes((len(t) >> 8, len(t) & 0xFF)) + t + bytes((pid >> 8, pid & 0xFF))
         c.sock.write(head + payload)  # one write: one segment on the wire
         self.unacked[pid] = tag
@@ -217,15 +239,65 @@ class MqttLink:
                 raise LinkError(110, "wake budget spent waiting for the broker")
             if not self.poller.poll(min(left, self.op_timeout_ms)):
                 raise LinkError(110, "the broker went quiet")
-            op = self.client.wait_msg()
-            if op == _PUBACK:
-                s = self.client.sock
-                rest = s.read(3)  # umqtt leaves all but the first byte to us
-                tag = self.unacked.pop((rest[1] << 8) | rest[2], None)
-                if tag is not None:
-                    self.acked.append(tag)
-            elif op is not None:
-                raise LinkError(71, "unexpected MQTT packet 0x%02x" % op)
+            self._packet()
+
+    def _packet(self):
+        """Read and handle one MQTT packet, never holding more than a frame's worth.
+
+        umqtt.simple's own reader would allocate whatever length a packet
+        announces and assert on what it does not expect: a broker (or anyone who
+        may publish to our topic) could crash the device or, with one huge
+        message, block its queue at every wake. Here an oversized message is
+        read off in chunks, discarded, counted and acknowledged.
+        """
+        s = self.client.sock
+        op = s.read(1)[0]
+        n = 0
+        shift = 0
+        while True:
+            b = s.read(1)[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise LinkError(71, "malformed MQTT length")
+        kind = op & 0xF0
+        if kind == 0x30:
+            qos = (op >> 1) & 3
+            if qos == 2 or n < 2:
+                raise LinkError(71, "QoS 2 or malformed PUBLISH")
+            tlen = int.from_bytes(s.read(2), "big")
+            if tlen + 2 + (2 if qos else 0) > n or tlen > _MAX_TOPIC:
+                raise LinkError(71, "malformed PUBLISH topic")
+            s.read(tlen)  # the topic routes; the frame decides (SPEC.md 8.1)
+            pid = int.from_bytes(s.read(2), "big") if qos else 0
+            size = n - tlen - 2 - (2 if qos else 0)
+            if size > MAX_MESSAGE:
+                while size:
+                    k = min(size, 512)
+                    s.read(k)
+                    size -= k
+                self.oversized += 1
+            else:
+                self._on_publish(None, s.read(size) if size else b"")
+            if qos:
+                s.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
+        elif kind == 0x40 and n == 2:  # PUBACK
+            rest = s.read(2)
+            tag = self.unacked.pop((rest[0] << 8) | rest[1], None)
+            if tag is not None:
+                self.acked.append(tag)
+        elif kind == 0x90 and 3 <= n <= 2 + len(self.subscriptions):  # SUBACK
+            rest = s.read(n)
+            if ((rest[0] << 8) | rest[1]) == self.suback:
+                if 0x80 in rest[2:]:
+                    raise LinkError(71, "the broker refused a subscription")
+                self.suback = None
+        elif op == 0xD0 and n == 0:  # PINGRESP
+            pass
+        else:
+            raise LinkError(71, "unexpected MQTT packet 0x%02x of %d bytes" % (op, n))
 
     def close(self, polite=True):
         """DISCONNECT (polite) or just drop the connection (a failed or cut wake)."""

@@ -14,13 +14,27 @@ import os
 fault = None
 
 
-def load(path):
-    """The JSON value stored at path, or None if there is none (or it is unreadable)."""
+def _read(path):
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load(path):
+    """The JSON value stored at path, or None if there is none (or it is unreadable).
+
+    A FAT volume renames over a file by removing it first: a cut between the
+    two leaves only the complete temporary file, which is then the value.
+    """
+    value = _read(path)
+    if value is None:
+        try:
+            os.stat(path)
+        except OSError:
+            return _read(path + ".tmp")
+    return value
 
 
 def save(path, value):
@@ -34,6 +48,10 @@ def save(path, value):
         if fault:
             fault("half")
         f.write(data[half:])
+    try:
+        os.chmod(tmp, 0o600)  # keys live in some of these files (where modes exist)
+    except (AttributeError, OSError):
+        pass
     if fault:
         fault("rename")
     os.rename(tmp, path)

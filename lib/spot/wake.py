@@ -72,7 +72,11 @@ def run(node, link, up_topic):
             node.report()  # this wake's measurements wait in the outbox for the next
     res.delivered = journal.delivered(set(link.acked))
     if res.delivered:
-        journal.commit()
+        try:
+            journal.commit()
+        except OSError as e:  # flash full: the entries stay, and are sent again
+            res.ok = False
+            res.error = repr(e)
     link.close(polite=res.ok)
     res.ms = ticks_diff(ticks_ms(), t0)
     res.bytes_in = link.bytes_in

@@ -41,6 +41,6 @@ def valid():
         ("report-meter-encrypted", messages.meter_report(CONTROLLER, PLUG, 78, T0 + 12 * 3600, power, energy, True,
                                                           key=pair, encrypt=True)),
         ("ack-applied", messages.ack(CONTROLLER, PLUG, 79, 1001, messages.ACK_APPLIED, key=pair)),
-        ("timesync", messages.time_sync(frame.BROADCAST, CONTROLLER, 1003, T0 + 43200, 250, key=group)),
+        ("timesync", messages.time_sync(PLUG, CONTROLLER, 1003, T0 + 43200, 250, key=pair)),
         ("discovery-unsecured", messages.discovery(frame.BROADCAST, CONTROLLER, 1004)),
     ]

@@ -1,7 +1,7 @@
 """what a broker (or any publisher on a device's topic) can send must not
 take the device out of its main loop, and must not block its queue for ever.
 
-Fails now: umqtt.simple's wait_msg() reads an announced PUBLISH of any size in
+Once a defect: umqtt.simple's wait_msg() reads an announced PUBLISH of any size in
 one go (MicroPython: MemoryError), raises AssertionError on a QoS 2 PUBLISH or
 a bad PINGRESP, and MQTTException on a refused CONNACK; wake.run() catches
 OSError only, so each of these ends device.main() with a traceback. The

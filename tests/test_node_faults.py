@@ -1,4 +1,4 @@
-"""node, journal and host-side defects (CPython; fail now, pass once fixed)."""
+"""Node, journal and host-side faults found in review: each once a defect (CPython)."""
 from __future__ import annotations
 
 import json

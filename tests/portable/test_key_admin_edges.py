@@ -1,4 +1,4 @@
-"""key management and the send counter (fail now, pass once fixed).
+"""Key management and the send counter: edge cases found in review, each once a defect.
 
 * key_admin.apply -> Keyring.add replaces an entry with the same (peer, key id):
   an add can turn the last admin key into a non-admin one (the lock-out that

@@ -40,6 +40,14 @@ _BACKOFF_MAX_MS = const(60000)
 _t0 = ticks_ms()
 
 
+def local_ms():
+    """The device's own clock (its RTC) in ms: what drifts, and what the model corrects."""
+    try:
+        return time.time_ns() // 1000000
+    except AttributeError:  # ports without time_ns
+        return int(time.time() * 1000)
+
+
 def emit(ev, **fields):
     fields["ev"] = ev
     fields["t"] = ticks_diff(ticks_ms(), _t0)
@@ -66,7 +74,7 @@ def make_node(cfg):
         ident = json.load(f)
     ring = Keyring(d + "/keys.json")
     node = Node(int(ident["address"]), emit, ring, SendCounter(d + "/counter.json"),
-                Journal(d + "/journal.json"), ident.get("groups", ()), clock=time.time,
+                Journal(d + "/journal.json"), ident.get("groups", ()), clock=local_ms,
                 cloud=ident.get("cloud", 1))
     node.site = ident["site"]
     return node
@@ -91,6 +99,7 @@ def wake_once(cfg, fault=None, setup=None):
                     budget_ms=int(cfg.get("budget_ms", 5000)))
     link.fault = fault
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
     emit("cycle", **res.as_dict())
     return node, res
@@ -139,8 +148,10 @@ def main():
         if limit and cycles >= limit:
             why = "cycles"
             break
-        # Broker trouble: back off (the outbox keeps everything meanwhile).
+        # Broker trouble: back off (the outbox keeps everything meanwhile). Either
+        # way, wake just before the next scheduled occurrence (drift-aware).
         sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
+        sleep = node.sleep_ms(sleep)
         left = ticks_diff(deadline, ticks_ms())
         if _stdin_says_stop(poller, max(0, min(sleep, left))):
             why = "stop"

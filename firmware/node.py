@@ -23,7 +23,10 @@ except ImportError:
     from spot._cpython import const
 
 from spot import cbor, frame, journal, key_admin, messages, secure
+from spot.clock import REASONS as CLOCK_REASONS
+from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
+from spot.schedule import OUTCOMES, ScheduleError, Scheduler
 from spot.filter_table import FilterTable
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
 
@@ -73,7 +76,7 @@ class Node:
     def __init__(self, address, emit, keyring, counter, jnl, groups=(), clock=None, cloud=1):
         self.address = address
         self.emit = emit  # emit(event, **fields): the node's only output channel
-        self.clock = clock  # () -> epoch seconds of the device's own clock
+        self.clock = clock  # () -> the device's own clock in ms (its RTC: it drifts)
         self.cloud = cloud  # where status reports go
         self.keyring = keyring
         self.journal = jnl
@@ -94,14 +97,27 @@ class Node:
         app.setdefault("wakes", 0)
         app.setdefault("offset", 0)
         app["wakes"] += 1
+        self.time = Clock(app.get("clk"))  # true time from the drifting clock (SPEC.md 11)
+        self.schedule = Scheduler(address, app.get("sch"))
+        self.asked = None  # the local ms of this wake's time request
+        self.time_answered = False
 
     @property
     def applied(self):
         return self.journal.app["applied"]
 
+    def local_ms(self):
+        return int(self.clock()) if self.clock else 0
+
+    def now_ms(self):
+        """True time by the clock model (or, before its first exchange, a one-way sync)."""
+        local = self.local_ms()
+        if self.time.synced:
+            return self.time.true_ms(local)
+        return local + self.journal.app["offset"] * 1000
+
     def now(self):
-        # int(): the unix port's clock gives floats, SPOT times are whole seconds.
-        return (int(self.clock()) if self.clock else 0) + self.journal.app["offset"]
+        return self.now_ms() // 1000
 
     # receive ---------------------------------------------------------------
     def receive(self, buf, where=""):
@@ -134,6 +150,7 @@ class Node:
         self.kept += 1
         self.emit("kept", svc=f.service, cls=f.cls, src=f.src, dst=f.dst, seq=f.seq,
                   secured=f.secured, n=n)
+        self._seq = f.seq
         try:
             status, reason = self._apply(f, body)
         except Exception as e:  # applying is the role's business; keep receiving
@@ -210,6 +227,14 @@ class Node:
         app["dr"] = None if kind == messages.DR_RESTORE else [
             kind, amount.value if amount else 0, amount.unit if amount else 0,
             amount.scale if amount else 0, start.seconds if start else None, duration]
+        if start is not None and duration > 0 and kind != messages.DR_RESTORE:
+            try:  # the event fires by the corrected clock, once, even across reboots
+                self.schedule.add_event(self._seq & 0xFFFF, start.seconds * 1000, duration * 1000,
+                                        0, kind)
+                app["sch"] = self.schedule.to_record()
+            except ScheduleError as e:
+                self.emit("refused", what="schedule: %s" % e)
+                return messages.ACK_REFUSED, BAD_VALUE
         app["applied"] += 1
         text = name
         if amount is not None:
@@ -236,16 +261,64 @@ class Node:
         return messages.ACK_APPLIED, 0
 
     def _time_sync(self, body):
+        app = self.journal.app
+        if messages.K_TS_ECHO in body:  # the answer to this wake's two-way exchange
+            echo = body.get(messages.K_TS_ECHO)
+            t2 = body.get(messages.K_TS_RECEIVED)
+            t3 = body.get(messages.K_TS_SENT)
+            if echo != self.asked or not isinstance(t2, int) or not isinstance(t3, int):
+                self.emit("refused", what="time answer to no question of this wake")
+                return messages.ACK_REFUSED, BAD_VALUE
+            code = self.time.add(echo, t2, t3, self.local_ms())
+            self.asked = None
+            self.time_answered = True
+            app["clk"] = self.time.to_record()
+            self.emit("clock", result=CLOCK_REASONS[code], skew_ppm=self.time.skew // 1000,
+                      bound_ms=self.time.error_bound_ms(self.local_ms()))
+            return (messages.ACK_APPLIED, 0) if code < 3 else (messages.ACK_REFUSED, BAD_VALUE)
         t = body.get(messages.K_TS_TIME)
         if not isinstance(t, Time):
             self.emit("refused", what="time sync without a time")
             return messages.ACK_REFUSED, BAD_VALUE
-        app = self.journal.app
-        if self.clock is not None:
-            app["offset"] = t.seconds - int(self.clock())
+        # One-way: only an offset, and only until the first two-way exchange.
+        app["offset"] = t.seconds - self.local_ms() // 1000
         app["applied"] += 1
         self.emit("applied", what="clock set, offset %+d s" % app["offset"], time=t.seconds)
         return messages.ACK_APPLIED, 0
+
+    def time_request(self):
+        """This wake's two-way time request to the cloud (not journaled: it is transient)."""
+        self.asked = self.local_ms()
+        self.time_answered = False
+        try:
+            return self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_TIMESYNC, self.cloud,
+                                    cbor.encode({messages.K_TS_ECHO: self.asked}))
+        except (SpotError, OverflowError, OSError):
+            self.asked = None
+            return None
+
+    # schedule ----------------------------------------------------------------
+    def tick(self):
+        """Act on every occurrence that is due by the corrected clock; each once, ever."""
+        acts = self.schedule.due(self.now_ms())
+        for outcome, kind, ident, planned, value, left in acts:
+            self.emit("fire", outcome=OUTCOMES[outcome], kind=kind, id=ident, planned=planned,
+                      value=value, left_ms=left, late_ms=max(0, self.now_ms() - planned))
+        if acts:
+            self.journal.app["sch"] = self.schedule.to_record()
+            self.journal.commit()
+        return acts
+
+    def sleep_ms(self, default_ms):
+        """How long to sleep: the usual interval, or less to wake just before the next
+        occurrence, early enough for the clock's possible error and a time exchange."""
+        nxt = self.schedule.next_time(self.now_ms())
+        if nxt is None or not self.time.synced:
+            return default_ms
+        local_now = self.local_ms()
+        guard = min(self.time.error_bound_ms(self.time.local_ms(nxt)), 3600000) + 13000
+        until = self.time.local_ms(nxt - guard) - local_now
+        return max(0, min(default_ms, until))
 
     # answer and report -------------------------------------------------------
     def _queue_ack(self, dst, seq, status, reason):

@@ -65,8 +65,9 @@ def _median(xs: list[float]) -> float:
 
 
 def wake_figures(rounds: int) -> dict[str, float]:
-    """One queued command and one report per wake, the device under the unix port,
-    beside the naive cycle (connect, subscribe, wait 2 s) in the same run."""
+    """One queued command, one report and one time exchange per wake, the device
+    under the unix port, beside the naive cycle (connect, subscribe, wait 2 s) in
+    the same run."""
     import os
     import tempfile
     import time
@@ -112,8 +113,8 @@ def wake_figures(rounds: int) -> dict[str, float]:
         for i in range(rounds):
             queue_command()
             c = wake()
-            if c["received"] != 1 or not c["ok"]:
-                raise SystemExit(f"wake benchmark: expected 1 queued frame, got {c}")
+            if c["received"] != 2 or not c["ok"] or not c["time_answered"]:
+                raise SystemExit(f"wake benchmark: expected the queued frame and a time answer, got {c}")
             ours.append(c)
             if i < max(2, rounds // 3):  # each naive wake costs two seconds
                 ctl.client.publish(down, bytes(49), qos=1)

@@ -73,7 +73,8 @@ class Controller:
         self.on_uplink = on_uplink
         self.ring = registry.keyring_for(address)
         self.table = FilterTable(address)
-        self.table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT))
+        self.table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT,
+                                                   frame.CLASS_TIMESYNC))
         self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
         self.counter = registry.counter(address)
         self.state_path = registry.path.parent / f"controller-{address:08x}.json"
@@ -168,6 +169,7 @@ class Controller:
 
     # receiving ----------------------------------------------------------------------
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        received_ms = time.time_ns() // 1_000_000
         try:
             f = secure.open_frame(msg.payload, self.table, self.ring)
             body = messages.read_payload(f)
@@ -177,6 +179,9 @@ class Controller:
                     self.stats.duplicates += 1  # an uplink frame delivered twice
                 else:
                     self.stats.refused += 1
+            return
+        if f.cls == frame.CLASS_TIMESYNC and messages.K_TS_ECHO in body:
+            self._answer_time(f.src, body[messages.K_TS_ECHO], received_ms)
             return
         up = Uplink(time.monotonic(), f.src, f.seq, f.cls, body, len(msg.payload))
         with self.lock:
@@ -188,6 +193,19 @@ class Controller:
                 self.stats.reports.append(up)
         if self.on_uplink:
             self.on_uplink(up)
+
+    def _answer_time(self, device: int, echo: Any, received_ms: int) -> None:
+        """A device's two-way time exchange: its clock echoed, ours on receipt and on sending."""
+        if not isinstance(echo, int):
+            return
+        try:
+            key = self.reg.sender_key(self.address, device)
+        except KeyError:
+            return
+        seq = self.counter.next()
+        raw = messages.time_answer(device, self.address, seq, echo, received_ms,
+                                   time.time_ns() // 1_000_000, key=key)
+        self._publish(topics.topic(self.site, device), raw)
 
     def waiting(self) -> list[Pending]:
         with self.lock:

@@ -30,7 +30,8 @@ DEVICE_KEY_ID = 1
 PAIR_IDS = range(2, 128)
 GROUP_IDS = range(128, 256)
 # What a device may send back under a pairwise key.
-UPLINK_CLASSES = (1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK) | (1 << frame.CLASS_DISCOVERY)
+UPLINK_CLASSES = ((1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK) | (1 << frame.CLASS_DISCOVERY)
+                  | (1 << frame.CLASS_TIMESYNC))  # a device asks the time
 CLASS_NAMES = {"command": frame.CLASS_COMMAND, "info": frame.CLASS_INFO,
                "report": frame.CLASS_REPORT, "ack": frame.CLASS_ACK,
                "timesync": frame.CLASS_TIMESYNC, "discovery": frame.CLASS_DISCOVERY}

@@ -81,7 +81,8 @@ def test_command_queued_while_asleep_is_applied_at_the_next_wake(world) -> None:
     run_unix_port(tmp, broker.port)  # the first wake makes the session
     sent = command(ctl)
     [c] = cycles_of(ev := run_unix_port(tmp, broker.port))
-    assert c["ok"] and c["received"] == 1 and c["session_present"]
+    # The command and the cloud's answer to the wake's time request.
+    assert c["ok"] and c["received"] == 2 and c["session_present"] and c["time_answered"]
     assert any(e["ev"] == "applied" for e in ev)
     assert wait_for(lambda: not ctl.waiting()), "no ACK reached the controller"
     assert ctl.stats.acks[-1].body[messages.K_ACK_SEQ] == sent.seq
@@ -102,10 +103,10 @@ def test_marker_comes_after_everything_queued_on_every_topic(world) -> None:
         ctl.client.publish(topics.topic(SITE, frame.BROADCAST), b"\x01not for anyone", qos=1)
     time.sleep(0.2)
     [c] = cycles_of(ev := run_unix_port(tmp, broker.port))
-    assert c["received"] == 36, c  # all of it in this one wake, none left for the next
+    assert c["received"] == 36 + 1, c  # all of it (and the time answer) in this one wake
     assert sum(1 for e in ev if e["ev"] == "applied") == 24
     [c2] = cycles_of(run_unix_port(tmp, broker.port))
-    assert c2["received"] == 0
+    assert c2["received"] == 1  # the time answer only: nothing was left over
 
 
 def test_expired_command_is_not_applied_and_says_so(world) -> None:

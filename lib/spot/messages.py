@@ -52,9 +52,12 @@ ACK_ADAPTED = const(1)  # carried out within the device's own limits, not as ask
 ACK_REFUSED = const(2)
 ACK_EXPIRED = const(3)
 ACK_UNSUPPORTED = const(4)
-# Time sync (SVC_CORE, CLASS_TIMESYNC).
+# Time sync (SVC_CORE, CLASS_TIMESYNC): a one-way time, or a two-way exchange.
 K_TS_TIME = const(1)
 K_TS_MILLIS = const(2)
+K_TS_ECHO = const(3)  # the requester's local clock (ms) when it asked, echoed back
+K_TS_RECEIVED = const(4)  # the answerer's true time (epoch ms) on receiving the request
+K_TS_SENT = const(5)  # the answerer's true time (epoch ms) on sending the answer
 # Key management (SVC_CORE, CLASS_COMMAND; admin keys only, key_add encrypted).
 CORE_KEY_ADD = const(1)
 CORE_KEY_RETIRE = const(2)
@@ -71,7 +74,7 @@ KNOWN_KEYS = {
     (SVC_PRICE, frame.CLASS_INFO): (K_KIND, K_FC_SCHEDULE, K_FC_CURRENCY),
     (SVC_METER, frame.CLASS_REPORT): (K_MR_TIME, K_MR_POWER, K_MR_ENERGY, K_MR_RELAY),
     (SVC_CORE, frame.CLASS_ACK): (K_ACK_SEQ, K_ACK_STATUS, K_ACK_REASON),
-    (SVC_CORE, frame.CLASS_TIMESYNC): (K_TS_TIME, K_TS_MILLIS),
+    (SVC_CORE, frame.CLASS_TIMESYNC): (K_TS_TIME, K_TS_MILLIS, K_TS_ECHO, K_TS_RECEIVED, K_TS_SENT),
     (SVC_CORE, frame.CLASS_DISCOVERY): (),
     (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
                                       K_KEY_FLAGS),
@@ -146,6 +149,16 @@ def ack(dst, src, seq, acked_seq, status, reason=0, key=None):
 def time_sync(dst, src, seq, seconds, millis, key=None):
     return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq,
                  {K_TS_TIME: Time(seconds), K_TS_MILLIS: millis}, key=key)
+
+
+def time_request(dst, src, seq, local_ms, key=None):
+    """Ask dst for its time; local_ms is the asker's own clock, echoed in the answer."""
+    return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq, {K_TS_ECHO: local_ms}, key=key)
+
+
+def time_answer(dst, src, seq, echo_ms, received_ms, sent_ms, key=None):
+    return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq, {
+        K_TS_ECHO: echo_ms, K_TS_RECEIVED: received_ms, K_TS_SENT: sent_ms}, key=key)
 
 
 def discovery(dst, src, seq, key=None):

@@ -228,18 +228,30 @@ class MqttLink:
         self.drained = False
         self.publish(self.own_topic, self.marker, None)
 
-    def pump(self, done):
-        """Receive until done() is true; each call is one round trip of waiting."""
+    def pump(self, done, patience_ms=None):
+        """Receive until done() is true; each call is one round trip of waiting.
+
+        With patience_ms, waiting that long in vain is not an error: pump()
+        returns False (for answers that are welcome but not required).
+        """
         if done():
-            return
+            return True
         self.round_trips += 1
+        t0 = ticks_ms()
         while not done():
             left = self.remaining_ms()
+            if patience_ms is not None:
+                left = min(left, patience_ms - ticks_diff(ticks_ms(), t0))
+                if left <= 0:
+                    return False
             if left <= 0:
                 raise LinkError(110, "wake budget spent waiting for the broker")
             if not self.poller.poll(min(left, self.op_timeout_ms)):
+                if patience_ms is not None:
+                    continue
                 raise LinkError(110, "the broker went quiet")
             self._packet()
+        return True
 
     def _packet(self):
         """Read and handle one MQTT packet, never holding more than a frame's worth.

@@ -1,13 +1,14 @@
 """One wake cycle of a sleepy node: connect, drain the queue, act, report, sleep.
 
     wake -> connect (session kept by the broker) -> publish the end-of-queue
-    marker and resend the outbox -> receive everything queued, each frame
+    marker and a time request, resend the outbox -> receive everything queued, each frame
     committed before the broker is acknowledged -> the marker comes back: the
     queue is drained -> reports into the outbox, committed, published ->
     PUBACKs -> outbox trimmed, committed -> DISCONNECT -> sleep
 
-The node is the application: it has .journal, .receive(buf) and .report()
-(which adds frames to the journal's outbox). Nothing here waits for a timeout
+The node is the application: it has .journal, .receive(buf), .report()
+(which adds frames to the journal's outbox), .time_request() (a frame, or
+None) and .time_answered. Nothing here waits for a timeout
 when things go well; when they do not, the link's budget bounds the whole
 cycle, and the outbox keeps everything, this wake's report included, for the
 next wake.
@@ -19,9 +20,12 @@ except ImportError:
 
 
 
+TIME_PATIENCE_MS = 500  # how long a wake waits for the cloud's time after draining
+
+
 class CycleResult:
     __slots__ = ("ok", "error", "ms", "received", "published", "delivered", "bytes_in",
-                 "bytes_out", "round_trips", "session_present")
+                 "bytes_out", "round_trips", "session_present", "time_answered")
 
     def __init__(self):
         self.ok = False
@@ -30,6 +34,7 @@ class CycleResult:
         self.received = self.published = self.delivered = 0
         self.bytes_in = self.bytes_out = self.round_trips = 0
         self.session_present = False
+        self.time_answered = False
 
     def as_dict(self):
         return dict((k, getattr(self, k)) for k in self.__slots__)
@@ -59,11 +64,19 @@ def run(node, link, up_topic):
     try:
         res.session_present = link.open()
         link.send_marker()
+        ask = node.time_request()  # a two-way time exchange rides along
+        if ask is not None:
+            link.publish(up_topic, ask, None)
         flush()  # what earlier wakes could not deliver
         link.pump(lambda: link.drained)
         node.report()  # after acting: the report shows the new state
         reported = True
         flush()
+        if ask is not None:
+            # The PUBACKs and the cloud's time answer, in the same wait; the answer
+            # is welcome but not required (the cloud may be down).
+            res.time_answered = link.pump(lambda: node.time_answered and not link.unacked,
+                                          TIME_PATIENCE_MS)
         link.pump(lambda: not link.unacked)
         res.ok = True
     except OSError as e:  # LinkError too; anything else (a power cut) ends it all

@@ -36,6 +36,7 @@ from spot.keyring import Keyring
 from spot.mqtt_link import MqttLink
 
 _BACKOFF_MAX_MS = const(60000)
+_AWAKE_WAIT_MS = const(5000)  # an occurrence closer than this is waited for awake
 
 _t0 = ticks_ms()
 
@@ -147,6 +148,17 @@ def main():
         failures = 0 if res.ok else failures + 1
         if limit and cycles >= limit:
             why = "cycles"
+            break
+        # An occurrence due before the next wake could correct the clock again:
+        # stay up (radio off) and act when the corrected clock reaches it.
+        due = node.ms_to_next()
+        while due is not None and due <= _AWAKE_WAIT_MS:
+            if _stdin_says_stop(poller, due):
+                why = "stop"
+                break
+            node.tick()
+            due = node.ms_to_next()
+        if why == "stop":
             break
         # Broker trouble: back off (the outbox keeps everything meanwhile). Either
         # way, wake just before the next scheduled occurrence (drift-aware).

@@ -97,7 +97,7 @@ class Node:
         app.setdefault("wakes", 0)
         app.setdefault("offset", 0)
         app["wakes"] += 1
-        self.time = Clock(app.get("clk"))  # true time from the drifting clock (SPEC.md 11)
+        self.time = Clock(app.get("clk"))  # true time from the drifting clock (SPEC.md 9)
         self.schedule = Scheduler(address, app.get("sch"))
         self.asked = None  # the local ms of this wake's time request
         self.time_answered = False
@@ -309,15 +309,24 @@ class Node:
             self.journal.commit()
         return acts
 
-    def sleep_ms(self, default_ms):
+    def ms_to_next(self):
+        """Local ms until the next occurrence by the corrected clock, or None."""
+        now = self.now_ms()
+        nxt = self.schedule.next_time(now)
+        if nxt is None:
+            return None
+        if self.time.synced:
+            return max(0, self.time.local_ms(nxt) - self.local_ms())
+        return max(0, nxt - now)
+
+    def sleep_ms(self, default_ms, exchange_ms=2000):
         """How long to sleep: the usual interval, or less to wake just before the next
         occurrence, early enough for the clock's possible error and a time exchange."""
         nxt = self.schedule.next_time(self.now_ms())
         if nxt is None or not self.time.synced:
             return default_ms
-        local_now = self.local_ms()
-        guard = min(self.time.error_bound_ms(self.time.local_ms(nxt)), 3600000) + 13000
-        until = self.time.local_ms(nxt - guard) - local_now
+        guard = min(self.time.error_bound_ms(self.time.local_ms(nxt)), 3600000) + exchange_ms
+        until = self.time.local_ms(nxt - guard) - self.local_ms()
         return max(0, min(default_ms, until))
 
     # answer and report -------------------------------------------------------

@@ -29,6 +29,9 @@ FLOORS = {
     "wake_cycle_speedup_vs_naive_wait": (">=", 10),
     "soak_lost": ("<=", 0),
     "soak_duplicated": ("<=", 0),
+    "sched_error_p99_vs_floor": ("<=", 1),
+    "sched_missed": ("<=", 0),
+    "sched_doubled": ("<=", 0),
     "hotpath_reject_alloc_bytes": ("<=", 0),
     "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
@@ -134,6 +137,39 @@ def wake_figures(rounds: int) -> dict[str, float]:
     }
 
 
+def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
+    """Firing error against true time, with and without skew estimation, same world."""
+    from host_tools import sched_sim, svgplot
+
+    on = sched_sim.simulate(devices=devices, weeks=weeks, use_skew=True)
+    off = sched_sim.simulate(devices=devices, weeks=weeks, use_skew=False)
+    e, u, norm = on.errors(), off.errors(), on.normalised()
+    pct = sched_sim.percentile
+    day = 86_400_000
+    svgplot.scatter_log(
+        BUILD / "sched_error.svg", f"Firing error against true time ({devices} devices, "
+        f"{weeks} weeks, one point in four)", "simulated day", "|error| (ms)",
+        [("skew estimated", "#1f77b4", [((f.planned - sched_sim.T0) / day, abs(f.fired - f.planned))
+                                        for f in on.measured()[::4]]),
+         ("skew estimation off", "#d62728", [((f.planned - sched_sim.T0) / day, abs(f.fired - f.planned))
+                                             for f in off.measured()[::4]])],
+        hline=(1000, "1 s"))
+    return {
+        "sched_events_fired": len(e),
+        "sched_occurrences_checked": on.occurrences,
+        "sched_error_p50_ms": pct(e, 0.5),
+        "sched_error_p99_ms": pct(e, 0.99),
+        "sched_error_max_ms": e[-1] if e else 0,
+        "sched_error_p99_vs_floor": round(pct(norm, 0.99), 3),
+        "sched_missed": on.missed,
+        "sched_doubled": on.doubled,
+        "sched_clock_jumps": on.jumps,
+        "sched_error_uncorrected_p99_ms": pct(u, 0.99),
+        "sched_missed_uncorrected": off.missed,
+        "sched_doubled_uncorrected": off.doubled,
+    }
+
+
 def soak_figures(cycles: int) -> dict[str, float]:
     from host_tools import soak
 
@@ -191,6 +227,7 @@ def main(quick: bool = False) -> int:
     figures.update(security_figures(rounds=2 if quick else 5))
     figures.update(wake_figures(rounds=3 if quick else 9))
     figures.update(soak_figures(cycles=300 if quick else 1200))
+    figures.update(schedule_figures(devices=16 if quick else 64, weeks=2 if quick else 4))
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)
@@ -205,6 +242,7 @@ def main(quick: bool = False) -> int:
         v = figures[name]
         table.add_row(name, f"{v:,.4g}" if isinstance(v, float) else f"{v:,}", _meets(name, v))
     Console().print(table)
+    print(f"plot of firing errors: {(BUILD / 'sched_error.svg').relative_to(ROOT)}")
     failed = [n for n in FLOORS if n in figures and "BELOW" in _meets(n, figures[n])]
     if failed:
         print("below floor: " + ", ".join(failed))

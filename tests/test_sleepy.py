@@ -252,3 +252,19 @@ def test_unreachable_broker_backs_off_and_keeps_the_outbox(tmp_path: Path) -> No
     assert gaps[0] >= 75 and gaps[1] >= 1.8 * gaps[0] * 0.9 and gaps[2] >= 1.8 * gaps[1] * 0.9, gaps
     summary = ev[-1]
     assert summary["outbox"] == 4  # every wake's report, kept
+
+
+def test_a_demand_response_event_fires_once_on_time_by_the_corrected_clock(world) -> None:
+    reg, broker, ctl, tmp = world
+    run_unix_port(tmp, broker.port)
+    start = int(time.time()) + 2
+    ctl.send_command(DEV, lambda seq, key: messages.reduce_power(
+        DEV, ctl.address, seq, 30, start, 60, key=key), "reduce at start")
+    ev = run_unix_port(tmp, broker.port, cycles=3, wake_ms=1500, run_s=20)
+    fires = [e for e in ev if e["ev"] == "fire"]
+    assert [f["outcome"] for f in fires] == ["fired"], fires
+    # Acted on within a fraction of a second of its start, by the device's own clock.
+    at = fires[0]["t"]
+    cycle_t = [e["t"] for e in ev if e["ev"] == "cycle"]
+    assert fires[0]["planned"] == start * 1000 and fires[0]["late_ms"] < 500
+    assert at > cycle_t[0]

@@ -5,8 +5,9 @@ publishes what this node puts in its journal's outbox, so the same node runs
 behind any transport adapter (and under CPython in tests and fleets).
 
 Every received frame ends as exactly one of kept, dropped (counted per reason
-code: filter, security or codec), answered again (a duplicate command) or
-error, so rx == kept + drops + duplicates + errors. A
+code: filter, security or codec), answered again (a duplicate command), the
+answer to this wake's time request (counted apart), or error, so rx == kept +
+drops + duplicates + errors. A
 kept frame's effects, its inbox record, its ACK and the replay window that
 refuses it next time are committed together (spot.journal) before receive()
 returns, which is before the broker is acknowledged: a power cut at any point
@@ -91,6 +92,7 @@ class Node:
         t.allow_unsecured((frame.CLASS_DISCOVERY,))
         self.drops = [0] * _CODES
         self.rx = self.kept = self.errors = self.refused = self.acks = self.duplicates = 0
+        self.time_answers = 0
         self.bytes_in = 0
         app = jnl.app
         app.setdefault("applied", 0)
@@ -125,12 +127,21 @@ class Node:
         n = len(buf)
         self.rx += 1
         self.bytes_in += n
-        self.emit("rx", where=where, n=n)
         f = None
         try:
             f = secure.open_frame(buf, self.table, self.keyring, 0)
             body = messages.read_payload(f)
+            if f.cls == frame.CLASS_TIMESYNC and messages.K_TS_ECHO in body:
+                # The answer to this wake's time request: housekeeping, not a signal.
+                self.time_answers += 1
+                self.rx -= 1  # counted apart: rx and bytes_in are the signals and commands
+                self.bytes_in -= n
+                self._time_sync(body)
+                self.journal.commit(self.keyring.windows())
+                return
+            self.emit("rx", where=where, n=n)
         except SpotError as e:
+            self.emit("rx", where=where, n=n)
             if e.code == REPLAYED and e.frame is not None and self._answer_again(e.frame):
                 return
             code = e.code if 0 <= e.code < _CODES else 0
@@ -144,6 +155,7 @@ class Node:
                 self.journal.commit(self.keyring.windows())
             return
         except Exception as e:  # a codec bug must not take the device down
+            self.emit("rx", where=where, n=n)
             self.errors += 1
             self.emit("error", stage="decode", detail=repr(e), n=n)
             return
@@ -283,7 +295,9 @@ class Node:
         # One-way: only an offset, and only until the first two-way exchange.
         app["offset"] = t.seconds - self.local_ms() // 1000
         app["applied"] += 1
-        self.emit("applied", what="clock set, offset %+d s" % app["offset"], time=t.seconds)
+        self.emit("applied", what="one-way time: offset %+d s%s" % (
+            app["offset"], " (the two-way model keeps the clock)" if self.time.synced else ""),
+            time=t.seconds)
         return messages.ACK_APPLIED, 0
 
     def time_request(self):
@@ -364,6 +378,6 @@ class Node:
             if self.drops[code]:
                 dropped[str(code)] = self.drops[code]
         return {"rx": self.rx, "kept": self.kept, "dropped": dropped, "errors": self.errors,
-                "acks": self.acks, "duplicates": self.duplicates,
+                "acks": self.acks, "duplicates": self.duplicates, "time_answers": self.time_answers,
                 "applied": self.applied, "refused": self.refused, "bytes_in": self.bytes_in,
                 "outbox_dropped": self.journal.dropped, "outbox": len(self.journal.outbox)}

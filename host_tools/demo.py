@@ -95,8 +95,7 @@ class Result:
                 dropped[str(p.expect)] = dropped.get(str(p.expect), 0) + 1
         kept = sum(1 for p in self.sent if p.expect == errors.OK)
         return {"rx": len(self.sent), "kept": kept, "applied": kept, "refused": 0, "errors": 0,
-                "dropped": dropped, "acks": sum(1 for p in self.sent if p.acked),
-                "bytes_in": sum(len(p.data) for p in self.sent)}
+                "dropped": dropped, "acks": sum(1 for p in self.sent if p.acked)}
 
 
 def plan(reg: Registry) -> list[Planned]:
@@ -266,6 +265,7 @@ class _Run:
         self.device_events: list[dict[str, Any]] = []
         self.acks: list[dict[str, Any]] = []
         self.reports: list[dict[str, Any]] = []
+        self.clock_shown = False
         self.cycles: list[dict[str, Any]] = []
         self.summary: dict[str, Any] | None = None
         self.exit_code: int | None = None
@@ -310,7 +310,7 @@ class _Run:
         show = self.timeline.show
         ev = e.get("ev")
         if ev == "cycle":
-            if e.get("received") or not e.get("ok"):
+            if e.get("received", 0) > (1 if e.get("time_answered") else 0) or not e.get("ok"):
                 what = "woke" if e.get("ok") else "wake failed"
                 detail = (f"{e['ms']} ms awake, {e['received']} received, {e['published']} "
                           f"published, {e['round_trips']} round trips, "
@@ -328,6 +328,11 @@ class _Run:
             show(t, "device", "applied", e["what"])
         elif ev == "acked":
             show(t, "device", "acked", f"seq {e['seq']} to {e['to']:08x} (outbox)", e["n"])
+        elif ev == "clock":
+            if not self.clock_shown:  # the first exchange; later ones look the same
+                show(t, "device", "clock", f"two-way time exchange: {e['result']}, "
+                     f"error bound {e['bound_ms']} ms (one every wake from now on)")
+                self.clock_shown = True
         elif ev == "summary":
             self.summary = e
         else:
@@ -366,13 +371,22 @@ def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Reg
     subscribed = threading.Event()
     ring = reg.keyring_for(CONTROLLER)  # verifies what the devices send back
     table = FilterTable(CONTROLLER)
-    table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT))
+    table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT, frame.CLASS_TIMESYNC))
+    counter = reg.counter(CONTROLLER)
 
-    def on_message(_c: Any, _u: Any, msg: Any) -> None:
+    def on_message(client: Any, _u: Any, msg: Any) -> None:
         now = time.monotonic()
+        received_ms = time.time_ns() // 1_000_000
         try:
             f = secure.open_frame(msg.payload, table, ring)
             body = messages.read_payload(f)
+            if f.cls == frame.CLASS_TIMESYNC:  # a wake's time request: answer at once
+                answer = messages.time_answer(f.src, CONTROLLER, counter.next(),
+                                              body.get(messages.K_TS_ECHO), received_ms,
+                                              time.time_ns() // 1_000_000,
+                                              key=reg.sender_key(CONTROLLER, f.src))
+                client.publish(topic(SITE, f.src), answer, qos=1)
+                return
             if f.cls == frame.CLASS_REPORT:
                 events.put((now, "report", {"src": f.src, "seq": f.seq, "body": body}))
                 return
@@ -511,7 +525,8 @@ def _summary_table(console: Console, res: Result) -> None:
     t.add_row("errors", "0", str(s.get("errors")), "")
     t.add_row("ACKs (device sent / controller got)", str(want["acks"]),
               f"{s.get('acks')} / {len(res.acks)}", "")
-    t.add_row(f"wakes (uplink bytes, all wakes)", "", str(s.get("cycles")), str(s.get("bytes_out")))
+    t.add_row("wakes (uplink bytes, all wakes)", "", str(s.get("cycles")), str(s.get("bytes_out")))
+    t.add_row("time exchanges answered", "", str(s.get("time_answers")), "")
     console.print(t)
 
 

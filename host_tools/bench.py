@@ -137,6 +137,48 @@ def wake_figures(rounds: int) -> dict[str, float]:
     }
 
 
+def heap_figures() -> dict[str, float]:
+    """The smallest MicroPython heap (x64 unix port, 8 KB steps) in which the device
+    firmware runs three whole wakes: connect, drain, time exchange, report."""
+    import os
+    import tempfile
+
+    from host_tools.broker import Broker
+    from host_tools.controller import Controller
+    from host_tools.registry import Registry
+
+    build.build_arch("x64")
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(BUILD / "mpy" / "x64")]))
+    with tempfile.TemporaryDirectory(prefix="spot-heap-") as tmp_s, Broker() as broker:
+        tmp = Path(tmp_s)
+        reg = Registry(tmp / "registry" / "registry.json")
+        reg.provision("heap", 0x4101)
+        reg.write_device_files(0x4101, tmp / "fs")
+        cfg = tmp / "device.json"
+        cfg.write_text(json.dumps({"dir": str(tmp / "fs"), "cycles": 3, "wake_ms": 20, "run_s": 30,
+                                   "broker": {"host": "127.0.0.1", "port": broker.port}}))
+        ctl = Controller(reg, "heap", f"127.0.0.1:{broker.port}")
+        ctl.connect()
+
+        def runs(kb: int) -> bool:
+            out = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={kb}k",
+                                  str(BUILD / "mpy" / "x64" / "main.py"), str(cfg)],
+                                 capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+            return out.returncode == 0 and '"why": "cycles"' in out.stdout
+
+        lo, hi = 32, 512  # lo fails, hi passes
+        if not runs(hi):
+            raise SystemExit("heap benchmark: the device does not run even in 512 KB")
+        while hi - lo > 8:
+            mid = (lo + hi) // 2 // 8 * 8
+            if runs(mid):
+                hi = mid
+            else:
+                lo = mid
+        ctl.close()
+    return {"device_wake_heap_min_kb": hi}
+
+
 def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
     """Firing error against true time, with and without skew estimation, same world."""
     from host_tools import sched_sim, svgplot
@@ -228,6 +270,7 @@ def main(quick: bool = False) -> int:
     figures.update(wake_figures(rounds=3 if quick else 9))
     figures.update(soak_figures(cycles=300 if quick else 1200))
     figures.update(schedule_figures(devices=16 if quick else 64, weeks=2 if quick else 4))
+    figures.update(heap_figures())
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

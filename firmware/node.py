@@ -27,7 +27,7 @@ from spot import cbor, frame, journal, key_admin, messages, secure
 from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
-from spot.schedule import OUTCOMES, ScheduleError, Scheduler
+from spot.schedule import OUTCOMES, ScheduleError, Scheduler, price_windows
 from spot.filter_table import FilterTable
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
 
@@ -44,6 +44,7 @@ _SERVICES = (
     (messages.SVC_DR, (frame.CLASS_COMMAND,)),
     (messages.SVC_PRICE, (frame.CLASS_INFO,)),
     (messages.SVC_CORE, (frame.CLASS_TIMESYNC, frame.CLASS_COMMAND, frame.CLASS_DISCOVERY)),
+    (messages.SVC_SCHEDULE, (frame.CLASS_COMMAND,)),
 )
 
 _UNITS = {UNIT_PERCENT: " %", UNIT_W: " W"}
@@ -100,7 +101,7 @@ class Node:
         app.setdefault("offset", 0)
         app["wakes"] += 1
         self.time = Clock(app.get("clk"))  # true time from the drifting clock (SPEC.md 9)
-        self.schedule = Scheduler(address, app.get("sch"))
+        self.schedule = Scheduler(address, app.get("sch"), app.get("week", 0))
         self.asked = None  # the local ms of this wake's time request
         self.time_answered = False
 
@@ -204,6 +205,8 @@ class Node:
             return self._forecast(kind, body)
         if f.service == messages.SVC_CORE and f.cls == frame.CLASS_TIMESYNC:
             return self._time_sync(body)
+        if f.service == messages.SVC_SCHEDULE:
+            return self._schedule_command(kind, body)
         if f.service == messages.SVC_CORE and f.cls == frame.CLASS_COMMAND:
             status, reason = key_admin.apply(self.keyring, f, body)
             if status == messages.ACK_APPLIED:
@@ -263,6 +266,16 @@ class Node:
             return messages.ACK_UNSUPPORTED, 0
         app = self.journal.app
         app["forecast"] = [s.base, s.interval(), list(s.values), s.scale]
+        rule = app.get("rule")
+        if rule and s.interval():
+            # Each cheap window of the forecast becomes an event (ids from 0x8000).
+            for k, (start, dur) in enumerate(price_windows(s.base * 1000, s.interval() * 1000,
+                                                           list(s.values), rule[0], rule[1])[:4]):
+                try:
+                    self.schedule.add_event(0x8000 + (s.base // 3600 + k) % 0x7FFF, start, dur)
+                except ScheduleError:
+                    break
+            app["sch"] = self.schedule.to_record()
         app["applied"] += 1
         lo = min(s.values)
         hi = max(s.values)
@@ -270,6 +283,47 @@ class Node:
             len(s.values), _scaled(lo, s.scale), _scaled(hi, s.scale)),
             start=s.base, step=s.interval(),
             currency=body.get(messages.K_FC_CURRENCY))
+        return messages.ACK_APPLIED, 0
+
+    def _schedule_command(self, kind, body):
+        """Programs, events and price rules; a bad one is refused and the old one stays."""
+        app = self.journal.app
+        sch = self.schedule
+        try:
+            if kind == messages.SCH_PROGRAM:
+                s = body.get(messages.K_SCH_STEPS)
+                if not isinstance(s, Schedule):
+                    raise ScheduleError("a weekly program is a schedule object")
+                sch.set_program([[o * 1000, v] for o, v in zip(s.offsets, s.values)])
+                sch.week_origin = s.base * 1000
+                app["week"] = sch.week_origin
+                what = "weekly program of %d steps" % len(s.values)
+            elif kind == messages.SCH_EVENT:
+                start = body.get(messages.K_SCH_START)
+                dur = body.get(messages.K_SCH_DURATION)
+                win = body.get(messages.K_SCH_WINDOW, 0)
+                ident = body.get(messages.K_SCH_ID)
+                if not isinstance(start, Time) or not isinstance(dur, int) or not isinstance(
+                        win, int) or not isinstance(ident, int):
+                    raise ScheduleError("an event needs an id, a start, a duration")
+                sch.add_event(ident, start.seconds * 1000, dur * 1000, win * 1000,
+                              body.get(messages.K_SCH_VALUE, 1))
+                what = "event %d at %d for %d s" % (ident, start.seconds, dur)
+            elif kind == messages.SCH_PRICE_RULE:
+                thr = body.get(messages.K_SCH_THRESHOLD)
+                steps = body.get(messages.K_SCH_DURATION, 1)
+                if not isinstance(thr, int) or not isinstance(steps, int) or steps < 1:
+                    raise ScheduleError("a price rule needs a threshold and a run of 1 or more")
+                app["rule"] = [thr, steps]
+                what = "price rule: run under %d for %d steps or more" % (thr, steps)
+            else:
+                return messages.ACK_UNSUPPORTED, 0
+        except ScheduleError as e:  # raised before anything changed: the old one stays
+            self.emit("refused", what="schedule: %s" % e)
+            return messages.ACK_REFUSED, BAD_VALUE
+        app["sch"] = sch.to_record()
+        app["applied"] += 1
+        self.emit("applied", what=what)
         return messages.ACK_APPLIED, 0
 
     def _time_sync(self, body):

@@ -18,6 +18,7 @@ SVC_CORE = const(1)  # time sync, acknowledgements, discovery
 SVC_DR = const(2)  # demand-response commands
 SVC_PRICE = const(3)  # price and other forecasts
 SVC_METER = const(4)  # measurement reports
+SVC_SCHEDULE = const(5)  # programs, timed events and price rules a device keeps
 
 # Keys shared by many messages.
 K_KIND = const(0)
@@ -43,6 +44,17 @@ K_MR_TIME = const(1)
 K_MR_POWER = const(2)
 K_MR_ENERGY = const(3)
 K_MR_RELAY = const(4)
+# Schedules (SVC_SCHEDULE, CLASS_COMMAND), SPEC.md section 9.2.
+SCH_PROGRAM = const(1)  # K_SCH_STEPS: Schedule, base = the week's origin, offsets in seconds
+SCH_EVENT = const(2)
+SCH_PRICE_RULE = const(3)
+K_SCH_STEPS = const(1)
+K_SCH_START = const(2)  # event start (Time)
+K_SCH_DURATION = const(3)  # event duration or rule run length, seconds
+K_SCH_WINDOW = const(4)  # event spread window, seconds
+K_SCH_VALUE = const(5)
+K_SCH_ID = const(6)
+K_SCH_THRESHOLD = const(7)  # price rule: run while the price is under this (forecast units)
 # Acknowledgement (SVC_CORE, CLASS_ACK).
 K_ACK_SEQ = const(1)
 K_ACK_STATUS = const(2)
@@ -78,6 +90,8 @@ KNOWN_KEYS = {
     (SVC_CORE, frame.CLASS_DISCOVERY): (),
     (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
                                       K_KEY_FLAGS),
+    (SVC_SCHEDULE, frame.CLASS_COMMAND): (K_KIND, K_SCH_STEPS, K_SCH_START, K_SCH_DURATION,
+                                          K_SCH_WINDOW, K_SCH_VALUE, K_SCH_ID, K_SCH_THRESHOLD),
 }
 
 
@@ -149,6 +163,27 @@ def ack(dst, src, seq, acked_seq, status, reason=0, key=None):
 def time_sync(dst, src, seq, seconds, millis, key=None):
     return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq,
                  {K_TS_TIME: Time(seconds), K_TS_MILLIS: millis}, key=key)
+
+
+def weekly_program(dst, src, seq, week_origin, offsets_s, values, key=None, unit=0, scale=0):
+    """Set a device's weekly program: steps at offsets_s seconds into the week."""
+    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
+        K_KIND: SCH_PROGRAM, K_SCH_STEPS: Schedule(week_origin, offsets_s, values, unit, scale),
+    }, frame.FLAG_ACK_WANTED, key=key)
+
+
+def timed_event(dst, src, seq, event_id, start, duration_s, window_s=0, value=1, key=None):
+    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
+        K_KIND: SCH_EVENT, K_SCH_ID: event_id, K_SCH_START: Time(start), K_SCH_DURATION: duration_s,
+        K_SCH_WINDOW: window_s, K_SCH_VALUE: value,
+    }, frame.FLAG_ACK_WANTED, key=key)
+
+
+def price_rule(dst, src, seq, threshold, steps, key=None):
+    """Run (an event per window) wherever a forecast price is under threshold for steps steps."""
+    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
+        K_KIND: SCH_PRICE_RULE, K_SCH_THRESHOLD: threshold, K_SCH_DURATION: steps,
+    }, frame.FLAG_ACK_WANTED, key=key)
 
 
 def time_request(dst, src, seq, local_ms, key=None):

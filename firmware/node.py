@@ -387,15 +387,28 @@ class Node:
             return max(0, self.time.local_ms(nxt) - self.local_ms())
         return max(0, nxt - now)
 
-    def sleep_ms(self, default_ms, exchange_ms=2000):
-        """How long to sleep: the usual interval, or less to wake just before the next
-        occurrence, early enough for the clock's possible error and a time exchange."""
+    def plan_wake(self, default_ms, exchange_ms=2000):
+        """(ms to sleep, whether the next wake needs the radio), drift-aware.
+
+        If the clock will still be good enough at the next occurrence (its
+        error bound within half the floor: 1 s, or 0.1 % of the time since the
+        last sample), wake exactly on it and act without the radio. If not,
+        wake early by the bound plus a time exchange, to correct the clock first.
+        """
         nxt = self.schedule.next_time(self.now_ms())
-        if nxt is None or not self.time.synced:
-            return default_ms
-        guard = min(self.time.error_bound_ms(self.time.local_ms(nxt)), 3600000) + exchange_ms
-        until = self.time.local_ms(nxt - guard) - self.local_ms()
-        return max(0, min(default_ms, until))
+        t = self.time
+        if nxt is None or not t.synced:
+            return default_ms, True
+        local_now = self.local_ms()
+        at = t.local_ms(nxt)
+        bound = t.error_bound_ms(at)
+        since = nxt - t.true_ms(t.samples[-1][0])
+        if bound <= max(1000, since // 1000) // 2:
+            if at - local_now <= default_ms:
+                return max(0, at - local_now), False
+            return default_ms, True
+        early = t.local_ms(nxt - min(bound, 3600000) - exchange_ms) - local_now
+        return max(0, min(default_ms, early)), True
 
     # answer and report -------------------------------------------------------
     def _queue_ack(self, dst, seq, status, reason):

@@ -110,11 +110,6 @@ def build_all(archs: list[str] | None = None) -> dict[str, list[Path]]:
     return result
 
 
-if __name__ == "__main__":
-    for arch, outs in build_all().items():
-        print(f"{arch:10s} {len(outs)} modules -> {(BUILD / 'mpy' / arch).relative_to(ROOT)}")
-
-
 def sync_package_files() -> None:
     """Rewrite lib/spot/package.json (mip) and manifest.py (freezing) from the sources."""
     import json
@@ -128,3 +123,9 @@ def sync_package_files() -> None:
     body = "".join(f'        "{n}",\n' for n in names)
     text = re.sub(r"    files=\(\n.*?    \),", "    files=(\n" + body + "    ),", text, flags=re.S)
     (spot / "manifest.py").write_text(text)
+
+
+if __name__ == "__main__":
+    for arch, outs in build_all().items():
+        print(f"{arch:10s} {len(outs)} modules -> {(BUILD / 'mpy' / arch).relative_to(ROOT)}")
+

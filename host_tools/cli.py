@@ -9,6 +9,9 @@ from pathlib import Path
 def _build(args: argparse.Namespace) -> int:
     from host_tools import build
 
+    if args.sync_packages:
+        build.sync_package_files()
+        print("lib/spot/package.json and manifest.py list the device modules again")
     archs = [build.TARGETS.get(t, t) for t in args.target] if args.target else None
     for arch, outs in build.build_all(archs).items():
         print(f"{arch:10s} {len(outs)} modules -> {(build.BUILD / 'mpy' / arch).relative_to(build.ROOT)}")
@@ -126,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", nargs="*",
                    help="board or architecture (unix, esp32, rp2040, esp32c3, rp2350, x64, ...); "
                         "default: all")
+    p.add_argument("--sync-packages", action="store_true",
+                   help="also rewrite lib/spot/package.json and manifest.py from the sources")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("bench", help="measure the figures and write build/bench.json")

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from host_tools.build import LIB
@@ -110,7 +109,7 @@ class Controller:
         c.on_socket_open = lambda _c, _u, sock: _no_delay(sock)
 
         def on_connect(client: Any, _u: Any, _flags: Any, rc: Any, _p: Any = None) -> None:
-            client.subscribe(topics.uplinks(self.site), qos=1)
+            client.subscribe(topics.uplinks("+"), qos=1)  # every site's uplinks
             self.connected.set()
 
         c.on_connect = on_connect
@@ -131,6 +130,14 @@ class Controller:
             self.client = None
 
     # sending ----------------------------------------------------------------------
+    def _topic(self, device: int) -> str:
+        """A device's downlink topic, in its own site (a controller may span sites)."""
+        try:
+            site = self.reg.device(device)["site"]
+        except KeyError:
+            site = self.site
+        return topics.topic(site, device)
+
     def _publish(self, topic: str, raw: bytes, retain: bool = False) -> None:
         self.client.publish(topic, raw, qos=1, retain=retain)  # paho resends after a reconnect
 
@@ -142,13 +149,13 @@ class Controller:
         with self.lock:
             self.pending[(device, seq)] = p
             self._save()
-        self._publish(topics.topic(self.site, device), raw)
+        self._publish(self._topic(device), raw)
         return p
 
     def send_signal(self, dst: int, build: Callable[[int, Any], bytes], retain: bool = True) -> bytes:
         """An informational signal to a group (group key) or device; retained for late wakers."""
         seq = self.counter.next()
-        key = self.reg.group_key(self.site) if dst & 0x80000000 else self.reg.sender_key(self.address, dst)
+        key = self.reg.group_key(self.site) if dst & frame.GROUP_BIT else self.reg.sender_key(self.address, dst)
         raw = build(seq, key)
         self._publish(topics.topic(self.site, dst), raw, retain)
         return raw
@@ -164,7 +171,7 @@ class Controller:
             if due:
                 self._save()
         for p in due:
-            self._publish(topics.topic(self.site, p.device), p.frame)
+            self._publish(self._topic(p.device), p.frame)
         return len(due)
 
     # receiving ----------------------------------------------------------------------
@@ -205,7 +212,7 @@ class Controller:
         seq = self.counter.next()
         raw = messages.time_answer(device, self.address, seq, echo, received_ms,
                                    time.time_ns() // 1_000_000, key=key)
-        self._publish(topics.topic(self.site, device), raw)
+        self._publish(self._topic(device), raw)
 
     def waiting(self) -> list[Pending]:
         with self.lock:

@@ -17,7 +17,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from host_tools.broker import Broker, BrokerError  # noqa: E402
+from host_tools.controller import STATUS_NAMES, _no_delay  # noqa: E402
 from host_tools.registry import Registry  # noqa: E402
 from host_tools.wire_compare import PRICE24, SHED  # noqa: E402
 from spot import cbor, errors, frame, messages, secure, topics  # noqa: E402
@@ -357,13 +357,6 @@ class _Run:
         return [e for e in self.device_events if e.get("ev") in ("kept", "dropped", "error", "duplicate")]
 
 
-def _no_delay(sock: Any) -> None:
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
-
-
 def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Registry) -> Any:
     import paho.mqtt.client as mqtt
     from spot.filter_table import FilterTable
@@ -393,10 +386,8 @@ def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Reg
             status = body.get(messages.K_ACK_STATUS)
             events.put((now, "ack", {
                 "src": f.src, "dst": f.dst, "acked": body.get(messages.K_ACK_SEQ),
-                "status": status, "n": len(msg.payload), "status_name": {
-                    messages.ACK_APPLIED: "applied", messages.ACK_ADAPTED: "adapted",
-                    messages.ACK_REFUSED: "refused", messages.ACK_EXPIRED: "expired",
-                    messages.ACK_UNSUPPORTED: "unsupported"}.get(status, str(status))}))
+                "status": status, "n": len(msg.payload),
+                "status_name": STATUS_NAMES.get(status, str(status))}))
         except errors.SpotError as e:
             events.put((now, "device-text", f"unreadable uplink frame: {e}"))
 

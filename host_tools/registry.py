@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -62,22 +63,29 @@ def parse_address(text: str | int) -> int:
 
 class HostCounter(SendCounter):
     """A sender's counter shared by several host processes (a controller service,
-    `spot pair` in a shell): each reservation is made under a file lock and starts
-    above whatever any process reserved, so no two frames share a counter."""
+    `spot pair` in a shell) and threads (a controller answers time requests on
+    its network thread while its caller sends commands): each reservation is made
+    under a file lock and starts above whatever any process reserved, and every
+    counter is handed out under a thread lock, so no two frames share one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._lock = threading.Lock()
 
     def next(self) -> int:
         import fcntl
 
-        if self._next < self._reserved:
-            n = self._next
-            self._next = n + 1
-            return n
-        with open(self.path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            stored = storage.load(self.path)
-            if isinstance(stored, int) and stored > self._next:
-                self._next = stored  # another process reserved up to here
-            return super().next()
+        with self._lock:
+            if self._next < self._reserved:
+                n = self._next
+                self._next = n + 1
+                return n
+            with open(self.path + ".lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                stored = storage.load(self.path)
+                if isinstance(stored, int) and stored > self._next:
+                    self._next = stored  # another process reserved up to here
+                return super().next()
 
 
 @dataclass
@@ -192,7 +200,7 @@ class Registry:
             while f"{address:08x}" in devices:
                 address += 1
         address = parse_address(address)
-        if address & 0x80000000 or address == self.cloud:
+        if address & frame.GROUP_BIT or address == self.cloud:
             raise ValueError(f"{address:08x} is a group or the cloud, not a device address")
         if f"{address:08x}" in devices:
             raise ValueError(f"device {address:08x} is already provisioned")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ class _Faults:
         self.countdown, self.action, self.link, self.in_write = n, action, None, False
 
     def __call__(self, where: str, link: Any = None) -> None:
+        # The devices wake on this thread; the controller's network thread writes
+        # files too (its counter), and power cuts are the devices' alone.
+        if threading.current_thread() is not threading.main_thread():
+            return
         if link is not None:
             self.link = link
         if self.countdown <= 0:
@@ -199,3 +204,7 @@ def main(cycles: int = 1000) -> int:
         t.add_row(k, str(v))
     Console().print(t)
     return 0 if r.lost == 0 and r.duplicated == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

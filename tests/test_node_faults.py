@@ -188,3 +188,4 @@ def test_spot_retire_of_the_last_admin_key_does_not_lock_the_registry_out(dev, t
     path = tmp_path / "registry" / "registry.json"
     cli.main(["retire", f"{DEV:#x}", "1", "--registry", str(path)])
     assert any(e.admin for e in Registry(path).entries(DEV)), "no admin key left for the device"
+

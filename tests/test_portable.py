@@ -13,7 +13,6 @@ import importlib
 import subprocess
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
@@ -34,10 +33,6 @@ def _cases() -> list[tuple[str, str]]:
 
 CASES = _cases()
 IDS = [f"{m}.{f}" for m, f in CASES]
-
-
-class _Skip(Exception):
-    pass
 
 
 @pytest.mark.parametrize("module,func", CASES, ids=IDS)

@@ -22,7 +22,7 @@ from host_tools import fleet_host
 from host_tools.broker import Broker
 from host_tools.controller import Controller
 from host_tools.registry import Registry
-from spot import errors, frame, messages, topics
+from spot import frame, messages, topics
 
 SITE = "test"
 DEV = 0x00003001

@@ -54,11 +54,6 @@ NAMES = {
 }
 
 
-def is_drop(code):
-    """True for filter and security decisions on well-formed frames, False for malformed input."""
-    return code >= NOT_FOR_ME
-
-
 class SpotError(ValueError):
     """A frame or payload was refused; `code` says why, the message says where."""
 

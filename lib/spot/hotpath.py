@@ -20,13 +20,7 @@ try:
 except ImportError:
     from spot._cpython import micropython, const, ptr8, ptr32
 
-HEADER_SIZE = const(19)
-TRAILER_SIZE = const(9)  # key id (1) + truncated tag (8), present when FLAG_SECURED
 TABLE_SIZE = const(808)
-VERSION = const(1)
-FLAG_SECURED = const(0x01)
-FLAG_ENCRYPTED = const(0x02)
-FLAG_MUST_UNDERSTAND = const(0xE0)  # reserved bits a receiver may not ignore
 OPT_BROADCAST = const(0x01)
 OPT_ANY_DESTINATION = const(0x02)  # controllers and bridges see every frame
 # Field slots in the parse result array.
@@ -40,19 +34,8 @@ F_SEQ = const(6)
 F_LENGTH = const(7)
 FIELDS = const(8)
 
-# Codes duplicated from errors.py as literals: viper code needs compile-time
-# constants and this module must stay importable on its own.
-_TRUNCATED = const(1)
-_BAD_VERSION = const(2)
-_LENGTH_MISMATCH = const(3)
-_OVERSIZED = const(5)
-_UNKNOWN_MANDATORY = const(7)
-_BAD_FLAGS = const(8)
-_NOT_FOR_ME = const(16)
-_UNKNOWN_SERVICE = const(17)
-_UNKNOWN_SERVICE_VERSION = const(18)
-_CLASS_REFUSED = const(19)
-_INSECURE = const(20)
+# The codes returned are errors.py's, written as literals (with their names in
+# comments): viper needs constants it can see, and this module stands alone.
 
 
 @micropython.viper

@@ -18,7 +18,6 @@ from spot import crypto, storage
 MAX_KEYS = const(16)
 WINDOW = const(64)  # frames a sender's counter may arrive out of order
 KEY_SIZE = const(32)
-_CLASS_COMMAND = const(0)
 GROUP_CLASSES = const(0x02)  # INFO only: what a group key may carry
 
 
@@ -82,10 +81,12 @@ def _hex(b):
 
 
 class Keyring:
-    """The keys of one node, with their replay windows, kept in two files.
+    """The keys of one node, with their replay windows.
 
-    keys_path holds the entries (written only when keys change); window_path
-    holds the replay windows, written by checkpoint().
+    keys_path holds the entries (written only when keys change). The windows
+    are either kept by the caller (the firmware commits them in its journal,
+    with the effects they cover: windows() and restore_windows()) or in
+    window_path, written by checkpoint().
     """
 
     def __init__(self, keys_path=None, window_path=None):

@@ -89,20 +89,6 @@ class BoundedSocket:
         self.link.bytes_in += n
         return out
 
-    def setblocking(self, flag):
-        # umqtt's wait_msg() calls setblocking(True) after every read, which on
-        # lwIP ports clears the timeout: here it re-arms it instead.
-        if flag:
-            self._arm()
-        else:
-            self.raw.setblocking(False)
-
-    def settimeout(self, t):
-        self._arm()
-
-    def setsockopt(self, *args):
-        self.raw.setsockopt(*args)
-
     def close(self):
         self.raw.close()
 
@@ -200,7 +186,7 @@ class MqttLink:
         self.suback = pid
         self.pump(lambda: self.suback is None)
 
-    def _on_publish(self, topic, msg):
+    def _on_publish(self, msg):
         if self.marker is not None and msg == self.marker:
             self.drained = True
             return
@@ -292,7 +278,7 @@ class MqttLink:
                     size -= k
                 self.oversized += 1
             else:
-                self._on_publish(None, s.read(size) if size else b"")
+                self._on_publish(s.read(size) if size else b"")
             if qos:
                 s.write(bytes((0x40, 2, pid >> 8, pid & 0xFF)))
         elif kind == 0x40 and n == 2:  # PUBACK

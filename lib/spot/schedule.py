@@ -3,7 +3,7 @@
 Three kinds, each with a written policy for an occurrence whose time was slept
 through or jumped over (SPEC.md "Schedules"):
 
-* weekly program (a thermostat's setpoints): steps (second of the week, value).
+* weekly program (a thermostat's setpoints): steps (millisecond of the week, value).
   Slept through: apply the latest step in force, once; the earlier ones are
   superseded, not fired.
 * one-off event (demand response): start, duration, and an optional window

@@ -4,7 +4,7 @@ from spot.errors import BAD_PAYLOAD, BAD_VALUE, NOT_FOR_ME, SpotError
 from spot.filter_table import FilterTable
 from spot.objects import Analog, Schedule, Time, Unknown
 
-from expect import Skip, expect_error, on_micropython
+from expect import expect_error
 
 
 def test_invalid_utf8_is_refused_on_every_interpreter():

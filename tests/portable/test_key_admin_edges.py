@@ -15,7 +15,7 @@ from spot.keyring import Key
 
 import attacks
 from expect import expect_error, remove_tree, scratch_dir
-from vector_cases import CONTROLLER, PAIR_ID, PAIR_SECRET, PLUG
+from vector_cases import CONTROLLER, PAIR_ID, PLUG
 
 HEMS = 0x00010002
 HEMS_ID = 2

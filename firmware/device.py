@@ -2,7 +2,7 @@
 
 main.py starts it. On the unix port (what `make demo` and the tests run):
 
-    MICROPYPATH=.frozen:build/mpy/x64 micropython firmware/main.py device.json
+    MICROPYPATH=.frozen:build/mpy/x64 micropython build/mpy/x64/main.py device.json
 
 Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
     {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},

@@ -171,7 +171,7 @@ def _prepare() -> None:
 
 _STYLE = {"sent": "bold", "delivered": "dim", "kept": "green", "dropped": "yellow",
           "applied": "cyan", "acked": "magenta", "ack received": "bold magenta",
-          "error": "bold red", "refused": "red", "ready": "blue", "started": "blue",
+          "error": "bold red", "refused": "red", "started": "blue",
           "stopped": "blue", "link": "red", "said": "dim", "provisioned": "blue",
           "woke": "blue", "asleep": "blue", "wake failed": "red", "duplicate": "yellow"}
 

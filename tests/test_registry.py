@@ -2,7 +2,7 @@
 
 The last test rotates a sleeping device's key over a real Mosquitto: frames
 queued under the old key, the new key, and frames under the new key all
-arrive and apply when the device (firmware/main.py on the unix port) wakes.
+arrive and apply when the device (the built firmware on the unix port) wakes.
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_cli_provision_pair_rotate_keys(tmp_path: Path) -> None:
 
 
 def _run_device(port: int, workdir: Path, until: int, timeout: float = 20) -> list[dict[str, Any]]:
-    """Run firmware/main.py until it has applied `until` frames; its events."""
+    """Run the built firmware until it has applied `until` frames; its events."""
     events: queue.Queue[tuple[float, str, Any]] = queue.Queue()
     dev = demo.Device(port, events, workdir)
     got: list[dict[str, Any]] = []

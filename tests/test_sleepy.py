@@ -1,7 +1,7 @@
 """Sleepy nodes against a real Mosquitto: queued frames, the end-of-queue marker,
 expiry, broker outages and restarts, a broker that hangs.
 
-The device is firmware/main.py under the MicroPython unix port where the path
+The device is the built firmware (main.py) under the MicroPython unix port where the path
 matters, and the same firmware under CPython where faults must be injected.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def world(tmp_path: Path):
 
 
 def run_unix_port(tmp: Path, port: int, cycles: int = 1, **cfg: Any) -> list[dict[str, Any]]:
-    """firmware/main.py under the unix port for `cycles` wakes; its JSON events."""
+    """The built firmware under the unix port for `cycles` wakes; its JSON events."""
     conf = {"dir": str(tmp / "fs"), "broker": {"host": "127.0.0.1", "port": port},
             "cycles": cycles, "wake_ms": 50, "run_s": 30, **cfg}
     path = tmp / "device.json"

@@ -17,6 +17,7 @@ device also stops when stdin says "stop" or closes.
 Output: one JSON object per line on stdout ({"ev": ..., "t": ms since start}),
 ending with {"ev": "summary", ...}. Topic layout: spot/topics.py.
 """
+import gc
 import json
 import select
 import sys
@@ -25,8 +26,13 @@ import time
 try:
     from micropython import const
     from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+    _collect = gc.collect  # a small heap fragments: tidy it between phases of a wake
 except ImportError:  # CPython: fleets and soak tests run this same file
     from spot._cpython import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+    def _collect():  # CPython's own collector is another matter: leave it be
+        pass
 
 from node import Node
 from spot import topics, wake
@@ -88,7 +94,9 @@ def wake_once(cfg, fault=None, setup=None):
     operation (see storage.fault), setup(node) before the cycle starts.
     """
     t0 = ticks_ms()
+    _collect()  # the last wake's garbage goes before this one's state is loaded
     node = make_node(cfg)
+    _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
     b = cfg.get("broker", {})

@@ -23,7 +23,7 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame, journal, key_admin, messages, secure
+from spot import cbor, frame, journal, messages, secure
 from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
@@ -208,6 +208,8 @@ class Node:
         if f.service == messages.SVC_SCHEDULE:
             return self._schedule_command(kind, body)
         if f.service == messages.SVC_CORE and f.cls == frame.CLASS_COMMAND:
+            from spot import key_admin  # rare: loaded only when a key command comes
+
             status, reason = key_admin.apply(self.keyring, f, body)
             if status == messages.ACK_APPLIED:
                 self.journal.app["applied"] += 1

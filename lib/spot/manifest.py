@@ -9,6 +9,7 @@ package(
     "spot",
     files=(
         "__init__.py",
+        "builders.py",
         "cbor.py",
         "clock.py",
         "counter.py",

@@ -10,8 +10,7 @@ except ImportError:
     from spot._cpython import const
 
 from spot import cbor, frame
-from spot.errors import BAD_PAYLOAD, BAD_VALUE, UNKNOWN_MANDATORY, SpotError
-from spot.objects import UNIT_PERCENT, UNIT_PRICE_PER_MWH, Analog, Schedule, Time
+from spot.errors import BAD_PAYLOAD, UNKNOWN_MANDATORY, SpotError
 
 # Services (SPEC.md "Services"): one byte, each versioned on its own.
 SVC_CORE = const(1)  # time sync, acknowledgements, discovery
@@ -107,108 +106,11 @@ def read_payload(f, limits=cbor.DEFAULT_LIMITS):
     return body
 
 
-def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encrypt=False):
-    """A frame carrying body; sealed (secured) under `key` if one is given."""
-    payload = cbor.encode(body)
-    if key is None:
-        if encrypt:
-            raise SpotError(BAD_VALUE, "encryption needs a key")
-        return frame.encode(service, version, cls, dst, src, seq, payload, flags)
-    from spot import secure
+def __getattr__(name):
+    # The message builders live in spot.builders: a device that only receives
+    # never loads them, a controller gets them here as before.
+    if name.startswith("__"):
+        raise AttributeError(name)
+    from spot import builders
 
-    return secure.seal(key, service, version, cls, dst, src, seq, payload, flags, encrypt)
-
-
-# Builders for the standard messages (the spec's test vectors use these). Each
-# takes key= (a keyring.Key) to seal the frame; without one it is unsecured.
-
-def reduce_power(dst, src, seq, percent, start, duration_s, key=None, valid_until=None):
-    """Reduce power by percent from start for duration_s; not applied after valid_until."""
-    body = {
-        K_KIND: DR_REDUCE,
-        K_DR_AMOUNT: Analog(percent, UNIT_PERCENT),
-        K_DR_START: Time(start),
-        K_DR_DURATION: duration_s,
-    }
-    if valid_until is not None:
-        body[K_DR_VALID_UNTIL] = Time(valid_until)
-    return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, body, frame.FLAG_ACK_WANTED, key=key)
-
-
-def price_forecast(dst, src, seq, start, interval_s, prices, scale, key=None):
-    return build(SVC_PRICE, frame.CLASS_INFO, dst, src, seq, {
-        K_KIND: FC_ENERGY_PRICE,
-        K_FC_SCHEDULE: Schedule.uniform(start, interval_s, prices, UNIT_PRICE_PER_MWH, scale),
-        K_FC_CURRENCY: CURRENCY_EUR,
-    }, key=key)
-
-
-def meter_report(dst, src, seq, when, power, energy, relay_on, key=None, encrypt=False):
-    """power and energy as Analog values (W and Wh); reports may be private, so encrypt."""
-    return build(SVC_METER, frame.CLASS_REPORT, dst, src, seq, {
-        K_MR_TIME: Time(when),
-        K_MR_POWER: power,
-        K_MR_ENERGY: energy,
-        K_MR_RELAY: relay_on,
-    }, key=key, encrypt=encrypt)
-
-
-def ack(dst, src, seq, acked_seq, status, reason=0, key=None):
-    body = {K_ACK_SEQ: acked_seq, K_ACK_STATUS: status}
-    if reason:
-        body[K_ACK_REASON] = reason
-    return build(SVC_CORE, frame.CLASS_ACK, dst, src, seq, body, key=key)
-
-
-def time_sync(dst, src, seq, seconds, millis, key=None):
-    return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq,
-                 {K_TS_TIME: Time(seconds), K_TS_MILLIS: millis}, key=key)
-
-
-def weekly_program(dst, src, seq, week_origin, offsets_s, values, key=None, unit=0, scale=0):
-    """Set a device's weekly program: steps at offsets_s seconds into the week."""
-    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
-        K_KIND: SCH_PROGRAM, K_SCH_STEPS: Schedule(week_origin, offsets_s, values, unit, scale),
-    }, frame.FLAG_ACK_WANTED, key=key)
-
-
-def timed_event(dst, src, seq, event_id, start, duration_s, window_s=0, value=1, key=None):
-    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
-        K_KIND: SCH_EVENT, K_SCH_ID: event_id, K_SCH_START: Time(start), K_SCH_DURATION: duration_s,
-        K_SCH_WINDOW: window_s, K_SCH_VALUE: value,
-    }, frame.FLAG_ACK_WANTED, key=key)
-
-
-def price_rule(dst, src, seq, threshold, steps, key=None):
-    """Run (an event per window) wherever a forecast price is under threshold for steps steps."""
-    return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
-        K_KIND: SCH_PRICE_RULE, K_SCH_THRESHOLD: threshold, K_SCH_DURATION: steps,
-    }, frame.FLAG_ACK_WANTED, key=key)
-
-
-def time_request(dst, src, seq, local_ms, key=None):
-    """Ask dst for its time; local_ms is the asker's own clock, echoed in the answer."""
-    return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq, {K_TS_ECHO: local_ms}, key=key)
-
-
-def time_answer(dst, src, seq, echo_ms, received_ms, sent_ms, key=None):
-    return build(SVC_CORE, frame.CLASS_TIMESYNC, dst, src, seq, {
-        K_TS_ECHO: echo_ms, K_TS_RECEIVED: received_ms, K_TS_SENT: sent_ms}, key=key)
-
-
-def discovery(dst, src, seq, key=None):
-    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, key=key)
-
-
-def key_add(dst, src, seq, key, new_id, peer, secret, classes, group=False, admin=False):
-    """Give dst a new key (encrypted under `key`, which must be an admin key)."""
-    return build(SVC_CORE, frame.CLASS_COMMAND, dst, src, seq, {
-        K_KIND: CORE_KEY_ADD, K_KEY_ID: new_id, K_KEY_PEER: peer, K_KEY_SECRET: secret,
-        K_KEY_CLASSES: classes, K_KEY_FLAGS: (1 if group else 0) | (2 if admin else 0),
-    }, frame.FLAG_ACK_WANTED, key=key, encrypt=True)
-
-
-def key_retire(dst, src, seq, key, old_id, peer):
-    return build(SVC_CORE, frame.CLASS_COMMAND, dst, src, seq, {
-        K_KIND: CORE_KEY_RETIRE, K_KEY_ID: old_id, K_KEY_PEER: peer,
-    }, frame.FLAG_ACK_WANTED, key=key)
+    return getattr(builders, name)

@@ -66,3 +66,29 @@ def test_program_event_and_price_rule_survive_a_reboot_bad_ones_are_refused(dev)
     again = fw.make_node(cfg)  # a reboot: everything from the journal
     assert again.schedule.to_record() == node.schedule.to_record()
     assert again.schedule.next_time(again.now_ms()) is not None
+
+
+def test_wakes_for_occurrences_use_the_radio_only_when_the_clock_needs_it(dev) -> None:
+    reg, fw, cfg = dev
+    local = [1_795_700_000_000]  # the device's own clock, ms, driven by the test
+    node = fw.make_node(cfg)
+    node.clock = lambda: local[0]
+    t = node.time
+    for k in range(3):  # three good exchanges, an hour apart, on a clock that keeps time
+        l1 = local[0] + k * 3_600_000
+        t.add(l1, l1 + 40, l1 + 41, l1 + 80)
+    local[0] += 2 * 3_600_000 + 100
+    now = node.now_ms()
+    node.schedule.add_event(1, now + 60_000, 60_000)  # a minute from now
+    sleep, radio = node.plan_wake(600_000)
+    assert not radio and 59_000 < sleep <= 60_000  # exactly on it, no radio
+    node.schedule.add_event(2, now + 30_000, 60_000)
+    assert node.plan_wake(10_000) == (10_000, True)  # the usual wake comes first
+    # Far ahead, on a clock with only one sample: wake early, and use the radio.
+    fresh = fw.make_node(cfg)
+    fresh.clock = lambda: local[0]
+    fresh.time.samples = [list(t.samples[-1])]
+    fresh.time._fit()
+    fresh.schedule.add_event(3, now + 6 * 3_600_000, 60_000)
+    sleep, radio = fresh.plan_wake(24 * 3_600_000)
+    assert radio and sleep < 6 * 3_600_000 - 60_000

@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.table import Table
 
 from host_tools import build
-from host_tools.build import BUILD, ROOT
+from host_tools.build import BUILD, LIB, ROOT
+
+if str(LIB) not in sys.path:  # the device library the figures are about
+    sys.path.insert(0, str(LIB))
 
 BENCH_JSON = BUILD / "bench.json"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -67,34 +72,48 @@ def _median(xs: list[float]) -> float:
     return xs[len(xs) // 2]
 
 
-def wake_figures(rounds: int) -> dict[str, float]:
-    """One queued command, one report and one time exchange per wake, the device
-    under the unix port, beside the naive cycle (connect, subscribe, wait 2 s) in
-    the same run."""
+@contextmanager
+def _device_world(site: str, dev: int, **cfg: object) -> Iterator[tuple[Any, Path, dict[str, str]]]:
+    """A provisioned device under a private broker with a controller answering it:
+    (controller, device config path, environment for the unix port)."""
     import os
     import tempfile
-    import time
 
     from host_tools.broker import Broker
     from host_tools.controller import Controller
     from host_tools.registry import Registry
-    from spot import messages, topics
 
     build.build_arch("x64")
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(BUILD / "mpy" / "x64")]))
-    dev, site = 0x4001, "bench"
-    ours: list[dict] = []
-    naive: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="spot-wake-") as tmp_s, Broker() as broker:
+    with tempfile.TemporaryDirectory(prefix="spot-bench-") as tmp_s, Broker() as broker:
         tmp = Path(tmp_s)
         reg = Registry(tmp / "registry" / "registry.json")
         reg.provision(site, dev)
         reg.write_device_files(dev, tmp / "fs")
-        cfg = tmp / "device.json"
-        cfg.write_text(json.dumps({"dir": str(tmp / "fs"), "cycles": 1, "run_s": 30,
-                                   "broker": {"host": "127.0.0.1", "port": broker.port}}))
+        path = tmp / "device.json"
+        path.write_text(json.dumps({"dir": str(tmp / "fs"), "run_s": 30, **cfg,
+                                    "broker": {"host": "127.0.0.1", "port": broker.port}}))
         ctl = Controller(reg, site, f"127.0.0.1:{broker.port}")
         ctl.connect()
+        try:
+            yield ctl, path, env
+        finally:
+            ctl.close()
+
+
+def wake_figures(rounds: int) -> dict[str, float]:
+    """One queued command, one report and one time exchange per wake, the device
+    under the unix port, beside the naive cycle (connect, subscribe, wait 2 s) in
+    the same run."""
+    import time
+
+    from spot import messages, topics
+
+    dev, site = 0x4001, "bench"
+    ours: list[dict] = []
+    naive: list[float] = []
+    with _device_world(site, dev, cycles=1) as (ctl, cfg, env):
+        port = ctl.port
 
         def wake() -> dict:
             out = subprocess.run([str(MICROPYTHON), str(BUILD / "mpy" / "x64" / "main.py"), str(cfg)],
@@ -112,7 +131,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
         wake()  # the session
         down, up = topics.topic(site, 0x4002), topics.topic(site, 0x4002, up=True)
         subprocess.run([str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
-                        str(broker.port), down, up, "60"], env=env, capture_output=True, timeout=60)
+                        str(port), down, up, "60"], env=env, capture_output=True, timeout=60)
         for i in range(rounds):
             queue_command()
             c = wake()
@@ -124,9 +143,8 @@ def wake_figures(rounds: int) -> dict[str, float]:
                 time.sleep(0.05)
                 out = subprocess.run(
                     [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
-                     str(broker.port), down, up, "60"], env=env, capture_output=True, text=True, timeout=60)
+                     str(port), down, up, "60"], env=env, capture_output=True, text=True, timeout=60)
                 naive.append(json.loads(out.stdout.strip().splitlines()[-1])["ms"])
-        ctl.close()
     ms = _median([c["ms"] for c in ours])
     return {
         "wake_cycle_ms": ms,
@@ -140,26 +158,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
 def heap_figures() -> dict[str, float]:
     """The smallest MicroPython heap (x64 unix port, 8 KB steps) in which the device
     firmware runs three whole wakes: connect, drain, time exchange, report."""
-    import os
-    import tempfile
-
-    from host_tools.broker import Broker
-    from host_tools.controller import Controller
-    from host_tools.registry import Registry
-
-    build.build_arch("x64")
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(BUILD / "mpy" / "x64")]))
-    with tempfile.TemporaryDirectory(prefix="spot-heap-") as tmp_s, Broker() as broker:
-        tmp = Path(tmp_s)
-        reg = Registry(tmp / "registry" / "registry.json")
-        reg.provision("heap", 0x4101)
-        reg.write_device_files(0x4101, tmp / "fs")
-        cfg = tmp / "device.json"
-        cfg.write_text(json.dumps({"dir": str(tmp / "fs"), "cycles": 3, "wake_ms": 20, "run_s": 30,
-                                   "broker": {"host": "127.0.0.1", "port": broker.port}}))
-        ctl = Controller(reg, "heap", f"127.0.0.1:{broker.port}")
-        ctl.connect()
-
+    with _device_world("heap", 0x4101, cycles=3, wake_ms=20) as (_ctl, cfg, env):
         def runs(kb: int) -> bool:
             out = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={kb}k",
                                   str(BUILD / "mpy" / "x64" / "main.py"), str(cfg)],
@@ -175,7 +174,6 @@ def heap_figures() -> dict[str, float]:
                 hi = mid
             else:
                 lo = mid
-        ctl.close()
     return {"device_wake_heap_min_kb": hi}
 
 
@@ -220,7 +218,6 @@ def soak_figures(cycles: int) -> dict[str, float]:
 
 def spot_frames() -> dict[str, bytes]:
     """The three benchmark contents as secured SPOT frames (trailer counted)."""
-    sys.path.insert(0, str(ROOT / "lib"))
     import os
 
     from host_tools import wire_compare as wc

@@ -12,32 +12,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import MICROPYTHON, ROOT
+from conftest import MICROPYTHON, ROOT, ScriptedBroker, provision
 from host_tools.broker import Broker
 from host_tools.controller import Controller
-from host_tools.registry import Registry
 from spot import messages, topics
 
 SITE = "test"
 DEV = 0x00003001
 pytestmark = pytest.mark.timeout(120)
-
-
-def _provision(tmp: Path) -> Registry:
-    reg = Registry(tmp / "registry" / "registry.json")
-    reg.provision(SITE, DEV)
-    reg.save()
-    reg.write_device_files(DEV, tmp / "fs")
-    return reg
 
 
 def _run(tmp: Path, port: int, cycles: int = 1, **cfg: Any) -> subprocess.CompletedProcess:
@@ -51,36 +40,6 @@ def _run(tmp: Path, port: int, cycles: int = 1, **cfg: Any) -> subprocess.Comple
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
 
 
-class _ScriptedBroker:
-    """Answers every CONNECT with fixed bytes, then keeps the connection open a while."""
-
-    def __init__(self, reply: bytes) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.reply = reply
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                c.recv(1024)
-                c.sendall(self.reply)
-                time.sleep(2)
-            except OSError:
-                pass
-            finally:
-                c.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 SESSION = b"\x20\x02\x01\x00"  # CONNACK, session present
 
 
@@ -91,8 +50,8 @@ SESSION = b"\x20\x02\x01\x00"  # CONNACK, session present
     SESSION + b"\xd0\x01\x00",  # PINGRESP with a length (AssertionError)
 ], ids=["connack-refused", "huge-publish", "qos2-publish", "bad-pingresp"])
 def test_a_misbehaving_broker_costs_a_failed_wake_not_the_firmware(tmp_path: Path, reply: bytes) -> None:
-    _provision(tmp_path)
-    fake = _ScriptedBroker(reply)
+    provision(tmp_path, SITE, DEV)
+    fake = ScriptedBroker(reply)
     try:
         p = _run(tmp_path, fake.port, cycles=2, budget_ms=700)
     finally:
@@ -103,7 +62,7 @@ def test_a_misbehaving_broker_costs_a_failed_wake_not_the_firmware(tmp_path: Pat
 
 
 def test_an_oversized_message_on_the_device_topic_does_not_block_its_queue(tmp_path: Path) -> None:
-    reg = _provision(tmp_path)
+    reg = provision(tmp_path, SITE, DEV)
     with Broker() as broker:
         assert _run(tmp_path, broker.port).returncode == 0  # the session
         ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")

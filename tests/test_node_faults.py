@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from conftest import provision
+
 from host_tools import fleet_host
 from host_tools.registry import CLOUD, Registry
 from spot import frame, messages, storage
@@ -22,10 +24,7 @@ HEMS = 0x00010002
 
 @pytest.fixture
 def dev(tmp_path: Path):
-    reg = Registry(tmp_path / "registry" / "registry.json")
-    reg.provision(SITE, DEV)
-    reg.save()
-    reg.write_device_files(DEV, tmp_path / "fs")
+    reg = provision(tmp_path, SITE, DEV)
     fw = fleet_host.firmware()
     return reg, fw, {"dir": str(tmp_path / "fs")}
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import provision
+
 from host_tools import fleet_host
 from host_tools.registry import CLOUD, Registry
 from spot import cbor, errors, frame, messages, secure
@@ -18,9 +20,7 @@ WEEK0 = 1795651200  # a Thursday, 00:00 UTC
 
 @pytest.fixture
 def dev(tmp_path: Path):
-    reg = Registry(tmp_path / "registry" / "registry.json")
-    reg.provision("home", DEV)
-    reg.write_device_files(DEV, tmp_path / "fs")
+    reg = provision(tmp_path, "home", DEV)
     fw = fleet_host.firmware()
     return reg, fw, {"dir": str(tmp_path / "fs")}
 

@@ -10,18 +10,16 @@ import json
 import os
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import MICROPYTHON, ROOT
+from conftest import MICROPYTHON, ROOT, ScriptedBroker, provision
 from host_tools import fleet_host
 from host_tools.broker import Broker
 from host_tools.controller import Controller
-from host_tools.registry import Registry
 from spot import frame, messages, topics
 
 SITE = "test"
@@ -31,10 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def world(tmp_path: Path):
-    reg = Registry(tmp_path / "registry" / "registry.json")
-    reg.provision(SITE, DEV)
-    reg.save()
-    reg.write_device_files(DEV, tmp_path / "fs")
+    reg = provision(tmp_path, SITE, DEV)
     with Broker() as broker:
         ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
         ctl.connect()
@@ -190,41 +185,10 @@ def test_broker_killed_while_awake(world) -> None:
     assert acked and all(a.body[messages.K_ACK_STATUS] == messages.ACK_APPLIED for a in acked)
 
 
-class _SilentBroker:
-    """Accepts TCP and then says nothing (or CONNACKs and then goes silent)."""
-
-    def __init__(self, connack: bool) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4)
-        self.port = self.sock.getsockname()[1]
-        self.connack = connack
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-            if self.connack:
-                c.recv(1024)
-                c.sendall(b"\x20\x02\x01\x00")  # session present, then nothing ever again
-
-    def close(self) -> None:
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 @pytest.mark.parametrize("connack", [False, True], ids=["no-connack", "silent-after-connack"])
 def test_a_hanging_broker_cannot_stall_the_device(tmp_path: Path, connack: bool) -> None:
-    reg = Registry(tmp_path / "registry" / "registry.json")
-    reg.provision(SITE, DEV)
-    reg.write_device_files(DEV, tmp_path / "fs")
-    fake = _SilentBroker(connack)
+    provision(tmp_path, SITE, DEV)
+    fake = ScriptedBroker(b"\x20\x02\x01\x00" if connack else None)  # session present, then nothing
     try:
         t0 = time.monotonic()
         ev = run_unix_port(tmp_path, fake.port, budget_ms=700)
@@ -237,9 +201,7 @@ def test_a_hanging_broker_cannot_stall_the_device(tmp_path: Path, connack: bool)
 
 
 def test_unreachable_broker_backs_off_and_keeps_the_outbox(tmp_path: Path) -> None:
-    reg = Registry(tmp_path / "registry" / "registry.json")
-    reg.provision(SITE, DEV)
-    reg.write_device_files(DEV, tmp_path / "fs")
+    provision(tmp_path, SITE, DEV)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

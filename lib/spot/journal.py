@@ -39,6 +39,7 @@ class Journal:
         self.dropped = s.get("drop", 0)
         self.next_id = s.get("next", 1)
         self.commits = 0
+        self.dirty = False  # changed in RAM, to be written by the next commit
 
     # outbox ---------------------------------------------------------------------
     def add(self, prio, frame):
@@ -89,6 +90,7 @@ class Journal:
                 "in": self.inbox, "win": self.windows, "app": self.app,
                 "drop": self.dropped, "next": self.next_id})
         self.commits += 1
+        self.dirty = False
 
 
 def _hex(b):

@@ -84,7 +84,7 @@ def run(node, link, up_topic):
         if not reported:
             node.report()  # this wake's measurements wait in the outbox for the next
     res.delivered = journal.delivered(set(link.acked))
-    if res.delivered:
+    if res.delivered or journal.dirty:
         try:
             journal.commit()
         except OSError as e:  # flash full: the entries stay, and are sent again

@@ -25,6 +25,7 @@ from typing import Callable
 
 _SEARCH = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
 MISSING = "Mosquitto is missing: install it (Debian/Ubuntu: sudo apt-get install mosquitto)"
+_MTIME_SLACK_S = 0.02  # coarser than any kernel timestamp tick
 
 
 class BrokerError(RuntimeError):
@@ -196,6 +197,10 @@ class Broker:
 
     def wait_saved(self, since: float, timeout: float = 3.0) -> bool:
         """True once the database file was written after `since` (a time.time())."""
+        # File times come from the kernel's coarse clock, which can lag
+        # time.time() by a tick: a save just after `since` may carry an mtime
+        # a few ms before it.
+        since -= _MTIME_SLACK_S
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.db.exists() and self.db.stat().st_mtime >= since:

@@ -6,7 +6,12 @@ main.py starts it. On the unix port (what `make demo` and the tests run):
 
 Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
     {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
-     "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 60, "stdin_stop": true}
+     "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 60, "stdin_stop": true,
+     "role": "thermostat", "board": {"seed": 1}, "control_ms": 1000}
+"role" (thermostat, smart_plug, heat_pump; none: the generic node) runs on the
+board that `import board` finds (boards/<name>/board.py on a board;
+boards/virtual/board.py under the unix port, "board" holding its arguments);
+its control step runs every "control_ms" between wakes, the radio asleep.
 "dir" holds what `spot provision` wrote for this device (identity.json with its
 address, site, groups and cloud address; keys.json with its keys) and the
 device's own state (journal.json, counter.json). Every wake rebuilds the node
@@ -45,6 +50,7 @@ _BACKOFF_MAX_MS = const(60000)
 _AWAKE_WAIT_MS = const(5000)  # an occurrence closer than this is waited for awake
 
 _t0 = ticks_ms()
+_RESETS = ("power_on", "hard", "watchdog", "deep_sleep", "soft")  # role.RESETS
 
 
 def local_ms():
@@ -74,28 +80,53 @@ def load_config():
         return json.load(f)
 
 
-def make_node(cfg):
+_board = None
+
+
+def the_board(cfg):
+    """The board, made once per boot (its relays hold their state between wakes)."""
+    global _board
+    if _board is None and cfg.get("role"):
+        import board
+
+        _board = board.make(cfg["role"], **cfg.get("board", {}))
+    return _board
+
+
+def make_node(cfg, power_on=False):
     """The node as a wake finds it: everything from the device's own files."""
     d = cfg.get("dir", ".")
     with open(d + "/identity.json") as f:
         ident = json.load(f)
     ring = Keyring(d + "/keys.json")
+    make_role = None
+    name = cfg.get("role")
+    if name:
+        hw = the_board(cfg)
+
+        def make_role(n):
+            import role
+
+            return role.make(name, hw, n, power_on)
     node = Node(int(ident["address"]), emit, ring, SendCounter(d + "/counter.json"),
                 Journal(d + "/journal.json"), ident.get("groups", ()), clock=local_ms,
-                cloud=ident.get("cloud", 1))
+                cloud=ident.get("cloud", 1), make_role=make_role)
     node.site = ident["site"]
     return node
 
 
-def wake_once(cfg, fault=None, setup=None):
+def wake_once(cfg, fault=None, setup=None, boot=None):
     """One wake: build the node from flash, run the cycle; (node, result).
 
     Hooks for hosts that run many devices: fault is called before every socket
-    operation (see storage.fault), setup(node) before the cycle starts.
+    operation (see storage.fault), setup(node) before the cycle starts. boot is
+    the reset cause on the first wake after a boot (reported once).
     """
     t0 = ticks_ms()
     _collect()  # the last wake's garbage goes before this one's state is loaded
-    node = make_node(cfg)
+    node = make_node(cfg, boot in ("power_on", "hard"))
+    if boot is not None:
+        node.reset_cause = _RESETS.index(boot) if boot in _RESETS else 0
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
@@ -114,15 +145,23 @@ def wake_once(cfg, fault=None, setup=None):
     return node, res
 
 
-def _stdin_says_stop(poller, ms):
-    """Sleep up to ms; True if stdin asked to stop meanwhile."""
-    if poller is None:
-        sleep_ms(ms)
-        return False
-    if poller.poll(ms):
-        line = sys.stdin.readline()
-        return not line or line.strip() == "stop"
-    return False
+def _stdin_says_stop(poller, ms, node=None, step_ms=0):
+    """Sleep up to ms, the role's control step every step_ms meanwhile; True if
+    stdin asked to stop."""
+    end = ticks_add(ticks_ms(), ms)
+    while True:
+        left = ticks_diff(end, ticks_ms())
+        if left <= 0:
+            return False
+        nap = min(left, step_ms) if node is not None and step_ms > 0 else left
+        if poller is None:
+            sleep_ms(nap)
+        elif poller.poll(nap):
+            line = sys.stdin.readline()
+            if not line or line.strip() == "stop":
+                return True
+        if node is not None and step_ms > 0:
+            node.control()
 
 
 def main():
@@ -143,13 +182,21 @@ def main():
     why = "time limit"
     node = None
     radio = True
+    step = int(cfg.get("control_ms", 1000)) if cfg.get("role") else 0
+    hw = the_board(cfg)
+    boot = hw.reset_cause() if hw is not None else "power_on"
+    if hw is not None:
+        emit("boot", role=cfg["role"], board=hw.name, cause=boot)
     while ticks_diff(deadline, ticks_ms()) > 0:
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
             node.tick()
             emit("quiet_wake", due=len(node.schedule.events))
         else:
-            node, res = wake_once(cfg)
+            if node is not None and node.role is not None:
+                node.journal.commit()  # what the role did between wakes (energy, blocks)
+            node, res = wake_once(cfg, boot=boot)
+            boot = None
             cycles += 1
             for k, v in node.summary().items():
                 if isinstance(v, int):
@@ -167,7 +214,7 @@ def main():
         # stay up (radio off) and act when the corrected clock reaches it.
         due = node.ms_to_next()
         while due is not None and due <= _AWAKE_WAIT_MS:
-            if _stdin_says_stop(poller, due):
+            if _stdin_says_stop(poller, due, node, step):
                 why = "stop"
                 break
             node.tick()
@@ -179,7 +226,7 @@ def main():
         sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
         sleep, radio = node.plan_wake(sleep)
         left = ticks_diff(deadline, ticks_ms())
-        if _stdin_says_stop(poller, max(0, min(sleep, left))):
+        if _stdin_says_stop(poller, max(0, min(sleep, left)), node, step):
             why = "stop"
             break
     totals.update(why=why, cycles=cycles, applied=node.applied if node else 0,

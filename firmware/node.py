@@ -14,9 +14,13 @@ returns, which is before the broker is acknowledged: a power cut at any point
 loses nothing and applies nothing twice. A command delivered again after a cut
 (the window already has it) is answered again from the inbox record.
 
-The application here is the generic one of the demo: it records what is in
-force (demand response, price forecast, clock offset). Device roles replace
-_apply with their own controllers.
+Without a role the application is the generic one of the first demo: it
+records what is in force (demand response, price forecast, clock offset). With
+a role (role.py: thermostat, smart plug, heat pump) demand response, price
+forecasts and device commands go to the role, which decides what to do within
+its device's limits and answers in the ACK; the node sends the role's state
+report after every command and on its telemetry period, and its capability
+record on first contact and whenever it changes (SPEC.md 12).
 """
 try:
     from micropython import const
@@ -75,7 +79,8 @@ def _analog_text(a):
 class Node:
     """One device's protocol state; everything durable lives in its journal."""
 
-    def __init__(self, address, emit, keyring, counter, jnl, groups=(), clock=None, cloud=1):
+    def __init__(self, address, emit, keyring, counter, jnl, groups=(), clock=None, cloud=1,
+                 make_role=None):
         self.address = address
         self.emit = emit  # emit(event, **fields): the node's only output channel
         self.clock = clock  # () -> the device's own clock in ms (its RTC: it drifts)
@@ -90,6 +95,8 @@ class Node:
             t.add_address(g)
         for svc, classes in _SERVICES:
             t.set_service(svc, classes)
+        if make_role is not None:
+            t.set_service(messages.SVC_DEVICE, (frame.CLASS_COMMAND,))
         t.allow_unsecured((frame.CLASS_DISCOVERY,))
         self.drops = [0] * _CODES
         self.rx = self.kept = self.errors = self.refused = self.acks = self.duplicates = 0
@@ -104,6 +111,9 @@ class Node:
         self.schedule = Scheduler(address, app.get("sch"), app.get("week", 0))
         self.asked = None  # the local ms of this wake's time request
         self.time_answered = False
+        self.commanded = False  # a role command came this wake: report the new state
+        self.reset_cause = None  # set by the device on the first wake after a boot
+        self.role = make_role(self) if make_role is not None else None
 
     @property
     def applied(self):
@@ -202,6 +212,9 @@ class Node:
     def _apply(self, f, body):
         """(ack status, reason code); emits what was applied."""
         kind = body.get(messages.K_KIND)
+        if self.role is not None and f.service in (messages.SVC_DR, messages.SVC_DEVICE,
+                                                   messages.SVC_PRICE):
+            return self._role_apply(f.service, kind, body)
         if f.service == messages.SVC_DR:
             return self._demand_response(kind, body)
         if f.service == messages.SVC_PRICE:
@@ -223,6 +236,32 @@ class Node:
                 self.emit("refused", what="key command: %s" % NAMES.get(reason, reason))
             return status, reason
         return messages.ACK_UNSUPPORTED, 0
+
+    def _role_apply(self, service, kind, body):
+        r = self.role
+        now = self.now_ms()
+        if service == messages.SVC_PRICE:
+            s = body.get(messages.K_FC_SCHEDULE)
+            if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
+                return messages.ACK_UNSUPPORTED, 0
+            r.forecast(s.base, s.interval(), list(s.values))
+            status, reason = messages.ACK_APPLIED, 0
+        elif service == messages.SVC_DR:
+            status, reason = r.demand(kind, body, now)
+        else:
+            status, reason = r.command(kind, body, now)
+        if status <= messages.ACK_ADAPTED:
+            self.journal.app["applied"] += 1
+            self.commanded = True
+            r.control(now)  # act at once: the state report shows the result
+        self.emit("applied" if status <= messages.ACK_ADAPTED else "refused",
+                  what="service %d kind %r" % (service, kind), status=status, reason=reason)
+        return status, reason
+
+    def control(self):
+        """One control step of the role (between wakes too: the radio sleeps, the role not)."""
+        if self.role is not None:
+            self.role.control(self.now_ms())
 
     def _demand_response(self, kind, body):
         name = _DR_NAMES.get(kind)
@@ -432,6 +471,8 @@ class Node:
 
     def report(self):
         """This wake's status report into the outbox (committed): the wake cycle sends it."""
+        if self.role is not None:
+            return self._role_report()
         app = self.journal.app
         body = {K_ST_TIME: Time(max(0, self.now())), K_ST_WAKES: app["wakes"],
                 K_ST_DROPPED: self.journal.dropped, K_ST_APPLIED: app["applied"]}
@@ -442,6 +483,49 @@ class Node:
                 self.emit("outbox_full", dropped=self.journal.dropped)
             self.journal.commit()
         except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
+            self.emit("refused", what="no report: %r" % (e,))
+
+    def _role_report(self):
+        """The role's state report (after a command, a fault change, a boot, or when
+        the telemetry period is up) and its capability record (first contact, changes)."""
+        from binascii import crc32
+
+        from role import (C_SHED_W, C_STORE, CFG_TELEMETRY_S, REPORT_CAPS, REPORT_STATE,
+                          S_RESET, S_TIME)
+
+        r = self.role
+        app = self.journal.app
+        now = self.now()
+        out = []
+        if (self.commanded or self.reset_cause is not None or r.fault != app.get("flt")
+                or now - app.get("rep", -1 << 40) >= r.get(CFG_TELEMETRY_S)):
+            body = r.state()
+            body[messages.K_KIND] = REPORT_STATE
+            body[S_TIME] = Time(max(0, now))
+            if self.reset_cause is not None:
+                body[S_RESET] = self.reset_cause
+            out.append(body)
+        caps = r.caps()
+        # What changes by the minute (power to shed now, the store) is not a change.
+        sig = crc32(repr([(k, caps[k]) for k in sorted(caps) if k != C_SHED_W and k != C_STORE]).encode())
+        if sig != app.get("cap"):
+            caps[messages.K_KIND] = REPORT_CAPS
+            out.append(caps)
+        try:
+            for body in out:
+                buf = self.sender.seal(messages.SVC_DEVICE, 1, frame.CLASS_REPORT, self.cloud,
+                                       cbor.encode(body))
+                if not self.journal.add(journal.PRIO_TELEMETRY, buf):
+                    self.emit("outbox_full", dropped=self.journal.dropped)
+                if body[messages.K_KIND] == REPORT_CAPS:
+                    app["cap"] = sig
+                else:
+                    app["rep"] = now
+                    app["flt"] = r.fault
+            self.reset_cause = None
+            self.commanded = False
+            self.journal.commit()
+        except (SpotError, OverflowError, OSError) as e:
             self.emit("refused", what="no report: %r" % (e,))
 
     def summary(self):

@@ -13,7 +13,7 @@ MICROPYTHON = _BIN / "micropython" if (_BIN / "micropython").exists() else Path(
     shutil.which("micropython") or "micropython")
 
 # The device library and the portable tests import as they do on a board.
-for p in (ROOT / "lib", ROOT / "tests" / "portable", ROOT):
+for p in (ROOT / "boards" / "virtual", ROOT / "firmware", ROOT / "lib", ROOT / "tests" / "portable", ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 

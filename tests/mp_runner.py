@@ -8,7 +8,9 @@ import sys
 
 lib, modules = sys.argv[1], sys.argv[2:]
 here = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:0] = [lib, here + "/portable"]
+root = here + "/.."
+# Device code beside the library: the firmware and the virtual boards' peripheral models.
+sys.path[:0] = [lib, here + "/portable", root + "/firmware", root + "/boards/virtual"]
 
 from expect import Skip  # noqa: E402
 

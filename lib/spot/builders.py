@@ -8,15 +8,17 @@ from spot import cbor, frame
 from spot.errors import BAD_VALUE, SpotError
 from spot.messages import (CORE_KEY_ADD, CORE_KEY_RETIRE, CURRENCY_EUR, DR_REDUCE,
                            FC_ENERGY_PRICE, K_ACK_REASON, K_ACK_SEQ, K_ACK_STATUS,
-                           K_DR_AMOUNT, K_DR_DURATION, K_DR_START, K_DR_VALID_UNTIL,
+                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE,
+                           K_DR_AMOUNT, K_DR_DURATION, K_DR_HIGH, K_DR_LOW, K_DR_START,
+                           K_DR_VALID_UNTIL,
                            K_FC_CURRENCY, K_FC_SCHEDULE, K_KEY_CLASSES, K_KEY_FLAGS,
                            K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KIND, K_MR_ENERGY,
                            K_MR_POWER, K_MR_RELAY, K_MR_TIME, K_SCH_DURATION, K_SCH_ID,
                            K_SCH_START, K_SCH_STEPS, K_SCH_THRESHOLD, K_SCH_VALUE,
                            K_SCH_WINDOW, K_TS_ECHO, K_TS_MILLIS, K_TS_RECEIVED, K_TS_SENT,
                            K_TS_TIME, SCH_EVENT, SCH_PRICE_RULE, SCH_PROGRAM, SVC_CORE,
-                           SVC_DR, SVC_METER, SVC_PRICE, SVC_SCHEDULE)
-from spot.objects import UNIT_PERCENT, UNIT_PRICE_PER_MWH, Analog, Schedule, Time
+                           SVC_DEVICE, SVC_DR, SVC_METER, SVC_PRICE, SVC_SCHEDULE)
+from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_PRICE_PER_MWH, Analog, Schedule, Time
 
 
 def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encrypt=False):
@@ -45,6 +47,41 @@ def reduce_power(dst, src, seq, percent, start, duration_s, key=None, valid_unti
     if valid_until is not None:
         body[K_DR_VALID_UNTIL] = Time(valid_until)
     return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, body, frame.FLAG_ACK_WANTED, key=key)
+
+
+def demand(dst, src, seq, kind, amount=None, start=None, duration_s=0, key=None,
+           valid_until=None, low=None, high=None):
+    """Any demand-response command: kind DR_*, amount an Analog (W or %), low and high
+    an Analog each for DR_KEEP_BAND (a comfort band, in C)."""
+    body = {K_KIND: kind}
+    for k, v in ((K_DR_AMOUNT, amount), (K_DR_LOW, low), (K_DR_HIGH, high)):
+        if v is not None:
+            body[k] = v
+    if start is not None:
+        body[K_DR_START] = Time(start)
+    if duration_s:
+        body[K_DR_DURATION] = duration_s
+    if valid_until is not None:
+        body[K_DR_VALID_UNTIL] = Time(valid_until)
+    return build(SVC_DR, frame.CLASS_COMMAND, dst, src, seq, body, frame.FLAG_ACK_WANTED, key=key)
+
+
+def celsius(deci):
+    """A temperature in 0.1 C as the Analog a command carries."""
+    return Analog(deci, UNIT_CELSIUS, -1)
+
+
+def device_command(dst, src, seq, kind, value=None, duration_s=0, settings=None, key=None):
+    """A device role's command (SVC_DEVICE; kinds and settings in firmware/role.py)."""
+    body = {K_KIND: kind}
+    if value is not None:
+        body[K_DEV_VALUE] = value
+    if duration_s:
+        body[K_DEV_DURATION] = duration_s
+    if settings is not None:
+        body[K_DEV_SETTINGS] = settings
+    return build(SVC_DEVICE, frame.CLASS_COMMAND, dst, src, seq, body, frame.FLAG_ACK_WANTED,
+                 key=key)
 
 
 def price_forecast(dst, src, seq, start, interval_s, prices, scale, key=None):

@@ -18,6 +18,7 @@ SVC_DR = const(2)  # demand-response commands
 SVC_PRICE = const(3)  # price and other forecasts
 SVC_METER = const(4)  # measurement reports
 SVC_SCHEDULE = const(5)  # programs, timed events and price rules a device keeps
+SVC_DEVICE = const(6)  # a device role's own commands, state reports and capabilities
 
 # Keys shared by many messages.
 K_KIND = const(0)
@@ -54,6 +55,11 @@ K_SCH_WINDOW = const(4)  # event spread window, seconds
 K_SCH_VALUE = const(5)
 K_SCH_ID = const(6)
 K_SCH_THRESHOLD = const(7)  # price rule: run while the price is under this (forecast units)
+# Device roles (SVC_DEVICE), SPEC.md section 12; the kinds and the report keys
+# are in firmware/role.py, where the roles use them.
+K_DEV_VALUE = const(1)
+K_DEV_DURATION = const(2)
+K_DEV_SETTINGS = const(3)
 # Acknowledgement (SVC_CORE, CLASS_ACK).
 K_ACK_SEQ = const(1)
 K_ACK_STATUS = const(2)
@@ -89,6 +95,7 @@ KNOWN_KEYS = {
     (SVC_CORE, frame.CLASS_DISCOVERY): (),
     (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
                                       K_KEY_FLAGS),
+    (SVC_DEVICE, frame.CLASS_COMMAND): (K_KIND, K_DEV_VALUE, K_DEV_DURATION, K_DEV_SETTINGS),
     (SVC_SCHEDULE, frame.CLASS_COMMAND): (K_KIND, K_SCH_STEPS, K_SCH_START, K_SCH_DURATION,
                                           K_SCH_WINDOW, K_SCH_VALUE, K_SCH_ID, K_SCH_THRESHOLD),
 }

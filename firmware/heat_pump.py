@@ -1,0 +1,211 @@
+"""Heat-pump adapter role: chooses SG Ready states, never against the compressor.
+
+Whatever it is told, the adapter never:
+  - blocks a compressor that has run less than its minimum run time (CFG_MIN_ON_S),
+  - asks a compressor that has been off less than its minimum off time
+    (CFG_MIN_OFF_S) to start (RECOMMENDED or FORCED),
+  - blocks for more than 2 h at a stretch, or CFG_MAX_BLOCK_DAY_S in a day
+    (by the corrected clock's UTC day), and after a block it releases for at
+    least the minimum off time before blocking again,
+  - blocks a store that is already cold (comfort) or forces a store that is hot.
+Commands (DEV_SG_STATE, demand response) and price forecasts only choose among
+the states these rules leave. A power limit under 4.2 kW is raised to 4.2 kW,
+the floor German grid operators must leave a heat pump (EnWG 14a): a unit
+smaller than that is never blocked for a limit.
+
+Compressor state and store temperature come from the unit over Modbus RTU when
+CFG_MODBUS_UNIT is set (holding registers 0: store 0.1 C, 1: running), else
+from the board's input and sensor; a Modbus failure falls back to those and
+says so (R_SENSOR).
+"""
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+import sg_ready
+from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_BLOCK_DAY_S, C_MAX_BLOCK_S, C_MAX_SHED_S,
+                  C_MIN_OFF_S, C_MIN_ON_S, C_MODES, C_NOMINAL_W, C_POWER_FLOOR_W, C_ROLE,
+                  C_SHED_W, C_STORE, CFG_MAX_BLOCK_DAY_S, CFG_MIN_OFF_S, CFG_MIN_ON_S,
+                  CFG_MODBUS_UNIT, CFG_TELEMETRY_S, DEM_FORECAST_ADJUST, DEM_PAUSE,
+                  DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK, R_POWER_FLOOR, R_RANGE, R_SENSOR,
+                  REFUSED, ROLE_HEAT_PUMP, S2_FRBC, S_BLOCKED_S, S_DR, S_FAULT, S_OUTPUTS,
+                  S_ROLE, S_SG, S_TEMP, Guard, Role, scaled)
+
+_UNIT_W = const(1)
+_UNIT_PERCENT = const(3)
+_NOMINAL_W = const(2500)
+_FLOOR_W = const(4200)
+_MAX_BLOCK_MS = const(7200000)
+_DAY_MS = const(86400000)
+_COLD = const(350)  # a store under 35 C is not blocked
+_HOT = const(550)  # nor one over 55 C forced
+
+
+class HeatPump(Role):
+    ROLE = ROLE_HEAT_PUMP
+    DEFAULTS = {CFG_TELEMETRY_S: 900, CFG_MIN_ON_S: 600, CFG_MIN_OFF_S: 600,
+                CFG_MAX_BLOCK_DAY_S: 21600, CFG_MODBUS_UNIT: 0}
+
+    def __init__(self, board, st, cfg, power_on=False):
+        super().__init__(board, st, cfg)
+        self.sg1 = board.relay("sg1")
+        self.sg2 = board.relay("sg2")
+        self.running_in = board.input("compressor")
+        self.sg = sg_ready.state_of(self.sg1.on, self.sg2.on)
+        # The compressor is observed, not driven: the guard tracks what it did.
+        self.comp = Guard(board.ticks_ms, self.get(CFG_MIN_ON_S) * 1000,
+                          self.get(CFG_MIN_OFF_S) * 1000, bool(self.running_in.value()))
+        self.store = None
+
+    def bind(self, st, cfg, sch):
+        super().bind(st, cfg, sch)
+        st.setdefault("blk", [0, 0])  # [UTC day, ms blocked that day before the current block]
+        st.setdefault("since", None)  # true ms the current block began
+        st.setdefault("freed", None)  # true ms the last block ended
+
+    def act(self, kind, value, dur, now_ms):
+        if kind != DEV_SG_STATE:
+            return super().act(kind, value, dur, now_ms)
+        if value not in (1, 2, 3, 4):
+            return REFUSED, R_RANGE
+        t1 = now_ms + (dur or 3600) * 1000
+        status, reason = APPLIED, 0
+        if value == sg_ready.BLOCKED and t1 - now_ms > _MAX_BLOCK_MS:
+            t1 = now_ms + _MAX_BLOCK_MS
+            status, reason = ADAPTED, R_MAX_BLOCK
+        self.st["cmd"] = [value, t1]
+        return status, reason
+
+    def plan(self, kind, amount, body, t0, t1, now_ms):
+        status, reason = APPLIED, 0
+        if kind == 1:
+            pct = scaled(amount, _UNIT_PERCENT, 0)
+            w = scaled(amount, _UNIT_W, 0)
+            if (pct or w or 0) <= 0:
+                return REFUSED, R_RANGE
+        elif kind == 2:
+            w = scaled(amount, _UNIT_W, 0)
+            if w is None or w < 0:
+                return REFUSED, R_RANGE
+            if max(w, _FLOOR_W) >= _NOMINAL_W:  # within the floor: nothing to shed
+                return (ADAPTED, R_POWER_FLOOR) if w < _FLOOR_W else (APPLIED, 0)
+        elif kind != 4:
+            return REFUSED, R_RANGE
+        if t1 - t0 > _MAX_BLOCK_MS:
+            t1 = t0 + _MAX_BLOCK_MS
+            status, reason = ADAPTED, R_MAX_BLOCK
+        self.st["dr"] = [kind, 0, 0, t0, t1]
+        return status, reason
+
+    # observation -----------------------------------------------------------------
+    def observe(self):
+        """(running, store 0.1 C or None); Modbus first when configured."""
+        unit = self.get(CFG_MODBUS_UNIT)
+        self.fault = 0
+        if unit:
+            from modbus_rtu import ModbusError, read_holding
+
+            try:
+                r = read_holding(self.board.uart("modbus"), unit, 0, 2)
+                return r[1] == 1, r[0] - 65536 if r[0] > 32767 else r[0]
+            except ModbusError:
+                self.fault = R_SENSOR  # fall back to the contacts and the sensor
+        t = self.board.temperature("store")
+        if t is None or not -200 < t * 10 < 950 or t == 85.0:
+            self.fault = R_SENSOR
+            t = None
+        else:
+            t = int(t * 10)
+        return bool(self.running_in.value()), t
+
+    # choice ------------------------------------------------------------------------
+    def wanted(self, now_ms):
+        """The state commands and prices ask for, before the rules."""
+        c = self.st.get("cmd")
+        if c is not None:
+            if now_ms < c[1]:
+                return c[0]
+            self.st["cmd"] = None
+        if self.dr_active(now_ms) is not None:
+            return sg_ready.BLOCKED
+        p = self.price_at(now_ms)
+        if p is not None:
+            if p[0] * 4 >= p[1] * 5:
+                return sg_ready.BLOCKED
+            if p[0] * 5 <= p[1] * 4:
+                return sg_ready.RECOMMENDED
+        return sg_ready.NORMAL
+
+    def allowed(self, want, now_ms, running, store):
+        """The state the rules leave of `want`."""
+        st = self.st
+        if want == sg_ready.BLOCKED:
+            if store is None or store < _COLD:
+                return sg_ready.NORMAL
+            if self.sg != sg_ready.BLOCKED:
+                if running and not self.comp.may(False):
+                    return sg_ready.NORMAL  # let it finish its minimum run first
+                freed = st["freed"]
+                if freed is not None and 0 <= now_ms - freed < self.get(CFG_MIN_OFF_S) * 1000:
+                    return sg_ready.NORMAL
+            since = st["since"] if st["since"] is not None else now_ms
+            spent = self._blocked_today(now_ms) + now_ms - since
+            if now_ms - since >= _MAX_BLOCK_MS or spent >= self.get(CFG_MAX_BLOCK_DAY_S) * 1000:
+                return sg_ready.NORMAL
+            return want
+        if want in (sg_ready.RECOMMENDED, sg_ready.FORCED):
+            if store is None or store >= _HOT:
+                return sg_ready.NORMAL
+            if not running and not self.comp.may(True):
+                return sg_ready.NORMAL  # would start it too soon after it stopped
+        return want
+
+    def _blocked_today(self, now_ms):
+        b = self.st["blk"]
+        day = now_ms // _DAY_MS
+        if b[0] != day:
+            b[0] = day
+            b[1] = 0
+        return b[1]
+
+    def control(self, now_ms):
+        c = self.comp
+        c.min_on = self.get(CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
+        c.min_off = self.get(CFG_MIN_OFF_S) * 1000
+        running, store = self.observe()
+        self.store = store
+        if running != self.comp.on:
+            self.comp.switched(running)
+        new = self.allowed(self.wanted(now_ms), now_ms, running, store)
+        st = self.st
+        if new == self.sg:
+            return
+        if self.sg == sg_ready.BLOCKED:  # a block ends: book it on its day
+            self._blocked_today(now_ms)
+            st["blk"][1] += now_ms - st["since"]
+            st["since"] = None
+            st["freed"] = now_ms
+        if new == sg_ready.BLOCKED:
+            st["since"] = now_ms
+        a, b = sg_ready.contacts(new)
+        self.sg1.set(a)
+        self.sg2.set(b)
+        self.sg = new
+
+    # reports -------------------------------------------------------------------------
+    def state(self):
+        d = self.st.get("dr")
+        return {S_ROLE: ROLE_HEAT_PUMP, S_SG: self.sg, S_TEMP: self.store,
+                S_OUTPUTS: (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0),
+                S_FAULT: self.fault, S_DR: d[0] if d else 0,
+                S_BLOCKED_S: self.st["blk"][1] // 1000}
+
+    def caps(self):
+        return {C_ROLE: ROLE_HEAT_PUMP, C_CONTROL: S2_FRBC, C_NOMINAL_W: _NOMINAL_W,
+                C_SHED_W: _NOMINAL_W if self.comp.on else 0, C_MAX_SHED_S: 7200,
+                C_MIN_ON_S: self.get(CFG_MIN_ON_S), C_MIN_OFF_S: self.get(CFG_MIN_OFF_S),
+                C_MODES: [1, 2, 3, 4], C_MAX_BLOCK_S: 7200,
+                C_MAX_BLOCK_DAY_S: self.get(CFG_MAX_BLOCK_DAY_S), C_POWER_FLOOR_W: _FLOOR_W,
+                C_STORE: [self.store, 300, 580],
+                C_FEATURES: DEM_PAUSE | DEM_START_TIME | DEM_FORECAST_ADJUST}

@@ -1,0 +1,304 @@
+"""What every device role shares: the command contract, the output guard, reasons.
+
+A role is a controller in front of its device (DESIGN.md): it takes high-level
+commands and informational signals, decides how to carry them out within the
+device's own limits, and may refuse or adapt a command that would break them;
+its answer (status, reason) goes back in the command's ACK (SPEC.md 12).
+
+The node (node.py) calls, on a role object:
+    command(kind, body, now_ms) -> (status, reason)  SVC_DEVICE commands
+    demand(kind, body, now_ms)  -> (status, reason)  SVC_DR commands
+    forecast(base_s, step_s, values)                 SVC_PRICE forecasts
+    control(now_ms)                                   one control step (often)
+    state() -> dict                                   the state report body
+    caps() -> dict                                    the capability record
+Each role keeps what must survive a reboot in `self.st`, a dict inside the
+journal's app state (committed with the wake), and its settings in `self.cfg`.
+"""
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+# ACK statuses (spot.messages) repeated as private consts: free at run time.
+APPLIED = const(0)
+ADAPTED = const(1)
+REFUSED = const(2)
+EXPIRED = const(3)
+UNSUPPORTED = const(4)
+
+# ACK reasons a role gives (SPEC.md 12.3). Codes under 32 are the codec's (errors.py).
+R_RANGE = const(32)  # a value outside what the device can do
+R_MIN_TIMES = const(33)  # delayed or shortened by minimum on/off (run/off) times
+R_FROST = const(34)  # frost protection keeps heating whatever was asked
+R_MAX_BLOCK = const(35)  # a blocked (shed) period shortened to the device's maximum
+R_POWER_FLOOR = const(36)  # a power limit raised to the floor the rules leave (4.2 kW)
+R_OVERCURRENT = const(37)  # the relay tripped on over-current: reset it with a command
+R_SENSOR = const(38)  # a sensor failed or reads nonsense: the device runs a safe fallback
+R_ON_OFF_ONLY = const(39)  # a proportional request carried out as all or nothing
+R_SAFE_MODE = const(40)  # repeated failed boots: outputs held safe, commands refused
+R_UNKNOWN_SETTING = const(41)
+
+# Roles (capability record key 1) and S2 control types (EN 50491-12-2).
+ROLE_THERMOSTAT = const(1)
+ROLE_SMART_PLUG = const(2)
+ROLE_HEAT_PUMP = const(3)
+S2_PEBC = const(1)  # power envelope
+S2_PPBC = const(2)  # power profile
+S2_OMBC = const(3)  # operation modes
+S2_FRBC = const(4)  # fill rate (a storage: a room's or a buffer's heat)
+S2_DDBC = const(5)  # demand driven
+# Matter Device Energy Management feature bits a device offers.
+DEM_POWER_ADJUST = const(1)
+DEM_PAUSE = const(2)
+DEM_START_TIME = const(4)
+DEM_FORECAST_ADJUST = const(8)
+DEM_POWER_FORECAST = const(16)
+
+# Capability record keys (SPEC.md 12.4).
+C_ROLE = const(1)
+C_CONTROL = const(2)
+C_NOMINAL_W = const(3)
+C_SHED_W = const(4)  # what it could shed now
+C_MAX_SHED_S = const(5)
+C_MIN_ON_S = const(6)
+C_MIN_OFF_S = const(7)
+C_COMFORT = const(8)  # [low, high] in 0.1 C
+C_FROST = const(9)  # 0.1 C
+C_MODES = const(10)
+C_MAX_BLOCK_S = const(11)
+C_MAX_BLOCK_DAY_S = const(12)
+C_FEATURES = const(13)
+C_POWER_FLOOR_W = const(14)
+C_STORE = const(15)  # [now, min, max] of the store (0.1 C) for fill-rate planning
+
+# State report keys (SPEC.md 12.5).
+S_ROLE = const(1)
+S_TEMP = const(2)  # 0.1 C
+S_TARGET = const(3)  # 0.1 C
+S_OUTPUTS = const(4)  # relay bits
+S_POWER_W = const(5)
+S_ENERGY_WH = const(6)
+S_SG = const(7)
+S_FAULT = const(8)  # a reason code while something is wrong
+S_RESET = const(9)  # the reset cause, in the first report after a boot
+S_DR = const(10)  # the demand-response kind in force (0: none)
+S_CURRENT_MA = const(11)
+S_BLOCKED_S = const(12)  # blocked today
+S_TIME = const(13)
+
+# Device commands (SVC_DEVICE, CLASS_COMMAND) and their keys (SPEC.md 12.2).
+DEV_SETPOINT = const(1)  # thermostat: K_DEV_VALUE Analog in C, K_DEV_DURATION s
+DEV_RELAY = const(2)  # smart plug: K_DEV_VALUE 0 or 1 (1 also clears an over-current trip)
+DEV_SG_STATE = const(3)  # heat pump: K_DEV_VALUE SG Ready state 1..4, K_DEV_DURATION s
+DEV_CONFIG = const(4)  # K_DEV_SETTINGS: {setting key: int}
+K_DEV_VALUE = const(1)
+K_DEV_DURATION = const(2)
+K_DEV_SETTINGS = const(3)
+# Reports (SVC_DEVICE, CLASS_REPORT): key 0 says which.
+REPORT_STATE = const(1)
+REPORT_CAPS = const(2)
+
+RESETS = ("power_on", "hard", "watchdog", "deep_sleep", "soft")
+
+# Setting keys of a DEV_CONFIG command: key -> (lowest, highest); shared by all roles,
+# each accepts the ones it has.
+CFG_TELEMETRY_S = const(1)
+CFG_POWER_ON = const(2)  # 0 off, 1 on, 2 as before the power cut
+CFG_CAL_U = const(3)  # uV per count
+CFG_CAL_I = const(4)  # uA per count
+CFG_CAL_P = const(5)  # mW per count
+CFG_LIMIT_MA = const(6)
+CFG_HYSTERESIS = const(7)  # 0.1 C
+CFG_FROST = const(8)  # 0.1 C
+CFG_MIN_ON_S = const(9)
+CFG_MIN_OFF_S = const(10)
+CFG_MAX_SHED_S = const(11)
+CFG_MAX_BLOCK_DAY_S = const(12)
+CFG_MODBUS_UNIT = const(13)
+CFG_SETPOINT = const(14)  # 0.1 C: the default when no program is in force
+RANGES = {
+    CFG_TELEMETRY_S: (10, 86400),
+    CFG_POWER_ON: (0, 2),
+    CFG_CAL_U: (1, 10000000),
+    CFG_CAL_I: (1, 10000000),
+    CFG_CAL_P: (1, 10000000),
+    CFG_LIMIT_MA: (100, 16000),
+    CFG_HYSTERESIS: (2, 30),
+    CFG_FROST: (30, 100),
+    CFG_MIN_ON_S: (0, 3600),
+    CFG_MIN_OFF_S: (0, 3600),
+    CFG_MAX_SHED_S: (60, 86400),
+    CFG_MAX_BLOCK_DAY_S: (0, 86400),
+    CFG_MODBUS_UNIT: (0, 247),
+    CFG_SETPOINT: (50, 300),
+}
+
+
+_live = None  # the role of this boot: its guards and readings live as long as the boot
+
+
+def make(name, board, node, power_on=False):
+    """The role called `name` for this node, its state and settings in the node's journal.
+
+    Made once per boot and bound again to each wake's state from flash, so a
+    wake never restarts a minimum on or off time.
+    """
+    global _live
+    app = node.journal.app
+    st = app.setdefault("role", {})
+    cfg = app.setdefault("cfg", {})
+    r = _live
+    if r is None or r.board is not board or r.name != name:
+        if name == "thermostat":
+            from thermostat import Thermostat as cls
+        elif name == "smart_plug":
+            from smart_plug import SmartPlug as cls
+        elif name == "heat_pump":
+            from heat_pump import HeatPump as cls
+        else:
+            raise ValueError("no role called %r" % (name,))
+        r = _live = cls(board, st, cfg, power_on)
+        r.name = name
+    r.bind(st, cfg, node.schedule)
+    return r
+
+
+class Guard:
+    """Minimum on and off times of one output (a relay, a compressor), by the board's ticks.
+
+    After a boot the output counts as just switched, so a reboot can never
+    shorten a minimum off (or run) time.
+    """
+
+    def __init__(self, ticks, min_on_ms, min_off_ms, on=False):
+        self.ticks = ticks
+        self.min_on = min_on_ms
+        self.min_off = min_off_ms
+        self.on = on
+        self.since = ticks()
+
+    def held_ms(self):
+        from time import ticks_diff
+
+        return ticks_diff(self.ticks(), self.since)
+
+    def may(self, on):
+        """Whether the output may be switched to `on` now."""
+        if on == self.on:
+            return True
+        return self.held_ms() >= (self.min_on if self.on else self.min_off)
+
+    def switched(self, on):
+        if on != self.on:
+            self.on = on
+            self.since = self.ticks()
+
+
+class Role:
+    """The shared part: settings, the demand-response slot, and the default answers."""
+
+    ROLE = 0
+    DEFAULTS = {}
+
+    def __init__(self, board, st, cfg, power_on=False):
+        self.board = board
+        self.name = ""
+        self.fault = 0
+        self.sch = None
+        self.bind(st, cfg, None)
+
+    def bind(self, st, cfg, sch):
+        """This wake's durable state: st survives reboots, cfg holds the settings
+        (DEFAULTS for what is unset), both in the journal's app state."""
+        self.st = st
+        self.cfg = cfg
+        self.sch = sch  # the node's scheduler (a thermostat's program lives there)
+
+    def get(self, key):
+        return self.cfg.get(str(key), self.DEFAULTS.get(key, 0))
+
+    def configure(self, settings):
+        """A DEV_CONFIG command: all of it or none of it. (status, reason)."""
+        if not isinstance(settings, dict) or not settings:
+            return REFUSED, R_RANGE
+        for k, v in settings.items():
+            if k not in self.DEFAULTS:
+                return REFUSED, R_UNKNOWN_SETTING
+            lo, hi = RANGES[k]
+            if not isinstance(v, int) or not lo <= v <= hi:
+                return REFUSED, R_RANGE
+        for k, v in settings.items():
+            self.cfg[str(k)] = v
+        return APPLIED, 0
+
+    # The demand-response slot: [kind, amount, unit, start ms, end ms] or None.
+    def dr_active(self, now_ms):
+        d = self.st.get("dr")
+        if d is None:
+            return None
+        if now_ms >= d[4]:
+            self.st["dr"] = None
+            return None
+        return d if now_ms >= d[3] else None
+
+    def forecast(self, base_s, step_s, values):
+        self.st["fc"] = [base_s, step_s, values]
+
+    def price_at(self, t_ms):
+        """(price at t, mean of the forecast) or None outside it."""
+        fc = self.st.get("fc")
+        if not fc or not fc[1]:
+            return None
+        i = (t_ms // 1000 - fc[0]) // fc[1]
+        if not 0 <= i < len(fc[2]):
+            return None
+        return fc[2][i], sum(fc[2]) // len(fc[2])
+
+    def demand(self, kind, body, now_ms):
+        """A demand-response command (SVC_DR): checked here, carried out by plan()."""
+        from spot.objects import Analog, Time
+
+        amount = body.get(1)
+        start = body.get(2)
+        dur = body.get(3, 0)
+        until = body.get(4)
+        if (start is not None and not isinstance(start, Time)) or not isinstance(dur, int) or (
+                until is not None and not isinstance(until, Time)) or dur < 0:
+            return REFUSED, R_RANGE
+        if until is not None and now_ms // 1000 > until.seconds:
+            return EXPIRED, 0
+        if kind == 3:  # restore
+            self.st["dr"] = None
+            return APPLIED, 0
+        if amount is not None and not isinstance(amount, Analog):
+            return REFUSED, R_RANGE
+        t0 = start.seconds * 1000 if start else now_ms
+        # Without a duration it holds until a restore, a day at most.
+        return self.plan(kind, amount, body, t0, t0 + (dur or 86400) * 1000, now_ms)
+
+    def plan(self, kind, amount, body, t0, t1, now_ms):
+        return UNSUPPORTED, 0
+
+    def command(self, kind, body, now_ms):
+        """A device command (SVC_DEVICE): settings here, the rest by act()."""
+        if kind == DEV_CONFIG:
+            return self.configure(body.get(K_DEV_SETTINGS))
+        value = body.get(K_DEV_VALUE)
+        dur = body.get(K_DEV_DURATION, 0)
+        if not isinstance(dur, int) or dur < 0:
+            return REFUSED, R_RANGE
+        return self.act(kind, value, dur, now_ms)
+
+    def act(self, kind, value, dur, now_ms):
+        return UNSUPPORTED, 0
+
+
+def scaled(a, unit, scale):
+    """An Analog's value in `unit` at 10**scale, as an int; None for another unit."""
+    if a is None or a.unit != unit or not isinstance(a.value, int):
+        return None
+    d = a.scale - scale
+    if d >= 0:
+        return a.value * 10 ** d
+    return a.value // 10 ** -d

@@ -1,0 +1,147 @@
+"""Smart plug role: a relay in front of a load, with metering and over-current cut-off.
+
+- Power-on state (CFG_POWER_ON): off by default, on, or as before the power cut.
+  Only a power-on boot applies it: a command the plug already applied is never
+  applied again (the replay window and the inbox see to it), so nothing queued
+  or retained switches the relay unexpectedly at boot.
+- Metering: the chip's raw counts (board.meter()) times calibration constants
+  stored on the device (CFG_CAL_U/I/P, set by a DEV_CONFIG command); energy is
+  integrated per sample and kept in Wh.
+- Over-current: a sample over CFG_LIMIT_MA opens the relay in the same control
+  step, and it stays open (tripped) until a DEV_RELAY "on" command.
+- Demand response: an on/off load can only shed: reduce and shut down open the
+  relay (adapted: all or nothing), limit opens it while the load draws more
+  than the limit; CFG_MAX_SHED_S bounds any shed (a fridge must not warm up).
+- A meter that stops answering for 3 samples opens the relay: without it the
+  plug cannot protect the line.
+- The button toggles the relay locally.
+"""
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_SHED_S, C_MIN_OFF_S,
+                  C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_CAL_I, CFG_CAL_P, CFG_CAL_U,
+                  CFG_LIMIT_MA, CFG_MAX_SHED_S, CFG_MIN_OFF_S, CFG_POWER_ON, CFG_TELEMETRY_S,
+                  DEM_PAUSE, DEM_POWER_ADJUST, DEV_RELAY, R_MAX_BLOCK, R_ON_OFF_ONLY,
+                  R_OVERCURRENT, R_RANGE, R_SENSOR, REFUSED, ROLE_SMART_PLUG, S2_PEBC,
+                  S_CURRENT_MA, S_DR, S_ENERGY_WH, S_FAULT, S_OUTPUTS, S_POWER_W, S_ROLE, Guard,
+                  Role, scaled)
+
+_UNIT_W = const(1)
+_UNIT_PERCENT = const(3)
+_METER_MISSES = const(3)
+_MWS_PER_WH = const(3600000)  # mW*s in a Wh
+
+
+class SmartPlug(Role):
+    ROLE = ROLE_SMART_PLUG
+    DEFAULTS = {CFG_TELEMETRY_S: 900, CFG_POWER_ON: 0, CFG_CAL_U: 100000, CFG_CAL_I: 1000,
+                CFG_CAL_P: 100000, CFG_LIMIT_MA: 16000, CFG_MAX_SHED_S: 3600,
+                CFG_MIN_OFF_S: 0}
+
+    def __init__(self, board, st, cfg, power_on=False):
+        super().__init__(board, st, cfg)
+        self.relay = board.relay("load")
+        self.button = board.input("button")
+        self.pressed = self.button.value()
+        if power_on:  # the relay's state after a power cut is a setting, nothing else
+            p = self.get(CFG_POWER_ON)
+            st["want"] = st["want"] if p == 2 else p
+            st["trip"] = 0
+            self.relay.set(False)
+        self.guard = Guard(board.ticks_ms, 0, self.get(CFG_MIN_OFF_S) * 1000, self.relay.on)
+        self.misses = 0
+        self.watts = self.milliamps = 0
+
+    def bind(self, st, cfg, sch):
+        super().bind(st, cfg, sch)
+        st.setdefault("want", 0)  # what the user last asked for
+        st.setdefault("trip", 0)
+        st.setdefault("wh", 0)
+        st.setdefault("mws", 0)  # energy below a whole Wh
+
+    def act(self, kind, value, dur, now_ms):
+        if kind != DEV_RELAY:
+            return super().act(kind, value, dur, now_ms)
+        if value not in (0, 1):
+            return REFUSED, R_RANGE
+        self.st["want"] = value
+        if value:
+            self.st["trip"] = 0  # a deliberate "on" resets an over-current trip
+        self.control(now_ms, False)  # switch now: the state report shows the result
+        return APPLIED, 0
+
+    def plan(self, kind, amount, body, t0, t1, now_ms):
+        status, reason = APPLIED, 0
+        limit = 0
+        if kind == 1:  # reduce: all or nothing
+            pct = scaled(amount, _UNIT_PERCENT, 0)
+            w = scaled(amount, _UNIT_W, 0)
+            if (pct is None and w is None) or (pct or w or 0) <= 0:
+                return REFUSED, R_RANGE
+            if pct != 100:
+                status, reason = ADAPTED, R_ON_OFF_ONLY
+        elif kind == 2:  # limit
+            limit = scaled(amount, _UNIT_W, 0)
+            if limit is None or limit < 0:
+                return REFUSED, R_RANGE
+        elif kind != 4:
+            return REFUSED, R_RANGE
+        cap = self.get(CFG_MAX_SHED_S) * 1000
+        if t1 - t0 > cap:
+            t1 = t0 + cap
+            status, reason = ADAPTED, R_MAX_BLOCK
+        self.st["dr"] = [kind, limit, 0, t0, t1]
+        return status, reason
+
+    def control(self, now_ms, sample=True):
+        st = self.st
+        self.guard.min_off = self.get(CFG_MIN_OFF_S) * 1000
+        if sample:
+            b = self.button.value()
+            if b and not self.pressed:
+                st["want"] = 0 if st["want"] else 1
+                st["trip"] = 0
+            self.pressed = b
+            m = self.board.meter()
+            if m is None:
+                self.misses += 1
+            else:
+                self.misses = 0
+                self.milliamps = m[1] * self.get(CFG_CAL_I) // 1000
+                mw = m[2] * self.get(CFG_CAL_P) // 1000
+                self.watts = mw // 1000
+                e = st["mws"] + mw * self.board.sample_ms // 1000
+                st["wh"] += e // _MWS_PER_WH
+                st["mws"] = e % _MWS_PER_WH
+                if self.milliamps > self.get(CFG_LIMIT_MA) and self.relay.on:
+                    st["trip"] = 1  # open now, within this sample period
+        on = st["want"] == 1 and not st["trip"]
+        self.fault = R_OVERCURRENT if st["trip"] else 0
+        if self.misses >= _METER_MISSES:
+            on = False
+            self.fault = R_SENSOR
+        d = self.dr_active(now_ms)
+        if d is not None and (d[0] != 2 or self.watts > d[1]):
+            on = False
+        if not on:
+            if self.relay.on:
+                self.relay.set(False)  # opening is always allowed: it is the safe side
+                self.guard.switched(False)
+        elif not self.relay.on and self.guard.may(True):
+            self.relay.set(True)
+            self.guard.switched(True)
+
+    def state(self):
+        d = self.st.get("dr")
+        return {S_ROLE: ROLE_SMART_PLUG, S_OUTPUTS: 1 if self.relay.on else 0,
+                S_POWER_W: self.watts, S_ENERGY_WH: self.st["wh"], S_CURRENT_MA: self.milliamps,
+                S_FAULT: self.fault, S_DR: d[0] if d else 0}
+
+    def caps(self):
+        return {C_ROLE: ROLE_SMART_PLUG, C_CONTROL: S2_PEBC, C_NOMINAL_W: 3680,
+                C_SHED_W: self.watts if self.relay.on else 0,
+                C_MAX_SHED_S: self.get(CFG_MAX_SHED_S), C_MIN_ON_S: 0,
+                C_MIN_OFF_S: self.get(CFG_MIN_OFF_S), C_FEATURES: DEM_POWER_ADJUST | DEM_PAUSE}

@@ -1,0 +1,218 @@
+"""Thermostat role: a heating relay held around a setpoint, within the room's limits.
+
+The setpoint in force, from the strongest to the weakest:
+  frost protection  - the room never drops under CFG_FROST: no command, schedule,
+                      open window or failed sensor turns it off;
+  demand response   - a comfort band ("keep 19-21 C for 2 h"), a setback
+                      (reduce: 1 C per 10 %, 3 C at most) or off (limit, shut down);
+  price             - 0.5 C more before a price peak, 0.5 C less during it;
+  user              - a manual setpoint (for its duration, else until the next
+                      program step), else the weekly program's step in force
+                      (spot.schedule), else CFG_SETPOINT;
+  optimum start     - heating starts early enough to reach the next program step.
+Hysteresis control, with minimum relay on and off times (role.Guard). A sensor
+that does not answer, reads 85.0 or -127.0 (a DS18B20's non-readings), jumps
+or sticks is a fault: the relay then runs a frost-safe duty cycle.
+All temperatures are ints in 0.1 C.
+"""
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from role import (ADAPTED, APPLIED, C_COMFORT, C_CONTROL, C_FEATURES, C_FROST, C_MAX_SHED_S,
+                  C_MIN_OFF_S, C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_FROST,
+                  CFG_HYSTERESIS, CFG_MIN_OFF_S, CFG_MIN_ON_S, CFG_SETPOINT, CFG_TELEMETRY_S,
+                  DEM_FORECAST_ADJUST, DEM_PAUSE, DEM_POWER_ADJUST, DEV_SETPOINT, R_FROST,
+                  R_RANGE, R_SENSOR, REFUSED, ROLE_THERMOSTAT, S2_FRBC, S_DR, S_FAULT,
+                  S_OUTPUTS, S_ROLE, S_TARGET, S_TEMP, Guard, Role, scaled)
+
+_UNIT_W = const(1)
+_UNIT_PERCENT = const(3)
+_UNIT_C = const(4)
+_HEATER_W = const(2000)
+_SAFE_DUTY_MS = const(720000)  # 12 of every 60 minutes: holds a room above frost blind
+_HOUR_MS = const(3600000)
+_STUCK_READINGS = const(90)  # identical readings while heating: the sensor is stuck
+_JUMP = const(50)  # 5 C between two readings is not a room
+_PRICE_AHEAD = const(8)  # forecast steps looked ahead for a peak
+_LEAD_MS_PER_C = const(1800000)  # optimum start: half an hour per degree to gain
+
+
+class Thermostat(Role):
+    ROLE = ROLE_THERMOSTAT
+    DEFAULTS = {CFG_TELEMETRY_S: 900, CFG_HYSTERESIS: 5, CFG_FROST: 50, CFG_MIN_ON_S: 180,
+                CFG_MIN_OFF_S: 180, CFG_SETPOINT: 200}
+
+    def __init__(self, board, st, cfg, power_on=False):
+        super().__init__(board, st, cfg)
+        self.relay = board.relay("heat")
+        self.window = board.input("window")
+        self.guard = Guard(board.ticks_ms, self.get(CFG_MIN_ON_S) * 1000,
+                           self.get(CFG_MIN_OFF_S) * 1000, self.relay.on)
+        self.temp = None  # the last plausible reading
+        self.raw = None
+        self.same = 0
+        self.target = 0
+
+    # what the user wants ---------------------------------------------------------
+    def base(self, now_ms):
+        m = self.st.get("man")
+        if m and now_ms < m[1]:
+            return m[0]
+        s = self.sch
+        if s is not None and s.last_step is not None:
+            return s.last_step[1]
+        return self.get(CFG_SETPOINT)
+
+    def setpoint(self, now_ms):
+        base = t = self.base(now_ms)
+        d = self.dr_active(now_ms)
+        if d is not None:
+            if d[0] == 1:
+                t = base - d[1]
+            elif d[0] == 5:
+                t = min(max(base, d[1]), d[2])
+            else:  # limit under the heater's power, shut down
+                t = 0
+        else:
+            t += self._price_shift(now_ms)
+            s = self.sch
+            if s is not None and s.program:  # optimum start for the next step up
+                nxt = s.next_time(now_ms)
+                i = _step_index(s, nxt) if nxt is not None else None
+                if i is not None:
+                    up = s.program[i][1] - base
+                    if up > 0 and nxt - now_ms <= up * _LEAD_MS_PER_C // 10:
+                        t = max(t, base + up)
+        return max(t, self.get(CFG_FROST) + self.get(CFG_HYSTERESIS))
+
+    def _price_shift(self, now_ms):
+        p = self.price_at(now_ms)
+        if p is None:
+            return 0
+        now, mean = p
+        if now * 4 >= mean * 5:
+            return -5  # in a peak: coast, within the comfort band
+        if now <= mean:
+            step = self.st["fc"][1] * 1000
+            for k in range(1, _PRICE_AHEAD + 1):
+                q = self.price_at(now_ms + k * step)
+                if q is not None and q[0] * 4 >= mean * 5:
+                    return 5  # a peak is coming: store some heat in the room now
+        return 0
+
+    # commands --------------------------------------------------------------------
+    def act(self, kind, value, dur, now_ms):
+        if kind != DEV_SETPOINT:
+            return super().act(kind, value, dur, now_ms)
+        v = scaled(value, _UNIT_C, -1)
+        if v is None or not 50 <= v <= 300:
+            return REFUSED, R_RANGE
+        until = now_ms + dur * 1000 if dur else None
+        if until is None:
+            nxt = self.sch.next_time(now_ms) if self.sch is not None else None
+            until = nxt if nxt is not None else now_ms + 86400000
+        self.st["man"] = [v, until]
+        return APPLIED, 0
+
+    def plan(self, kind, amount, body, t0, t1, now_ms):
+        frost = self.get(CFG_FROST)
+        status, reason = APPLIED, 0
+        a = b = 0
+        if kind == 1:  # reduce: a setback
+            pct = scaled(amount, _UNIT_PERCENT, 0)
+            if pct is None or not 0 < pct <= 100:
+                return REFUSED, R_RANGE
+            a = min(pct, 30)
+            if a < pct:
+                status, reason = ADAPTED, R_RANGE
+        elif kind in (2, 4):  # limit, shut down: an on/off heater can only be off
+            w = scaled(amount, _UNIT_W, 0) if kind == 2 else 0
+            if w is None or w < 0:
+                return REFUSED, R_RANGE
+            if w >= _HEATER_W:
+                return APPLIED, 0  # already within it
+            status, reason = ADAPTED, R_FROST
+        elif kind == 5:  # keep a comfort band
+            a = scaled(body.get(5), _UNIT_C, -1)
+            b = scaled(body.get(6), _UNIT_C, -1)
+            if a is None or b is None or not 50 <= a < b <= 300:
+                return REFUSED, R_RANGE
+            if a < frost:
+                a = frost
+                status, reason = ADAPTED, R_FROST
+        else:
+            return REFUSED, R_RANGE
+        self.st["dr"] = [kind, a, b, t0, t1]
+        return status, reason
+
+    # control ---------------------------------------------------------------------
+    def read(self):
+        """A plausible room temperature (0.1 C), or None: then self.fault says why."""
+        raw = self.board.temperature("room")
+        ok = raw is not None and -300 < raw * 10 < 500 and raw != 85.0
+        if ok:
+            t = int(raw * 10 + (0.5 if raw >= 0 else -0.5))
+            if self.temp is not None and abs(t - self.temp) > _JUMP:
+                ok = False
+            elif raw == self.raw and self.relay.on:
+                self.same += 1
+                ok = self.same < _STUCK_READINGS
+            else:
+                self.same = 0
+        self.raw = raw
+        if not ok:
+            self.fault = R_SENSOR
+            return None
+        self.fault = 0
+        self.temp = t
+        return t
+
+    def control(self, now_ms):
+        g = self.guard
+        g.min_on = self.get(CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
+        g.min_off = self.get(CFG_MIN_OFF_S) * 1000
+        t = self.read()
+        target = self.target = self.setpoint(now_ms)
+        frost = self.get(CFG_FROST)
+        h = self.get(CFG_HYSTERESIS) // 2
+        on = self.relay.on
+        if t is None:  # blind: a duty cycle that keeps the room above frost
+            on = now_ms % _HOUR_MS < _SAFE_DUTY_MS
+        else:
+            if t < target - h:
+                on = True
+            elif t > target + h:
+                on = False
+            if self.window.value() and t >= frost + h:
+                on = False  # an open window: heat nobody's garden
+            if t < frost + h:
+                on = True  # frost protection: nothing overrides it
+        if self.guard.may(on) and on != self.relay.on:
+            self.relay.set(on)
+            self.guard.switched(on)
+
+    # reports ---------------------------------------------------------------------
+    def state(self):
+        d = self.st.get("dr")
+        return {S_ROLE: ROLE_THERMOSTAT, S_TEMP: self.temp, S_TARGET: self.target,
+                S_OUTPUTS: 1 if self.relay.on else 0, S_FAULT: self.fault,
+                S_DR: d[0] if d else 0}
+
+    def caps(self):
+        base = self.get(CFG_SETPOINT)
+        return {C_ROLE: ROLE_THERMOSTAT, C_CONTROL: S2_FRBC, C_NOMINAL_W: _HEATER_W,
+                C_SHED_W: _HEATER_W if self.relay.on else 0, C_MAX_SHED_S: 7200,
+                C_MIN_ON_S: self.get(CFG_MIN_ON_S), C_MIN_OFF_S: self.get(CFG_MIN_OFF_S),
+                C_COMFORT: [base - 10, base + 10], C_FROST: self.get(CFG_FROST),
+                C_FEATURES: DEM_POWER_ADJUST | DEM_PAUSE | DEM_FORECAST_ADJUST}
+
+
+def _step_index(s, t):
+    """The program step that occurs at true time t (None: t is an event's)."""
+    off = (t - s.week_origin) % 604800000
+    for i in range(len(s.program)):
+        if s.program[i][0] == off:
+            return i
+    return None

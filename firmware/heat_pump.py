@@ -36,8 +36,13 @@ _UNIT_W = const(1)
 _UNIT_PERCENT = const(3)
 _NOMINAL_W = const(2500)
 _FLOOR_W = const(4200)
-_MAX_BLOCK_MS = const(7200000)
+_MAX_BLOCK_MS = const(7080000)  # 2 h less two minutes: a control step may come late
+_TWO_HOURS_MS = const(7200000)  # the longest block a command may ask for
 _DAY_MS = const(86400000)
+_MARGIN_MS = const(120000)
+_AHEAD = const(3)  # forecast steps looked ahead for a peak
+_PEAK = const(75)  # price rank (percent of the forecast cheaper) from which it blocks
+_CHEAPEST = const(30)  # and under which it fills the store
 _COLD = const(350)  # a store under 35 C is not blocked
 _HOT = const(550)  # nor one over 55 C forced
 
@@ -71,7 +76,7 @@ class HeatPump(Role):
             return REFUSED, R_RANGE
         t1 = now_ms + (dur or 3600) * 1000
         status, reason = APPLIED, 0
-        if value == sg_ready.BLOCKED and t1 - now_ms > _MAX_BLOCK_MS:
+        if value == sg_ready.BLOCKED and t1 - now_ms > _TWO_HOURS_MS:
             t1 = now_ms + _MAX_BLOCK_MS
             status, reason = ADAPTED, R_MAX_BLOCK
         self.st["cmd"] = [value, t1]
@@ -92,7 +97,7 @@ class HeatPump(Role):
                 return (ADAPTED, R_POWER_FLOOR) if w < _FLOOR_W else (APPLIED, 0)
         elif kind != 4:
             return REFUSED, R_RANGE
-        if t1 - t0 > _MAX_BLOCK_MS:
+        if t1 - t0 > _TWO_HOURS_MS:
             t1 = t0 + _MAX_BLOCK_MS
             status, reason = ADAPTED, R_MAX_BLOCK
         self.st["dr"] = [kind, 0, 0, t0, t1]
@@ -129,13 +134,30 @@ class HeatPump(Role):
             self.st["cmd"] = None
         if self.dr_active(now_ms) is not None:
             return sg_ready.BLOCKED
-        p = self.price_at(now_ms)
-        if p is not None:
-            if p[0] * 4 >= p[1] * 5:
-                return sg_ready.BLOCKED
-            if p[0] * 5 <= p[1] * 4:
-                return sg_ready.RECOMMENDED
+        r = self._rank(now_ms)
+        if r is not None:
+            if r >= _PEAK:
+                return sg_ready.BLOCKED  # among the dearest hours: live on the store
+            if r < _CHEAPEST:
+                return sg_ready.FORCED  # among the cheapest: fill the store up
+            step = self.st["fc"][1] * 1000
+            for k in range(1, _AHEAD + 1):  # a peak ahead: fill the store before it
+                q = self._rank(now_ms + k * step)
+                if q is not None and q >= _PEAK:
+                    return sg_ready.RECOMMENDED
         return sg_ready.NORMAL
+
+    def _rank(self, t_ms):
+        """Where the price at t ranks in its forecast, in percent (0 cheapest), or None."""
+        p = self.price_at(t_ms)
+        if p is None:
+            return None
+        vals = self.st["fc"][2]
+        under = 0
+        for v in vals:
+            if v < p[0]:
+                under += 1
+        return under * 100 // len(vals)
 
     def allowed(self, want, now_ms, running, store):
         """The state the rules leave of `want`."""
@@ -151,7 +173,8 @@ class HeatPump(Role):
                     return sg_ready.NORMAL
             since = st["since"] if st["since"] is not None else now_ms
             spent = self._blocked_today(now_ms) + now_ms - since
-            if now_ms - since >= _MAX_BLOCK_MS or spent >= self.get(CFG_MAX_BLOCK_DAY_S) * 1000:
+            day_max = self.get(CFG_MAX_BLOCK_DAY_S) * 1000 - _MARGIN_MS
+            if now_ms - since >= _MAX_BLOCK_MS or spent >= day_max:
                 return sg_ready.NORMAL
             return want
         if want in (sg_ready.RECOMMENDED, sg_ready.FORCED):

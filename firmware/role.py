@@ -17,8 +17,9 @@ journal's app state (committed with the wake), and its settings in `self.cfg`.
 """
 try:
     from micropython import const
+    from time import ticks_diff
 except ImportError:
-    from spot._cpython import const
+    from spot._cpython import const, ticks_diff
 
 # ACK statuses (spot.messages) repeated as private consts: free at run time.
 APPLIED = const(0)
@@ -179,8 +180,6 @@ class Guard:
         self.since = ticks()
 
     def held_ms(self):
-        from time import ticks_diff
-
         return ticks_diff(self.ticks(), self.since)
 
     def may(self, on):

@@ -17,8 +17,9 @@ All temperatures are ints in 0.1 C.
 """
 try:
     from micropython import const
+    from time import ticks_diff
 except ImportError:
-    from spot._cpython import const
+    from spot._cpython import const, ticks_diff
 
 from role import (ADAPTED, APPLIED, C_COMFORT, C_CONTROL, C_FEATURES, C_FROST, C_MAX_SHED_S,
                   C_MIN_OFF_S, C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_FROST,
@@ -36,7 +37,9 @@ _HOUR_MS = const(3600000)
 _STUCK_READINGS = const(90)  # identical readings while heating: the sensor is stuck
 _JUMP = const(50)  # 5 C between two readings is not a room
 _PRICE_AHEAD = const(8)  # forecast steps looked ahead for a peak
-_LEAD_MS_PER_C = const(1800000)  # optimum start: half an hour per degree to gain
+_RATE_GUESS = const(10)  # heating rate (0.1 C per hour) before one is learnt
+_RUN_MIN_MS = const(1200000)  # a heating run this long teaches the rate
+_LEAD_MAX_MS = const(10800000)  # optimum start begins 3 h ahead at most
 
 
 class Thermostat(Role):
@@ -54,6 +57,7 @@ class Thermostat(Role):
         self.raw = None
         self.same = 0
         self.target = 0
+        self.run = None  # (ticks, temp) of the start of the current heating run
 
     # what the user wants ---------------------------------------------------------
     def base(self, now_ms):
@@ -78,13 +82,17 @@ class Thermostat(Role):
         else:
             t += self._price_shift(now_ms)
             s = self.sch
-            if s is not None and s.program:  # optimum start for the next step up
+            if s is not None and s.program and self.temp is not None:
+                # Optimum start: reach the next step up on time, at the learnt rate.
                 nxt = s.next_time(now_ms)
                 i = _step_index(s, nxt) if nxt is not None else None
                 if i is not None:
-                    up = s.program[i][1] - base
-                    if up > 0 and nxt - now_ms <= up * _LEAD_MS_PER_C // 10:
-                        t = max(t, base + up)
+                    want = s.program[i][1]
+                    need = want - self.temp
+                    rate = self.st.get("rate", _RATE_GUESS)
+                    lead = min(need * _HOUR_MS // rate * 5 // 4, _LEAD_MAX_MS)
+                    if want > base and nxt - now_ms <= lead:
+                        t = max(t, want)
         return max(t, self.get(CFG_FROST) + self.get(CFG_HYSTERESIS))
 
     def _price_shift(self, now_ms):
@@ -192,6 +200,23 @@ class Thermostat(Role):
         if self.guard.may(on) and on != self.relay.on:
             self.relay.set(on)
             self.guard.switched(on)
+        self._learn(t)
+
+    def _learn(self, t):
+        """The room's heating rate, from every heating run of 20 minutes or more."""
+        if not self.relay.on or t is None or self.window.value():
+            self.run = None  # an open window teaches nothing about the room
+            return
+        now = self.board.ticks_ms()
+        if self.run is None:
+            self.run = (now, t)
+            return
+        held = ticks_diff(now, self.run[0])
+        if held >= _RUN_MIN_MS:
+            rate = (t - self.run[1]) * _HOUR_MS // held
+            old = self.st.get("rate", _RATE_GUESS)
+            self.st["rate"] = max(2, min(50, (3 * old + rate) // 4))
+            self.run = (now, t)
 
     # reports ---------------------------------------------------------------------
     def state(self):

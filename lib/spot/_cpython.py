@@ -43,18 +43,22 @@ class aes:  # noqa: N801 - mirrors MicroPython's cryptolib.aes
         return None
 
 
+_PERIOD = 1 << 30  # MicroPython's ticks wrap here, and code must cope: so here too
+_HALF = _PERIOD >> 1
+
+
 def ticks_ms():
     import time
 
-    return int(time.monotonic() * 1000)
+    return int(time.monotonic() * 1000) & (_PERIOD - 1)
 
 
 def ticks_diff(a, b):
-    return a - b
+    return ((a - b + _HALF) & (_PERIOD - 1)) - _HALF
 
 
 def ticks_add(a, b):
-    return a + b
+    return (a + b) & (_PERIOD - 1)
 
 
 def sleep_ms(ms):

@@ -12,7 +12,8 @@ The setpoint in force, from the strongest to the weakest:
   optimum start     - heating starts early enough to reach the next program step.
 Hysteresis control, with minimum relay on and off times (role.Guard). A sensor
 that does not answer, reads 85.0 or -127.0 (a DS18B20's non-readings), jumps
-or sticks is a fault: the relay then runs a frost-safe duty cycle.
+or sticks is a fault: the relay then runs a frost-safe duty cycle, three
+quarters of the duty the room needed lately.
 All temperatures are ints in 0.1 C.
 """
 try:
@@ -32,7 +33,6 @@ _UNIT_W = const(1)
 _UNIT_PERCENT = const(3)
 _UNIT_C = const(4)
 _HEATER_W = const(2000)
-_SAFE_DUTY_MS = const(720000)  # 12 of every 60 minutes: holds a room above frost blind
 _HOUR_MS = const(3600000)
 _STUCK_READINGS = const(90)  # identical readings while heating: the sensor is stuck
 _JUMP = const(50)  # 5 C between two readings is not a room
@@ -145,7 +145,7 @@ class Thermostat(Role):
         elif kind == 5:  # keep a comfort band
             a = scaled(body.get(5), _UNIT_C, -1)
             b = scaled(body.get(6), _UNIT_C, -1)
-            if a is None or b is None or not 50 <= a < b <= 300:
+            if a is None or b is None or not 0 <= a < b <= 300:
                 return REFUSED, R_RANGE
             if a < frost:
                 a = frost
@@ -164,8 +164,10 @@ class Thermostat(Role):
             t = int(raw * 10 + (0.5 if raw >= 0 else -0.5))
             if self.temp is not None and abs(t - self.temp) > _JUMP:
                 ok = False
-            elif raw == self.raw and self.relay.on:
-                self.same += 1
+            elif raw == self.raw:
+                # Heating that moves nothing: stuck. It stays so until the reading moves.
+                if self.relay.on:
+                    self.same += 1
                 ok = self.same < _STUCK_READINGS
             else:
                 self.same = 0
@@ -186,8 +188,11 @@ class Thermostat(Role):
         frost = self.get(CFG_FROST)
         h = self.get(CFG_HYSTERESIS) // 2
         on = self.relay.on
-        if t is None:  # blind: a duty cycle that keeps the room above frost
-            on = now_ms % _HOUR_MS < _SAFE_DUTY_MS
+        st = self.st
+        if t is None:
+            # Blind: three quarters of the duty the room has needed lately (a
+            # quarter at least) keeps it well above frost without knowing it.
+            on = now_ms % _HOUR_MS < max(250, st.get("duty", 500000) * 3 // 4000) * _HOUR_MS // 1000
         else:
             if t < target - h:
                 on = True
@@ -200,6 +205,9 @@ class Thermostat(Role):
         if self.guard.may(on) and on != self.relay.on:
             self.relay.set(on)
             self.guard.switched(on)
+        if t is not None:  # the heater's duty (ppm), averaged over the last few hours
+            d = st.get("duty", 500000)
+            st["duty"] = d + ((1000000 if self.relay.on else 0) - d) // 512
         self._learn(t)
 
     def _learn(self, t):

@@ -94,6 +94,7 @@ class _Device:
         self.seq = 0
         self.board = vboard.make(role, seed=seed, start_ms=T0, **params)
         self.events: list[tuple[str, dict]] = []
+        self.sent: list[bytes] = []  # every frame the device sent (ACKs, reports)
         self.boot(power_on=True)
 
     def boot(self, power_on: bool) -> None:
@@ -131,7 +132,9 @@ class _Device:
         n.tick()
         n.report()
         j = n.journal
-        j.delivered({i for i, _ in j.pending()})  # the cloud got everything
+        pending = list(j.pending())
+        self.sent += [bytes(raw) for _i, raw in pending]
+        j.delivered({i for i, _ in pending})  # the cloud got everything
         j.commit(n.keyring.windows())
 
 

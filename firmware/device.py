@@ -61,7 +61,16 @@ def local_ms():
         return int(time.time() * 1000)
 
 
+_heap = [0]  # the heap's high-water mark, sampled at every event (gc.mem_alloc)
+
+
 def emit(ev, **fields):
+    try:
+        a = gc.mem_alloc()
+        if a > _heap[0]:
+            _heap[0] = a
+    except AttributeError:  # CPython
+        pass
     fields["ev"] = ev
     fields["t"] = ticks_diff(ticks_ms(), _t0)
     print(json.dumps(fields))
@@ -230,7 +239,7 @@ def main():
             why = "stop"
             break
     totals.update(why=why, cycles=cycles, applied=node.applied if node else 0,
-                  outbox=len(node.journal.outbox) if node else 0)
+                  outbox=len(node.journal.outbox) if node else 0, heap_peak=_heap[0])
     emit("summary", **totals)
     return 0
 

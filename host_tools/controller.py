@@ -75,6 +75,7 @@ class Controller:
         self.table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT,
                                                    frame.CLASS_TIMESYNC))
         self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
+        self.table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
         self.counter = registry.counter(address)
         self.state_path = registry.path.parent / f"controller-{address:08x}.json"
         self.pending: dict[tuple[int, int], Pending] = {}

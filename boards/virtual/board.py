@@ -4,6 +4,12 @@ Time is simulated (board.now_ms, epoch ms): advance(ms) and sleep(ms) step the
 model, or, given a clock callable, every HAL call first catches the model up to
 clock(). The board never judges the role: the model's violations() does, and
 the board only adds what a board sees (relay switch counts, watchdog expiries).
+
+`chip` says which board it stands in for, with that board's limits:
+  "esp32"  (ESP32-DevKitC): deep sleep of any length, RTC memory kept across it,
+           a watchdog of any timeout;
+  "rp2040" (Pico W): lightsleep chained in steps of at most 71 minutes (counted
+           in `sleeps`), RTC memory only in RAM, a watchdog of 8388 ms at most.
 """
 try:
     from micropython import const
@@ -14,6 +20,8 @@ from models import START_MS, HeatPump, PlugLoad, Room
 
 _CHUNK_MS = const(10000)  # the longest model step; the plug's is one meter sample
 _RTC_MAX = const(2048)
+_RP2_SLEEP_MAX_MS = const(4260000)  # lightsleep caps near 72 min on rp2: chain 71-min steps
+_RP2_WDT_MAX_MS = const(8388)
 
 
 class _Pin:
@@ -42,8 +50,13 @@ class _Pin:
 
 
 class VirtualBoard:
-    def __init__(self, role, model, relays, inputs, sensor=None, uart=None, clock=None):
-        self.name = "virtual:" + role
+    def __init__(self, role, model, relays, inputs, sensor=None, uart=None, clock=None,
+                 chip="esp32"):
+        if chip not in ("esp32", "rp2040"):
+            raise ValueError("no virtual board for chip " + chip)
+        self.name = "virtual:" + chip
+        self.chip = chip
+        self.sleeps = 0
         self.role = role
         self.model = model
         self.clock = clock
@@ -122,6 +135,8 @@ class VirtualBoard:
     def watchdog(self, timeout_ms):
         """Start (or re-time) the watchdog; the board is its own watchdog object."""
         self._sync()
+        if self.chip == "rp2040":
+            timeout_ms = min(int(timeout_ms), _RP2_WDT_MAX_MS)
         self._wdt = int(timeout_ms)
         self._due = self.model.now_ms + self._wdt
         return self
@@ -142,6 +157,14 @@ class VirtualBoard:
         # A sleeping board's watchdog does not run (ESP32 deep sleep powers it down),
         # so the deadline moves with the sleep; the models step on as in advance().
         self._due += int(ms)
+        if self.chip == "rp2040":
+            while ms > 0:  # chained lightsleeps, as boards/rp2040_picow does
+                step = min(ms, _RP2_SLEEP_MAX_MS)
+                self.sleeps += 1
+                self.advance(step)
+                ms -= step
+            return
+        self.sleeps += 1
         self.advance(ms)
 
     def switches(self):
@@ -155,20 +178,33 @@ class VirtualBoard:
         return self.model.violations()
 
 
-def make(role, seed=1, clock=None, start_ms=None, **params):
-    """A virtual board for role "thermostat", "smart_plug" (load="fridge" | "kettle" |
-    "heater" | "washer") or "heat_pump"; other params go to the model."""
+def make(role, seed=1, clock=None, start_ms=None, chip="esp32", **params):
+    """A virtual board (chip "esp32" or "rp2040") for role "thermostat", "smart_plug"
+    (load="fridge" | "kettle" | "heater" | "washer") or "heat_pump"; other params go
+    to the model. clock="wall" runs the models on the wall clock (a device under the
+    unix port: firmware/device.py passes its config's "board" map here)."""
+    if clock == "wall":  # a board under the unix port: its models keep the wall's time
+        import time
+
+        t0 = time.time_ns() // 1000000 if hasattr(time, "time_ns") else int(time.time() * 1000)
+
+        def clock():
+            now = time.time_ns() // 1000000 if hasattr(time, "time_ns") else int(time.time() * 1000)
+            return start_ms + (now - t0)
+
+        if start_ms is None:
+            start_ms = t0
     if start_ms is None:
         start_ms = clock() if clock is not None else START_MS
     if role == "thermostat":
         model = Room(seed, start_ms, **params)
-        return VirtualBoard(role, model, ("heat",), {"window": "window"}, "room", None, clock)
+        return VirtualBoard(role, model, ("heat",), {"window": "window"}, "room", None, clock, chip)
     if role == "smart_plug":
         kind = params.pop("load", "fridge")
         model = PlugLoad(kind, seed, start_ms, **params)
-        return VirtualBoard(role, model, ("load",), {"button": "button"}, None, None, clock)
+        return VirtualBoard(role, model, ("load",), {"button": "button"}, None, None, clock, chip)
     if role == "heat_pump":
         model = HeatPump(seed, start_ms, **params)
         return VirtualBoard(role, model, ("sg1", "sg2"), {"compressor": "running"}, "store",
-                            "modbus", clock)
+                            "modbus", clock, chip)
     raise ValueError("unknown role " + role)

@@ -139,7 +139,7 @@ def _reading(p):
 def test_kettle_draws_2kw_then_switches_itself_off():
     b = board.make("smart_plug", load="kettle", uses_per_day=0)
     p = b.model
-    assert b.sample_ms == 1000 and b.name == "virtual:smart_plug"
+    assert b.sample_ms == 1000 and b.name == "virtual:esp32" and b.role == "smart_plug"
     b.relay("load").set(True)
     b.advance(10000)
     v, a, w = _reading(p)
@@ -439,7 +439,7 @@ def test_same_seed_same_world_other_seed_other_world():
 
 def test_board_time_rtc_cause_and_names():
     b = board.make("thermostat", seed=2)
-    assert b.name == "virtual:thermostat" and b.now_ms == models.START_MS
+    assert b.name == "virtual:esp32" and b.role == "thermostat" and b.now_ms == models.START_MS
     assert b.ticks_ms() == models.START_MS & 0x3FFFFFFF
     b.sleep(1234)
     assert b.now_ms == models.START_MS + 1234 and b.model.now_ms == b.now_ms
@@ -518,3 +518,24 @@ def test_board_follows_a_clock():
     assert b.now_ms == now[0] and abs(b.model.energy_wh - 2000) < 1e-6
     now[0] -= 1000  # a clock going back does not turn time back
     assert b.ticks_ms() == (now[0] + 1000) & 0x3FFFFFFF
+
+
+def test_virtual_rp2040_chains_lightsleeps_and_caps_its_watchdog():
+    import board
+
+    b = board.make("thermostat", seed=2, chip="rp2040")
+    assert b.name == "virtual:rp2040"
+    t0 = b.now_ms
+    b.sleep(3 * 3600 * 1000)
+    assert b.sleeps == 3 and b.now_ms - t0 == 3 * 3600 * 1000  # 71 + 71 + 38 minutes
+    b.watchdog(20000)
+    assert b._wdt == 8388
+    e = board.make("thermostat", seed=2, chip="esp32")
+    e.sleep(3 * 3600 * 1000)
+    assert e.sleeps == 1
+    try:
+        board.make("thermostat", chip="esp8266")
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an unknown chip was accepted")

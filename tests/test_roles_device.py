@@ -1,0 +1,83 @@
+"""Each role as the built firmware under the MicroPython unix port, on a virtual
+ESP32 and a virtual RP2040, against a real Mosquitto: a command queued while the
+device sleeps is carried out at its next wake, acknowledged, and followed by a
+state report; the capability record comes on first contact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import MICROPYTHON, ROOT, provision
+from host_tools.broker import Broker
+from host_tools.controller import Controller
+from spot import frame, messages
+
+SITE = "roles"
+DEV = 0x00003101
+pytestmark = pytest.mark.timeout(120)
+
+# What the state report after the command shows: (key, value).
+SHOWS = {"thermostat": (3, 220), "smart_plug": (4, 1), "heat_pump": (7, 1)}
+COMMANDS = {  # role -> (label, builder of (dev, ctl) -> (seq, key) -> frame, expected ACK status)
+    "thermostat": ("setpoint 22 C", lambda d, c: lambda seq, key: messages.device_command(
+        d, c, seq, 1, messages.celsius(220), 3600, key=key), messages.ACK_APPLIED),
+    "smart_plug": ("relay on", lambda d, c: lambda seq, key: messages.device_command(
+        d, c, seq, 2, 1, key=key), messages.ACK_APPLIED),
+    "heat_pump": ("block 3 h", lambda d, c: lambda seq, key: messages.device_command(
+        d, c, seq, 3, 1, 3 * 3600, key=key), messages.ACK_ADAPTED),
+}
+
+
+def run_device(tmp: Path, port: int, role: str, chip: str, cycles: int,
+               heap: str | None = None) -> list[dict[str, Any]]:
+    conf = {"dir": str(tmp / "fs"), "broker": {"host": "127.0.0.1", "port": port},
+            "cycles": cycles, "wake_ms": 100, "run_s": 30, "role": role, "control_ms": 50,
+            "board": {"chip": chip, "clock": "wall", "seed": 3}}
+    path = tmp / "device.json"
+    path.write_text(json.dumps(conf))
+    image = ROOT / "build" / "mpy" / "x64"
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(
+        [".frozen", str(image), str(ROOT / "boards" / "virtual")]))
+    args = [str(MICROPYTHON)] + (["-X", f"heapsize={heap}"] if heap else [])
+    p = subprocess.run(args + [str(image / "main.py"), str(path)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("chip", ["esp32", "rp2040"])
+@pytest.mark.parametrize("role", list(COMMANDS))
+def test_role_carries_out_a_command_queued_while_it_slept(tmp_path, role, chip):
+    reg = provision(tmp_path, SITE, DEV)
+    with Broker() as broker:
+        ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
+        ctl.connect()
+        try:
+            first = run_device(tmp_path, broker.port, role, chip, 1)
+            boot = [e for e in first if e["ev"] == "boot"][0]
+            assert boot["board"] == "virtual:" + chip and boot["cause"] == "power_on"
+            label, build, status = COMMANDS[role]
+            ctl.send_command(DEV, build(DEV, ctl.address), label)
+            ev = run_device(tmp_path, broker.port, role, chip, 2)
+            assert [e for e in ev if e["ev"] == "applied"], ev
+            import time
+
+            time.sleep(0.3)
+            with ctl.lock:
+                acks = [a.body for a in ctl.stats.acks]
+                reports = [r.body for r in ctl.stats.reports if r.cls == frame.CLASS_REPORT]
+            assert [a[messages.K_ACK_STATUS] for a in acks] == [status]
+            kinds = [r.get(0) for r in reports if 1 in r and r.get(1) in (1, 2, 3)]
+            assert kinds.count(2) == 1  # capabilities once: nothing changed after
+            states = [r for r in reports if r.get(0) == 1 and r.get(1) in (1, 2, 3)]
+            key, value = SHOWS[role]
+            assert states[0].get(key) != value and states[-1].get(key) == value
+            assert not ctl.pending
+        finally:
+            ctl.close()

@@ -90,6 +90,39 @@ def load_config():
 
 
 _board = None
+_safe = [False]  # safe mode: the boots before this one all failed before a healthy wake
+_wdt = [None]
+_SAFE_AFTER = const(3)
+
+
+def _feed():
+    if _wdt[0] is not None:
+        _wdt[0].feed()
+
+
+def _count_boot(cfg, healthy=False):
+    """Boots since the last healthy wake, on flash; True if that is too many (safe mode)."""
+    from spot import storage
+
+    path = cfg.get("dir", ".") + "/boots.json"
+    n = 0 if healthy else (storage.load(path) or 0) + 1
+    try:
+        storage.save(path, n)
+    except OSError:  # a full flash must not stop the boot
+        pass
+    return n > _SAFE_AFTER
+
+
+def _healthy(cfg):
+    """The first good wake of a boot: the boot counter restarts, and an ESP32 keeps
+    the firmware it runs (an update not yet marked so rolls back at the next reset)."""
+    _count_boot(cfg, healthy=True)
+    try:
+        import ota
+
+        ota.mark_healthy()
+    except Exception:  # no esp32 module (other boards, the unix port), nothing pending
+        pass
 
 
 def the_board(cfg):
@@ -116,7 +149,9 @@ def make_node(cfg, power_on=False):
         def make_role(n):
             import role
 
-            return role.make(name, hw, n, power_on)
+            r = role.make(name, hw, n, power_on)
+            r.safe = _safe[0]
+            return r
     node = Node(int(ident["address"]), emit, ring, SendCounter(d + "/counter.json"),
                 Journal(d + "/journal.json"), ident.get("groups", ()), clock=local_ms,
                 cloud=ident.get("cloud", 1), make_role=make_role)
@@ -147,6 +182,10 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
                     int(b.get("port", 1883)), subs, own, None,
                     budget_ms=int(cfg.get("budget_ms", 5000)))
     link.fault = fault
+    if cfg.get("availability", bool(cfg.get("role"))):  # Tasmota's habit, for products
+        st = topics.status(node.site, node.address)
+        link.will = (st, b"lost")
+        link.farewell = (st, b"asleep %d" % (node.now() + int(cfg.get("wake_ms", 1000)) // 1000))
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
     node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
@@ -163,6 +202,7 @@ def _stdin_says_stop(poller, ms, node=None, step_ms=0):
         if left <= 0:
             return False
         nap = min(left, step_ms) if node is not None and step_ms > 0 else left
+        _feed()
         if poller is None:
             sleep_ms(nap)
         elif poller.poll(nap):
@@ -194,8 +234,11 @@ def main():
     step = int(cfg.get("control_ms", 1000)) if cfg.get("role") else 0
     hw = the_board(cfg)
     boot = hw.reset_cause() if hw is not None else "power_on"
+    healthy = False
     if hw is not None:
-        emit("boot", role=cfg["role"], board=hw.name, cause=boot)
+        _safe[0] = _count_boot(cfg)
+        _wdt[0] = hw.watchdog(int(cfg.get("watchdog_ms", 30000)))
+        emit("boot", role=cfg["role"], board=hw.name, cause=boot, safe=_safe[0])
     while ticks_diff(deadline, ticks_ms()) > 0:
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
@@ -204,8 +247,13 @@ def main():
         else:
             if node is not None and node.role is not None:
                 node.journal.commit()  # what the role did between wakes (energy, blocks)
+            _feed()
             node, res = wake_once(cfg, boot=boot)
+            _feed()
             boot = None
+            if res.ok and hw is not None and not healthy:
+                healthy = True
+                _healthy(cfg)
             cycles += 1
             for k, v in node.summary().items():
                 if isinstance(v, int):

@@ -28,7 +28,7 @@ from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_BLOCK_DAY_S, C_
                   C_MIN_OFF_S, C_MIN_ON_S, C_MODES, C_NOMINAL_W, C_POWER_FLOOR_W, C_ROLE,
                   C_SHED_W, C_STORE, CFG_MAX_BLOCK_DAY_S, CFG_MIN_OFF_S, CFG_MIN_ON_S,
                   CFG_MODBUS_UNIT, CFG_TELEMETRY_S, DEM_FORECAST_ADJUST, DEM_PAUSE,
-                  DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK, R_POWER_FLOOR, R_RANGE, R_SENSOR,
+                  DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK, R_POWER_FLOOR, R_RANGE, R_SAFE_MODE, R_SENSOR,
                   REFUSED, ROLE_HEAT_PUMP, S2_FRBC, S_BLOCKED_S, S_DR, S_FAULT, S_OUTPUTS,
                   S_ROLE, S_SG, S_TEMP, Guard, Role, scaled)
 
@@ -127,6 +127,8 @@ class HeatPump(Role):
     # choice ------------------------------------------------------------------------
     def wanted(self, now_ms):
         """The state commands and prices ask for, before the rules."""
+        if self.safe:
+            return sg_ready.NORMAL  # safe mode: the unit runs on its own controller
         c = self.st.get("cmd")
         if c is not None:
             if now_ms < c[1]:
@@ -221,7 +223,7 @@ class HeatPump(Role):
         d = self.st.get("dr")
         return {S_ROLE: ROLE_HEAT_PUMP, S_SG: self.sg, S_TEMP: self.store,
                 S_OUTPUTS: (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0),
-                S_FAULT: self.fault, S_DR: d[0] if d else 0,
+                S_FAULT: R_SAFE_MODE if self.safe else self.fault, S_DR: d[0] if d else 0,
                 S_BLOCKED_S: self.st["blk"][1] // 1000}
 
     def caps(self):

@@ -240,6 +240,9 @@ class Node:
     def _role_apply(self, service, kind, body):
         r = self.role
         now = self.now_ms()
+        if r.safe:  # repeated failed boots: outputs held safe, nothing new taken on
+            self.emit("refused", what="safe mode", status=messages.ACK_REFUSED, reason=40)
+            return messages.ACK_REFUSED, 40
         if service == messages.SVC_PRICE:
             s = body.get(messages.K_FC_SCHEDULE)
             if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:

@@ -204,6 +204,7 @@ class Role:
         self.board = board
         self.name = ""
         self.fault = 0
+        self.safe = False  # safe mode (device.py): the device's own safe state, no commands
         self.sch = None
         self.bind(st, cfg, None)
 

@@ -25,7 +25,7 @@ from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_SHED_S, C_MIN_O
                   C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_CAL_I, CFG_CAL_P, CFG_CAL_U,
                   CFG_LIMIT_MA, CFG_MAX_SHED_S, CFG_MIN_OFF_S, CFG_POWER_ON, CFG_TELEMETRY_S,
                   DEM_PAUSE, DEM_POWER_ADJUST, DEV_RELAY, R_MAX_BLOCK, R_ON_OFF_ONLY,
-                  R_OVERCURRENT, R_RANGE, R_SENSOR, REFUSED, ROLE_SMART_PLUG, S2_PEBC,
+                  R_OVERCURRENT, R_RANGE, R_SAFE_MODE, R_SENSOR, REFUSED, ROLE_SMART_PLUG, S2_PEBC,
                   S_CURRENT_MA, S_DR, S_ENERGY_WH, S_FAULT, S_OUTPUTS, S_POWER_W, S_ROLE, Guard,
                   Role, scaled)
 
@@ -118,7 +118,7 @@ class SmartPlug(Role):
                 st["mws"] = e % _MWS_PER_WH
                 if self.milliamps > self.get(CFG_LIMIT_MA) and self.relay.on:
                     st["trip"] = 1  # open now, within this sample period
-        on = st["want"] == 1 and not st["trip"]
+        on = st["want"] == 1 and not st["trip"] and not self.safe
         self.fault = R_OVERCURRENT if st["trip"] else 0
         if self.misses >= _METER_MISSES:
             on = False
@@ -138,7 +138,7 @@ class SmartPlug(Role):
         d = self.st.get("dr")
         return {S_ROLE: ROLE_SMART_PLUG, S_OUTPUTS: 1 if self.relay.on else 0,
                 S_POWER_W: self.watts, S_ENERGY_WH: self.st["wh"], S_CURRENT_MA: self.milliamps,
-                S_FAULT: self.fault, S_DR: d[0] if d else 0}
+                S_FAULT: R_SAFE_MODE if self.safe else self.fault, S_DR: d[0] if d else 0}
 
     def caps(self):
         return {C_ROLE: ROLE_SMART_PLUG, C_CONTROL: S2_PEBC, C_NOMINAL_W: 3680,

@@ -26,7 +26,7 @@ from role import (ADAPTED, APPLIED, C_COMFORT, C_CONTROL, C_FEATURES, C_FROST, C
                   C_MIN_OFF_S, C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_FROST,
                   CFG_HYSTERESIS, CFG_MIN_OFF_S, CFG_MIN_ON_S, CFG_SETPOINT, CFG_TELEMETRY_S,
                   DEM_FORECAST_ADJUST, DEM_PAUSE, DEM_POWER_ADJUST, DEV_SETPOINT, R_FROST,
-                  R_RANGE, R_SENSOR, REFUSED, ROLE_THERMOSTAT, S2_FRBC, S_DR, S_FAULT,
+                  R_RANGE, R_SAFE_MODE, R_SENSOR, REFUSED, ROLE_THERMOSTAT, S2_FRBC, S_DR, S_FAULT,
                   S_OUTPUTS, S_ROLE, S_TARGET, S_TEMP, Guard, Role, scaled)
 
 _UNIT_W = const(1)
@@ -70,6 +70,8 @@ class Thermostat(Role):
         return self.get(CFG_SETPOINT)
 
     def setpoint(self, now_ms):
+        if self.safe:  # safe mode: frost protection and nothing else
+            return self.get(CFG_FROST) + self.get(CFG_HYSTERESIS)
         base = t = self.base(now_ms)
         d = self.dr_active(now_ms)
         if d is not None:
@@ -230,7 +232,7 @@ class Thermostat(Role):
     def state(self):
         d = self.st.get("dr")
         return {S_ROLE: ROLE_THERMOSTAT, S_TEMP: self.temp, S_TARGET: self.target,
-                S_OUTPUTS: 1 if self.relay.on else 0, S_FAULT: self.fault,
+                S_OUTPUTS: 1 if self.relay.on else 0, S_FAULT: R_SAFE_MODE if self.safe else self.fault,
                 S_DR: d[0] if d else 0}
 
     def caps(self):

@@ -81,3 +81,85 @@ def test_role_carries_out_a_command_queued_while_it_slept(tmp_path, role, chip):
             assert not ctl.pending
         finally:
             ctl.close()
+
+
+def retained(port: int, topic: str, timeout: float = 3.0) -> bytes | None:
+    """The retained message on topic, read by a fresh subscriber."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    got: list[bytes] = []
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    c.on_connect = lambda cl, *_a: cl.subscribe(topic, qos=1)
+    c.on_message = lambda _c, _u, msg: (got.append(msg.payload), done.set())
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    done.wait(timeout)
+    c.loop_stop()
+    c.disconnect()
+    return got[0] if got else None
+
+
+def test_availability_is_retained_asleep_until_and_lost_when_a_wake_dies(tmp_path):
+    import time
+
+    from host_tools import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
+    from spot import topics
+
+    provision(tmp_path, SITE, DEV)
+    status = topics.status(SITE, DEV)
+    with Broker() as broker:
+        run_device(tmp_path, broker.port, "smart_plug", "esp32", 1)
+        msg = retained(broker.port, status)
+        assert msg is not None and msg.startswith(b"asleep ")
+        assert abs(int(msg.split()[1]) - time.time()) < 30  # the next wake, in epoch s
+        fw = fleet_host.firmware()
+        cfg = dict(fleet_host.device_config(tmp_path / "fs", broker.port), role="smart_plug",
+                   board={"clock": "wall"})
+
+        class PowerCut(BaseException):  # not an Exception: nothing in the firmware catches it
+            pass
+
+        def fault(kind, link):
+            if link.poller is not None:  # connected: the socket just drops, no DISCONNECT
+                link.raw.close()
+                raise PowerCut()
+
+        with pytest.raises(PowerCut):
+            fw.wake_once(cfg, fault=fault)
+        deadline = time.monotonic() + 5
+        while retained(broker.port, status, 1.0) != b"lost" and time.monotonic() < deadline:
+            pass
+        assert retained(broker.port, status) == b"lost"
+
+
+def test_boot_loop_safe_mode_holds_outputs_safe_until_a_healthy_wake(tmp_path):
+    reg = provision(tmp_path, SITE, DEV)
+    with Broker() as broker:
+        ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
+        ctl.connect()
+        try:
+            run_device(tmp_path, broker.port, "smart_plug", "esp32", 1)  # the session
+            (tmp_path / "fs" / "boots.json").write_text("3")  # three boots that never got well
+            label, build, _status = COMMANDS["smart_plug"]
+            ctl.send_command(DEV, build(DEV, ctl.address), label)
+            ev = run_device(tmp_path, broker.port, "smart_plug", "esp32", 1)
+            assert [e for e in ev if e["ev"] == "boot"][0]["safe"] is True
+            import time
+
+            time.sleep(0.3)
+            with ctl.lock:
+                assert [(a.body[2], a.body.get(3)) for a in ctl.stats.acks] == [(2, 40)]
+                states = [r.body for r in ctl.stats.reports if r.body.get(0) == 1 and 8 in r.body]
+            assert states[-1][8] == 40 and states[-1][4] == 0
+            assert (tmp_path / "fs" / "boots.json").read_text() == "0"  # the wake was healthy
+            ctl.send_command(DEV, build(DEV, ctl.address), label)
+            ev = run_device(tmp_path, broker.port, "smart_plug", "esp32", 1)
+            assert [e for e in ev if e["ev"] == "boot"][0]["safe"] is False
+            time.sleep(0.3)
+            with ctl.lock:
+                assert ctl.stats.acks[-1].body[2] == messages.ACK_APPLIED
+        finally:
+            ctl.close()

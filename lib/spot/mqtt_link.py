@@ -148,6 +148,10 @@ class MqttLink:
         self.marker = None
         self.drained = False
         self.session_present = False
+        # Availability (SPEC.md 8.5): the will the broker publishes if this wake dies
+        # (topic, payload), and what a polite close leaves retained on that topic.
+        self.will = None
+        self.farewell = None
         self.suback = None
         self.oversized = 0  # messages too big to be frames: discarded, acknowledged
 
@@ -161,6 +165,8 @@ class MqttLink:
         simple.socket = _SocketModule(self)  # umqtt's own sockets, bounded
         c = self.client = simple.MQTTClient(self.client_id, self.host, self.port,
                                             keepalive=self.keepalive)
+        if self.will is not None:
+            c.set_last_will(self.will[0], self.will[1], retain=True, qos=1)
         try:
             self.session_present = bool(c.connect(clean_session=False))
         except OSError:
@@ -303,6 +309,10 @@ class MqttLink:
             return
         try:
             if polite:
+                if self.farewell is not None:  # retained, QoS 0: it needs no answer
+                    t = self.farewell[0].encode()
+                    body = bytes((len(t) >> 8, len(t) & 0xFF)) + t + self.farewell[1]
+                    self.client.sock.write(_head(0x31, len(body)) + body)
                 self.client.sock.write(b"\xe0\x00")
         except OSError:
             pass

@@ -7,6 +7,7 @@ addressing:
                                      own address, a group it joined (group bit
                                      set), or ffffffff for broadcast
     uplink    spot/<site>/up/<src>   src = the sending device's address
+    status    spot/<site>/status/<a> a device's availability, retained (SPEC.md 8.5)
 
 The topic only routes; the receiver still decides from the frame header (the
 hot-path filter), so a frame on the wrong topic is dropped, not trusted. A
@@ -18,6 +19,11 @@ device also publishes its end-of-queue marker to its own downlink topic
 def topic(site, address, up=False):
     """The MQTT topic of a SPOT address: where frames to it (or, up, from it) go."""
     return ("spot/%s/up/%08x" if up else "spot/%s/%08x") % (site, address)
+
+
+def status(site, address):
+    """A device's retained availability topic: "asleep <next wake, epoch s>" or "lost"."""
+    return "spot/%s/status/%08x" % (site, address)
 
 
 def uplinks(site):

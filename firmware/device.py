@@ -64,13 +64,17 @@ def local_ms():
 _heap = [0]  # the heap's high-water mark, sampled at every event (gc.mem_alloc)
 
 
-def emit(ev, **fields):
+def _alloc():
     try:
-        a = gc.mem_alloc()
-        if a > _heap[0]:
-            _heap[0] = a
+        return gc.mem_alloc()
     except AttributeError:  # CPython
-        pass
+        return 0
+
+
+def emit(ev, **fields):
+    a = _alloc()
+    if a > _heap[0]:
+        _heap[0] = a
     fields["ev"] = ev
     fields["t"] = ticks_diff(ticks_ms(), _t0)
     print(json.dumps(fields))
@@ -90,6 +94,7 @@ def load_config():
 
 
 _board = None
+_board_heap = 0
 _safe = [False]  # safe mode: the boots before this one all failed before a healthy wake
 _wdt = [None]
 _SAFE_AFTER = const(3)
@@ -127,11 +132,15 @@ def _healthy(cfg):
 
 def the_board(cfg):
     """The board, made once per boot (its relays hold their state between wakes)."""
-    global _board
+    global _board, _board_heap
     if _board is None and cfg.get("role"):
+        _collect()
+        a = _alloc()
         import board
 
         _board = board.make(cfg["role"], **cfg.get("board", {}))
+        _collect()
+        _board_heap = _alloc() - a  # a virtual board's models live in this heap too
     return _board
 
 
@@ -238,7 +247,8 @@ def main():
     if hw is not None:
         _safe[0] = _count_boot(cfg)
         _wdt[0] = hw.watchdog(int(cfg.get("watchdog_ms", 30000)))
-        emit("boot", role=cfg["role"], board=hw.name, cause=boot, safe=_safe[0])
+        emit("boot", role=cfg["role"], board=hw.name, cause=boot, safe=_safe[0],
+             board_heap=_board_heap)
     while ticks_diff(deadline, ticks_ms()) > 0:
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
@@ -288,6 +298,8 @@ def main():
             break
     totals.update(why=why, cycles=cycles, applied=node.applied if node else 0,
                   outbox=len(node.journal.outbox) if node else 0, heap_peak=_heap[0])
+    if cfg.get("list_modules"):  # what the run loaded (make bench weighs the code alone)
+        totals["modules"] = sorted(sys.modules)
     emit("summary", **totals)
     return 0
 

@@ -38,6 +38,10 @@ FLOORS = {
     "sched_missed": ("<=", 0),
     "sched_doubled": ("<=", 0),
     "hotpath_reject_alloc_bytes": ("<=", 0),
+    "role_constraint_violations": ("<=", 0),
+    "role_heap_min_kb_thermostat": ("<=", 64),
+    "role_heap_min_kb_smart_plug": ("<=", 64),
+    "role_heap_min_kb_heat_pump": ("<=", 64),
     "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_telemetry_vs_openadr": ("<=", 1 / 20),
@@ -177,6 +181,78 @@ def heap_figures() -> dict[str, float]:
     return {"device_wake_heap_min_kb": hi}
 
 
+ROLES = ("thermostat", "smart_plug", "heat_pump")
+
+
+def role_heap_figures() -> dict[str, float]:
+    """Each role's whole wake cycles under the unix port on a virtual ESP32: a
+    command queued while it slept, its ACK and state report, the capability
+    record, the time exchange. The heap's high-water mark (gc.mem_alloc at every
+    event) less the virtual board's own models, and the smallest heap the run
+    completes in (8 KB steps; the models included, as they share the process)."""
+    import os
+    import time
+
+    from spot import messages
+
+    out: dict[str, float] = {}
+    for n, role in enumerate(ROLES):
+        dev = 0x4201 + n
+        with _device_world("heap", dev, cycles=3, wake_ms=20, role=role, control_ms=20,
+                           list_modules=True,
+                           board={"clock": "wall", "seed": 1}) as (ctl, cfg, env):
+            env = dict(env, MICROPYPATH=env["MICROPYPATH"] + os.pathsep + str(BUILD / "virtual"))
+
+            def run(kb: int | None) -> list[dict] | None:
+                ctl.send_command(dev, lambda seq, key: messages.device_command(
+                    dev, ctl.address, seq, 4, settings={1: 600}, key=key), "telemetry period")
+                time.sleep(0.05)
+                heap = ["-X", f"heapsize={kb}k"] if kb else []
+                p = subprocess.run([str(MICROPYTHON), *heap, str(BUILD / "mpy" / "x64" / "main.py"),
+                                    str(cfg)], capture_output=True, text=True, env=env, cwd=ROOT,
+                                   timeout=60)
+                if p.returncode or '"why": "cycles"' not in p.stdout:
+                    return None
+                return [json.loads(x) for x in p.stdout.splitlines()]
+
+            run(None)  # the session and the first contact
+            ev = run(None)
+            mods = [e for e in ev if e["ev"] == "summary"][0].get("modules", []) if ev else []
+            # The code alone: every module the run loaded, imported and collected, no data.
+            probe = ("import gc, sys\nfor m in %r:\n    if m not in sys.modules:\n"
+                     "        __import__(m)\ngc.collect()\nprint(gc.mem_alloc())" % (mods,))
+            p = subprocess.run([str(MICROPYTHON), "-c", probe], capture_output=True, text=True,
+                               env=env, cwd=ROOT, timeout=60)
+            code = int(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else 0
+            if ev is None:
+                raise SystemExit(f"role heap benchmark: the {role} does not run")
+            boot = [e for e in ev if e["ev"] == "boot"][0]
+            peak = [e for e in ev if e["ev"] == "summary"][0]["heap_peak"]
+            out[f"role_heap_peak_bytes_{role}"] = peak - boot["board_heap"]
+            out[f"role_heap_board_models_bytes_{role}"] = boot["board_heap"]
+            lo, hi = 56, 512  # lo fails (below the floor's 64k), hi passes
+            while hi - lo > 8:
+                mid = (lo + hi) // 2 // 8 * 8
+                if run(mid) is not None:
+                    hi = mid
+                else:
+                    lo = mid
+            out[f"role_heap_min_kb_{role}"] = hi
+            # What is left for data once the code is counted: the heap a board with
+            # these modules frozen (code in flash, boards/*/manifest.py) would need.
+            out[f"role_heap_code_kb_{role}"] = round(code / 1024, 1)
+            out[f"role_heap_data_kb_{role}"] = round(hi - code / 1024, 1)
+    return out
+
+
+def role_week_figures(seed: int = 1) -> dict[str, float]:
+    """A simulated week per role (host_tools/role_sim.py): limits broken, comfort, cost."""
+    from host_tools import role_sim
+
+    figures, _runs = role_sim.week_figures(seed)
+    return figures
+
+
 def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
     """Firing error against true time, with and without skew estimation, same world."""
     from host_tools import sched_sim, svgplot
@@ -268,6 +344,8 @@ def main(quick: bool = False) -> int:
     figures.update(soak_figures(cycles=300 if quick else 1200))
     figures.update(schedule_figures(devices=16 if quick else 64, weeks=2 if quick else 4))
     figures.update(heap_figures())
+    figures.update(role_heap_figures())
+    figures.update(role_week_figures())
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

@@ -104,8 +104,21 @@ def build_variants() -> dict[str, Path]:
     return {"native": native, "bytecode": bytecode}
 
 
+def build_virtual() -> list[Path]:
+    """The virtual boards' peripherals (boards/virtual) for the unix port, precompiled
+    like the firmware they sit under: build/virtual/."""
+    out = []
+    for src in sorted((ROOT / "boards" / "virtual").glob("*.py")):
+        dst = BUILD / "virtual" / (src.stem + ".mpy")
+        _compile(src, dst, "x64", src.name)
+        out.append(dst)
+    return out
+
+
 def build_all(archs: list[str] | None = None) -> dict[str, list[Path]]:
     result = {arch: build_arch(arch) for arch in (archs or ARCHS)}
+    if "x64" in result:
+        build_virtual()
     build_variants()
     return result
 

@@ -43,7 +43,7 @@ def run_device(tmp: Path, port: int, role: str, chip: str, cycles: int,
     path.write_text(json.dumps(conf))
     image = ROOT / "build" / "mpy" / "x64"
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-        [".frozen", str(image), str(ROOT / "boards" / "virtual")]))
+        [".frozen", str(image), str(ROOT / "build" / "virtual")]))
     args = [str(MICROPYTHON)] + (["-X", f"heapsize={heap}"] if heap else [])
     p = subprocess.run(args + [str(image / "main.py"), str(path)], capture_output=True,
                        text=True, env=env, cwd=ROOT, timeout=60)

@@ -153,7 +153,7 @@ def make_node(cfg, power_on=False):
     make_role = None
     name = cfg.get("role")
     if name:
-        hw = the_board(cfg)
+        hw = cfg.get("board_obj") or the_board(cfg)  # hosts running many devices pass one
 
         def make_role(n):
             import role

@@ -136,21 +136,18 @@ RANGES = {
 }
 
 
-_live = None  # the role of this boot: its guards and readings live as long as the boot
-
-
 def make(name, board, node, power_on=False):
     """The role called `name` for this node, its state and settings in the node's journal.
 
-    Made once per boot and bound again to each wake's state from flash, so a
-    wake never restarts a minimum on or off time.
+    Made once per boot (kept on the board object, which lives as long as the
+    boot) and bound again to each wake's state from flash, so a wake never
+    restarts a minimum on or off time.
     """
-    global _live
     app = node.journal.app
     st = app.setdefault("role", {})
     cfg = app.setdefault("cfg", {})
-    r = _live
-    if r is None or r.board is not board or r.name != name:
+    r = getattr(board, "live_role", None)
+    if r is None or r.name != name:
         if name == "thermostat":
             from thermostat import Thermostat as cls
         elif name == "smart_plug":
@@ -159,8 +156,9 @@ def make(name, board, node, power_on=False):
             from heat_pump import HeatPump as cls
         else:
             raise ValueError("no role called %r" % (name,))
-        r = _live = cls(board, st, cfg, power_on)
+        r = cls(board, st, cfg, power_on)
         r.name = name
+        board.live_role = r
     r.bind(st, cfg, node.schedule)
     return r
 

@@ -39,6 +39,7 @@ FLOORS = {
     "sched_doubled": ("<=", 0),
     "hotpath_reject_alloc_bytes": ("<=", 0),
     "role_constraint_violations": ("<=", 0),
+    "fleet_devices": (">=", 200),
     "role_heap_min_kb_thermostat": ("<=", 64),
     "role_heap_min_kb_smart_plug": ("<=", 64),
     "role_heap_min_kb_heat_pump": ("<=", 64),
@@ -253,6 +254,13 @@ def role_week_figures(seed: int = 1) -> dict[str, float]:
     return figures
 
 
+def fleet_figures(quick: bool = False) -> dict[str, float]:
+    """Fleet emulation (host_tools/fleet.py): devices whose wakes all fit a 60 s round."""
+    from host_tools import fleet
+
+    return fleet.figures((200,) if quick else (250, 500, 1000))
+
+
 def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
     """Firing error against true time, with and without skew estimation, same world."""
     from host_tools import sched_sim, svgplot
@@ -346,6 +354,7 @@ def main(quick: bool = False) -> int:
     figures.update(heap_figures())
     figures.update(role_heap_figures())
     figures.update(role_week_figures())
+    figures.update(fleet_figures(quick))
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     ctl_cli.add_parser(sub, reg_help)
     sub.choices["ctl"].set_defaults(func=ctl_cli.run)
 
+    from host_tools import fleet
+
+    fleet.add_parser(sub)
+
     p = sub.add_parser("keys", help="list the registry's keys (never their secrets)")
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_keys)

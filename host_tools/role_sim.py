@@ -106,7 +106,7 @@ class _Device:
         from spot.journal import Journal
         from spot.keyring import Keyring
 
-        rolemod._live = None  # a new boot: nothing of the last one is in RAM
+        self.board.live_role = None  # a new boot: nothing of the last one is in RAM
         d = self.fs / "dev"
         ident = json.loads((d / "identity.json").read_text())
         b = self.board

@@ -28,7 +28,7 @@ from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_BLOCK_DAY_S, C_
                   C_MIN_OFF_S, C_MIN_ON_S, C_MODES, C_NOMINAL_W, C_POWER_FLOOR_W, C_ROLE,
                   C_SHED_W, C_STORE, CFG_MAX_BLOCK_DAY_S, CFG_MIN_OFF_S, CFG_MIN_ON_S,
                   CFG_MODBUS_UNIT, CFG_TELEMETRY_S, DEM_FORECAST_ADJUST, DEM_PAUSE,
-                  DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK, R_POWER_FLOOR, R_RANGE, R_SAFE_MODE, R_SENSOR,
+                  DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK, R_MIN_TIMES, R_STORE, R_POWER_FLOOR, R_RANGE, R_SAFE_MODE, R_SENSOR,
                   REFUSED, ROLE_HEAT_PUMP, S2_FRBC, S_BLOCKED_S, S_DR, S_FAULT, S_OUTPUTS,
                   S_ROLE, S_SG, S_TEMP, Guard, Role, scaled)
 
@@ -62,6 +62,7 @@ class HeatPump(Role):
         self.comp = Guard(board.ticks_ms, self.get(CFG_MIN_ON_S) * 1000,
                           self.get(CFG_MIN_OFF_S) * 1000, bool(self.running_in.value()))
         self.store = None
+        self.why = 0
 
     def bind(self, st, cfg, sch):
         super().bind(st, cfg, sch)
@@ -80,6 +81,9 @@ class HeatPump(Role):
             t1 = now_ms + _MAX_BLOCK_MS
             status, reason = ADAPTED, R_MAX_BLOCK
         self.st["cmd"] = [value, t1]
+        self.control(now_ms)
+        if self.sg != value and self.why:  # held back by a rule: say which, it may come later
+            return ADAPTED, self.why
         return status, reason
 
     def plan(self, kind, amount, body, t0, t1, now_ms):
@@ -162,27 +166,38 @@ class HeatPump(Role):
         return under * 100 // len(vals)
 
     def allowed(self, want, now_ms, running, store):
-        """The state the rules leave of `want`."""
+        """The state the rules leave of `want` (self.why: the rule, when one held it back)."""
+        self.why = 0
+        new = self._allowed(want, now_ms, running, store)
+        if new != want:
+            self.why = self.why or R_STORE
+        return new
+
+    def _allowed(self, want, now_ms, running, store):
         st = self.st
         if want == sg_ready.BLOCKED:
             if store is None or store < _COLD:
                 return sg_ready.NORMAL
             if self.sg != sg_ready.BLOCKED:
                 if running and not self.comp.may(False):
+                    self.why = R_MIN_TIMES
                     return sg_ready.NORMAL  # let it finish its minimum run first
                 freed = st["freed"]
                 if freed is not None and 0 <= now_ms - freed < self.get(CFG_MIN_OFF_S) * 1000:
+                    self.why = R_MIN_TIMES
                     return sg_ready.NORMAL
             since = st["since"] if st["since"] is not None else now_ms
             spent = self._blocked_today(now_ms) + now_ms - since
             day_max = self.get(CFG_MAX_BLOCK_DAY_S) * 1000 - _MARGIN_MS
             if now_ms - since >= _MAX_BLOCK_MS or spent >= day_max:
+                self.why = R_MAX_BLOCK
                 return sg_ready.NORMAL
             return want
         if want in (sg_ready.RECOMMENDED, sg_ready.FORCED):
             if store is None or store >= _HOT:
                 return sg_ready.NORMAL
             if not running and not self.comp.may(True):
+                self.why = R_MIN_TIMES
                 return sg_ready.NORMAL  # would start it too soon after it stopped
         return want
 

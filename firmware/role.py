@@ -39,6 +39,7 @@ R_SENSOR = const(38)  # a sensor failed or reads nonsense: the device runs a saf
 R_ON_OFF_ONLY = const(39)  # a proportional request carried out as all or nothing
 R_SAFE_MODE = const(40)  # repeated failed boots: outputs held safe, commands refused
 R_UNKNOWN_SETTING = const(41)
+R_STORE = const(42)  # a heat pump's store too cold to block or too hot to force
 
 # Roles (capability record key 1) and S2 control types (EN 50491-12-2).
 ROLE_THERMOSTAT = const(1)

@@ -81,7 +81,23 @@ def build_arch(arch: str) -> list[Path]:
     if not main.exists() or main.read_bytes() != (FIRMWARE / "main.py").read_bytes():
         main.write_bytes((FIRMWARE / "main.py").read_bytes())
     outs.append(main)
+    write_manifest(BUILD / "mpy" / arch / "manifest.py", arch)
     return outs
+
+
+def write_manifest(path: Path, arch: str) -> None:
+    """A freeze manifest for the same modules, for a vendor's own MicroPython build
+    (`FROZEN_MANIFEST=.../manifest.py`); boards/<board>/manifest.py adds the pin map."""
+    names = "".join(f'    "{p.name}",\n' for p in firmware_sources())
+    text = (f"# Written by `spot build` ({arch}): freeze what this directory holds into a\n"
+            "# MicroPython port build, code in flash instead of the heap. Include it from\n"
+            "# your board's manifest, with your board.py (see boards/*/manifest.py).\n"
+            'require("umqtt.simple")\n'
+            f'include("{LIB / "spot" / "manifest.py"}")\n'
+            f"for name in (\n{names}):\n"
+            f'    module(name, base_path="{FIRMWARE}")\n')
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
 
 
 def build_variants() -> dict[str, Path]:

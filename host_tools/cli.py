@@ -12,9 +12,15 @@ def _build(args: argparse.Namespace) -> int:
     if args.sync_packages:
         build.sync_package_files()
         print("lib/spot/package.json and manifest.py list the device modules again")
-    archs = [build.TARGETS.get(t, t) for t in args.target] if args.target else None
+    targets = list(args.target) + list(args.targets or [])
+    unknown = [t for t in targets if t not in build.TARGETS and t not in build.ARCHS]
+    if unknown:
+        raise ValueError(f"unknown target {unknown[0]!r}: one of {', '.join(build.TARGETS)} "
+                         f"or an architecture ({', '.join(build.ARCHS)})")
+    archs = sorted({build.TARGETS.get(t, t) for t in targets}) if targets else None
     for arch, outs in build.build_all(archs).items():
-        print(f"{arch:10s} {len(outs)} modules -> {(build.BUILD / 'mpy' / arch).relative_to(build.ROOT)}")
+        where = (build.BUILD / "mpy" / arch).relative_to(build.ROOT)
+        print(f"{arch:10s} {len(outs)} modules -> {where}  (freeze with {where}/manifest.py)")
     return 0
 
 
@@ -25,9 +31,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from host_tools import demo
+    if args.security:
+        from host_tools import demo
 
-    return demo.main()
+        return demo.main()
+    from host_tools import role_demo
+
+    return role_demo.main()
 
 
 def _registry(args: argparse.Namespace):
@@ -124,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="spot", description="Build, measure and demonstrate SPOT end-device firmware.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", help="compile lib/ to .mpy for each board architecture",
-                       description="Compile the device library to .mpy under build/mpy/<arch>/.")
+    p = sub.add_parser("build", help="compile lib/ and firmware/ to .mpy for a board",
+                       description="Compile the device library and firmware to .mpy under "
+                                   "build/mpy/<arch>/, with a manifest.py to freeze the same "
+                                   "modules into a custom MicroPython build.")
     p.add_argument("target", nargs="*",
                    help="board or architecture (unix, esp32, rp2040, esp32c3, rp2350, x64, ...); "
                         "default: all")
+    p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
+                   help="the same, as an option (repeatable)")
     p.add_argument("--sync-packages", action="store_true",
                    help="also rewrite lib/spot/package.json and manifest.py from the sources")
     p.set_defaults(func=_build)
@@ -137,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo against a local Mosquitto")
+    p = sub.add_parser("demo", help="run the end-to-end demo against a local Mosquitto",
+                       description="Three virtual boards (thermostat, smart plug, heat pump) run "
+                                   "the firmware under the MicroPython unix port; a controller "
+                                   "sends prices, demand response and commands while they sleep.")
+    p.add_argument("--security", action="store_true",
+                   help="instead: one device, and the frames an attacker could send it")
     p.set_defaults(func=_demo)
 
     reg_help = "the pairing registry (default $SPOT_REGISTRY or ~/.config/spot/registry.json)"

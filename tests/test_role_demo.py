@@ -1,0 +1,25 @@
+"""`make demo`: three virtual boards, prices, demand response, commands while asleep."""
+from __future__ import annotations
+
+import io
+import subprocess
+
+import pytest
+from rich.console import Console
+
+from host_tools import role_demo
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_demo_answers_every_command_and_leaves_nothing_running() -> None:
+    out = io.StringIO()
+    assert role_demo.run(Console(file=out, width=140)) == 0
+    text = out.getvalue()
+    for role in ("thermostat", "smart plug", "heat pump"):
+        assert f"from {role}: seq" in text  # its ACK reached the controller
+    assert "adapted" in text  # the plug can only switch; the heat pump waits its minimum times
+    assert text.count("capabilities") == 3  # first contact, once each
+    assert "every command answered" in text
+    left = subprocess.run(["pgrep", "-f", "build/mpy/x64/main.py"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""

@@ -510,7 +510,8 @@ class Node:
             out.append(body)
         caps = r.caps()
         # What changes by the minute (power to shed now, the store) is not a change.
-        sig = crc32(repr([(k, caps[k]) for k in sorted(caps) if k != C_SHED_W and k != C_STORE]).encode())
+        sig = crc32(repr([(k, caps[k]) for k in sorted(caps)
+                          if k != C_SHED_W and k != C_STORE]).encode())
         if sig != app.get("cap"):
             caps[messages.K_KIND] = REPORT_CAPS
             out.append(caps)

@@ -232,8 +232,8 @@ class Thermostat(Role):
     def state(self):
         d = self.st.get("dr")
         return {S_ROLE: ROLE_THERMOSTAT, S_TEMP: self.temp, S_TARGET: self.target,
-                S_OUTPUTS: 1 if self.relay.on else 0, S_FAULT: R_SAFE_MODE if self.safe else self.fault,
-                S_DR: d[0] if d else 0}
+                S_OUTPUTS: 1 if self.relay.on else 0, S_DR: d[0] if d else 0,
+                S_FAULT: R_SAFE_MODE if self.safe else self.fault}
 
     def caps(self):
         base = self.get(CFG_SETPOINT)

@@ -40,7 +40,8 @@ ROOM = {"ua": 80.0, "c": 3e6}
 # An 800 l buffer store (3.3 MJ/K), as SG Ready installations that shift load have.
 STORE = {"c_store": 3.3e6}
 # The user's week (thermostat): (seconds into the week, 0.1 C), every day alike.
-_DAY_PROGRAM = ((6 * 3600 + 1800, 210), (8 * 3600 + 1800, 180), (17 * 3600, 210), (22 * 3600 + 1800, 170))
+_DAY_PROGRAM = ((6 * 3600 + 1800, 210), (8 * 3600 + 1800, 180), (17 * 3600, 210),
+                (22 * 3600 + 1800, 170))
 
 
 @dataclass
@@ -256,8 +257,8 @@ def simulate(role: str, seed: int = 1, days: int = 7, prices: bool = True,
                 elif on != relay_on:
                     held = t - relay_since
                     if held < (min_on if relay_on else min_off):
-                        out.violations["relay_min_on" if relay_on else "relay_min_off"] = \
-                            out.violations.get("relay_min_on" if relay_on else "relay_min_off", 0) + 1
+                        k = "relay_min_on" if relay_on else "relay_min_off"
+                        out.violations[k] = out.violations.get(k, 0) + 1
                     relay_on, relay_since = on, t
                 # Colder than the user's band (setpoint -1 C), or heated above it
                 # (+1 C over this step or the next, which a good thermostat heats

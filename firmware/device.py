@@ -6,7 +6,7 @@ main.py starts it. On the unix port (what `make demo` and the tests run):
 
 Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
     {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
-     "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 60, "stdin_stop": true,
+     "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 0, "stdin_stop": true,
      "role": "thermostat", "board": {"seed": 1}, "control_ms": 1000}
 "role" (thermostat, smart_plug, heat_pump; none: the generic node) runs on the
 board that `import board` finds (boards/<name>/board.py on a board;
@@ -16,7 +16,7 @@ its control step runs every "control_ms" between wakes, the radio asleep.
 address, site, groups and cloud address; keys.json with its keys) and the
 device's own state (journal.json, counter.json). Every wake rebuilds the node
 from those files, as a board waking from deep sleep does. "cycles" > 0 stops
-after that many wakes; "run_s" bounds the whole run; with "stdin_stop" the
+after that many wakes; "run_s" bounds the whole run (0: for ever); with "stdin_stop" the
 device also stops when stdin says "stop" or closes.
 
 Output: one JSON object per line on stdout ({"ev": ..., "t": ms since start}),
@@ -232,7 +232,7 @@ def main():
     if cfg.get("stdin_stop"):
         poller = select.poll()
         poller.register(sys.stdin, select.POLLIN)
-    deadline = ticks_add(ticks_ms(), int(float(cfg.get("run_s", 60)) * 1000))
+    run_ms = int(float(cfg.get("run_s", 0)) * 1000)  # 0: for ever, as on a board
     wake_ms = int(cfg.get("wake_ms", 1000))
     limit = int(cfg.get("cycles", 0))
     totals = {}
@@ -249,7 +249,8 @@ def main():
         _wdt[0] = hw.watchdog(int(cfg.get("watchdog_ms", 30000)))
         emit("boot", role=cfg["role"], board=hw.name, cause=boot, safe=_safe[0],
              board_heap=_board_heap)
-    while ticks_diff(deadline, ticks_ms()) > 0:
+    t_start = ticks_ms()
+    while not run_ms or ticks_diff(ticks_ms(), t_start) < run_ms:
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
             node.tick()
@@ -292,7 +293,7 @@ def main():
         # way, wake for the next scheduled occurrence, drift-aware (Node.plan_wake).
         sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
         sleep, radio = node.plan_wake(sleep)
-        left = ticks_diff(deadline, ticks_ms())
+        left = run_ms - ticks_diff(ticks_ms(), t_start) if run_ms else sleep
         if _stdin_says_stop(poller, max(0, min(sleep, left)), node, step):
             why = "stop"
             break

@@ -33,6 +33,7 @@ build: setup
 
 test: build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests/hil --board virtual:rp2040 $(PYTEST_ARGS)
 
 bench: build
 	$(PY) -m host_tools bench

@@ -80,8 +80,9 @@ def emit(ev, **fields):
     print(json.dumps(fields))
 
 
-def load_config():
-    path = sys.argv[1] if len(sys.argv) > 1 else None
+def load_config(path=None):
+    if path is None and len(sys.argv) > 1:
+        path = sys.argv[1]
     if path is None:
         try:
             import os
@@ -222,9 +223,10 @@ def _stdin_says_stop(poller, ms, node=None, step_ms=0):
             node.control()
 
 
-def main():
+def main(config=None):
+    """Run the device; config: a path (else argv[1], $SPOT_CONFIG, config.json)."""
     try:
-        cfg = load_config()
+        cfg = load_config(config)
     except Exception as e:
         emit("summary", why="bad config: %r" % (e,))
         return 2

@@ -83,8 +83,9 @@ class Broker:
     """
 
     def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, bind: str = "127.0.0.1") -> None:
         self.exe = find_mosquitto()
+        self.bind = bind  # 0.0.0.0 for a bench whose real boards reach it over the LAN
         self._may_move = port is None  # until the first start succeeds
         self.port = port or free_port()
         self._own_dir = workdir is None
@@ -99,7 +100,7 @@ class Broker:
 
     def _write_config(self) -> None:
         lines = [
-            f"listener {self.port} 127.0.0.1",
+            f"listener {self.port} {self.bind}",
             "allow_anonymous true",
             "persistence true",
             f"persistence_location {self.dir}/",

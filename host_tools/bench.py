@@ -254,6 +254,13 @@ def role_week_figures(seed: int = 1) -> dict[str, float]:
     return figures
 
 
+def deploy_figures() -> dict[str, float]:
+    """spot deploy to a fresh virtual board, then again with nothing changed."""
+    from host_tools import deploy
+
+    return deploy.measure("esp32", "thermostat")
+
+
 def fleet_figures(quick: bool = False) -> dict[str, float]:
     """Fleet emulation (host_tools/fleet.py): devices whose wakes all fit a 60 s round."""
     from host_tools import fleet
@@ -355,6 +362,7 @@ def main(quick: bool = False) -> int:
     figures.update(role_heap_figures())
     figures.update(role_week_figures())
     figures.update(fleet_figures(quick))
+    figures.update(deploy_figures())
     figures.update(wire_figures())
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

@@ -203,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     ctl_cli.add_parser(sub, reg_help)
     sub.choices["ctl"].set_defaults(func=ctl_cli.run)
 
-    from host_tools import deploy, fleet, flash
+    from host_tools import deploy, emulate, fleet, flash
 
     flash.add_parser(sub)
     deploy.add_parser(sub)
+    emulate.add_parser(sub)
     fleet.add_parser(sub)
 
     p = sub.add_parser("keys", help="list the registry's keys (never their secrets)")

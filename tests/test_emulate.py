@@ -1,0 +1,43 @@
+"""spot emulate: virtual boards that stock mpremote reaches, gone when stopped."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.timeout(120)
+MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+
+def test_emulate_serves_boards_until_sigterm(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "host_tools", "emulate", "--root", str(tmp_path),
+                          "--board", "esp32:thermostat", "--board", "rp2040:smart_plug"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        urls = {}
+        deadline = time.monotonic() + 30
+        while len(urls) < 2 and time.monotonic() < deadline:
+            line = p.stdout.readline()
+            parts = line.split()
+            if len(parts) >= 3 and parts[2].startswith("socket://"):
+                urls[parts[0]] = parts[2]
+        assert set(urls) == {"esp32", "rp2040"}
+        for chip, url in urls.items():
+            out = subprocess.run([MPREMOTE, "connect", url, "exec", "import os; print(os.uname()[0])"],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.stdout.strip() == {"esp32": "esp32", "rp2040": "rp2"}[chip], out
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""  # no interpreter of these boards left running
+    assert (tmp_path / "0-esp32-thermostat").is_dir()

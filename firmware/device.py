@@ -184,6 +184,11 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
+    if cfg.get("wifi"):
+        import net
+
+        if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2):
+            emit("wifi", up=False)
     b = cfg.get("broker", {})
     subs = [topics.topic(node.site, a) for a in node.table.addresses()]
     subs.append(topics.topic(node.site, 0xFFFFFFFF))

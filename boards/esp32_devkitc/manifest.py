@@ -30,6 +30,7 @@ for name in (
     "heat_pump.py",
     "sg_ready.py",
     "modbus_rtu.py",
+    "net.py",
     "ota.py",
 ):
     module(name, base_path="../../firmware")

@@ -31,6 +31,7 @@ for name in (
     "heat_pump.py",
     "sg_ready.py",
     "modbus_rtu.py",
+    "net.py",
 ):
     module(name, base_path="../../firmware")
 

@@ -106,6 +106,12 @@ def _feed():
         _wdt[0].feed()
 
 
+def _step(node):
+    """While something waits (Wi-Fi): the watchdog fed, the role in control."""
+    _feed()
+    node.control()
+
+
 def _count_boot(cfg, healthy=False):
     """Boots since the last healthy wake, on flash; True if that is too many (safe mode)."""
     from spot import storage
@@ -119,10 +125,14 @@ def _count_boot(cfg, healthy=False):
     return n > _SAFE_AFTER
 
 
-def _healthy(cfg):
-    """The first good wake of a boot: the boot counter restarts, and an ESP32 keeps
-    the firmware it runs (an update not yet marked so rolls back at the next reset)."""
+def _healthy(cfg, node):
+    """The first good wake of a boot: the boot counter restarts, safe mode ends, and an
+    ESP32 keeps the firmware it runs (an update not yet marked so rolls back at the next
+    reset)."""
     _count_boot(cfg, healthy=True)
+    _safe[0] = False
+    if node.role is not None:
+        node.role.safe = False
     try:
         import ota
 
@@ -187,7 +197,7 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     if cfg.get("wifi"):
         import net
 
-        if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2):
+        if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2, lambda: _step(node)):
             emit("wifi", up=False)
     b = cfg.get("broker", {})
     subs = [topics.topic(node.site, a) for a in node.table.addresses()]
@@ -197,6 +207,18 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
                     int(b.get("port", 1883)), subs, own, None,
                     budget_ms=int(cfg.get("budget_ms", 5000)))
     link.fault = fault
+    if node.role is not None:  # the role keeps control (an over-current) through the wake
+        step = int(cfg.get("control_ms", 1000))
+        last = [ticks_ms()]
+
+        def idle():
+            _feed()
+            if ticks_diff(ticks_ms(), last[0]) >= step:
+                last[0] = ticks_ms()
+                node.control()
+
+        link.idle = idle
+        link.idle_ms = min(step, 200)
     if cfg.get("availability", bool(cfg.get("role"))):  # Tasmota's habit, for products
         st = topics.status(node.site, node.address)
         link.will = (st, b"lost")
@@ -258,20 +280,20 @@ def main(config=None):
              board_heap=_board_heap)
     t_start = ticks_ms()
     while not run_ms or ticks_diff(ticks_ms(), t_start) < run_ms:
+        if node is not None and node.role is not None:
+            node.journal.commit()  # what the role did since the last wake (energy, blocks)
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
             node.tick()
             emit("quiet_wake", due=len(node.schedule.events))
         else:
-            if node is not None and node.role is not None:
-                node.journal.commit()  # what the role did between wakes (energy, blocks)
             _feed()
             node, res = wake_once(cfg, boot=boot)
             _feed()
             boot = None
             if res.ok and hw is not None and not healthy:
                 healthy = True
-                _healthy(cfg)
+                _healthy(cfg, node)
             cycles += 1
             for k, v in node.summary().items():
                 if isinstance(v, int):

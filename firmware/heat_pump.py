@@ -20,8 +20,9 @@ says so (R_SENSOR).
 """
 try:
     from micropython import const
+    from time import ticks_diff
 except ImportError:
-    from spot._cpython import const
+    from spot._cpython import const, ticks_diff
 
 import sg_ready
 from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_BLOCK_DAY_S, C_MAX_BLOCK_S,
@@ -38,7 +39,7 @@ _UNIT_PERCENT = const(3)
 _NOMINAL_W = const(2500)
 _FLOOR_W = const(4200)
 _MAX_BLOCK_MS = const(7080000)  # 2 h less two minutes: a control step may come late
-_TWO_HOURS_MS = const(7200000)  # the longest block a command may ask for
+_TWO_HOURS_MS = const(7200000)  # the longest block (what a reset may have hidden, at most)
 _DAY_MS = const(86400000)
 _MARGIN_MS = const(120000)
 _AHEAD = const(3)  # forecast steps looked ahead for a peak
@@ -64,6 +65,8 @@ class HeatPump(Role):
                           self.get(CFG_MIN_OFF_S) * 1000, bool(self.running_in.value()))
         self.store = None
         self.why = 0
+        self.blk_t0 = None  # board ticks when the current block began (this boot only)
+        self.freed_t = None  # board ticks when the last block ended
 
     def bind(self, st, cfg, sch):
         super().bind(st, cfg, sch)
@@ -78,7 +81,7 @@ class HeatPump(Role):
             return REFUSED, R_RANGE
         t1 = now_ms + (dur or 3600) * 1000
         status, reason = APPLIED, 0
-        if value == sg_ready.BLOCKED and t1 - now_ms > _TWO_HOURS_MS:
+        if value == sg_ready.BLOCKED and t1 - now_ms > _MAX_BLOCK_MS:
             t1 = now_ms + _MAX_BLOCK_MS
             status, reason = ADAPTED, R_MAX_BLOCK
         self.st["cmd"] = [value, t1]
@@ -102,10 +105,14 @@ class HeatPump(Role):
                 return (ADAPTED, R_POWER_FLOOR) if w < _FLOOR_W else (APPLIED, 0)
         elif kind != 4:
             return REFUSED, R_RANGE
-        if t1 - t0 > _TWO_HOURS_MS:
+        if t1 - t0 > _MAX_BLOCK_MS:
             t1 = t0 + _MAX_BLOCK_MS
             status, reason = ADAPTED, R_MAX_BLOCK
         self.st["dr"] = [kind, 0, 0, t0, t1]
+        if t0 <= now_ms:
+            self.control(now_ms)
+            if self.sg != sg_ready.BLOCKED and self.why:  # held back: say by what
+                return ADAPTED, self.why
         return status, reason
 
     # observation -----------------------------------------------------------------
@@ -183,14 +190,13 @@ class HeatPump(Role):
                 if running and not self.comp.may(False):
                     self.why = R_MIN_TIMES
                     return sg_ready.NORMAL  # let it finish its minimum run first
-                freed = st["freed"]
-                if freed is not None and 0 <= now_ms - freed < self.get(CFG_MIN_OFF_S) * 1000:
+                if self._released_ms(now_ms) < self.get(CFG_MIN_OFF_S) * 1000:
                     self.why = R_MIN_TIMES
                     return sg_ready.NORMAL
-            since = st["since"] if st["since"] is not None else now_ms
-            spent = self._blocked_today(now_ms) + now_ms - since
+            held = self._block_ms()  # by the board's ticks: no clock setting shortens it
+            spent = self._blocked_today(now_ms) + held
             day_max = self.get(CFG_MAX_BLOCK_DAY_S) * 1000 - _MARGIN_MS
-            if now_ms - since >= _MAX_BLOCK_MS or spent >= day_max:
+            if held >= _MAX_BLOCK_MS or spent >= day_max:
                 self.why = R_MAX_BLOCK
                 return sg_ready.NORMAL
             return want
@@ -201,6 +207,28 @@ class HeatPump(Role):
                 self.why = R_MIN_TIMES
                 return sg_ready.NORMAL  # would start it too soon after it stopped
         return want
+
+    def _block_ms(self):
+        """How long the current block has lasted (0 when not blocking)."""
+        if self.sg != sg_ready.BLOCKED or self.blk_t0 is None:
+            return 0
+        return max(0, ticks_diff(self.board.ticks_ms(), self.blk_t0))
+
+    def _released_ms(self, now_ms):
+        """How long since the last block ended (long ago when unknown)."""
+        if self.freed_t is not None:
+            return ticks_diff(self.board.ticks_ms(), self.freed_t)
+        f = self.st["freed"]  # from before a reboot: the true clock, as good as it gets
+        return now_ms - f if f is not None and now_ms >= f else 1 << 29
+
+    def _book(self, now_ms, ms):
+        """Blocked time onto the day's budget, and the release noted."""
+        self._blocked_today(now_ms)
+        self.st["blk"][1] += min(max(0, ms), _TWO_HOURS_MS)
+        self.st["since"] = None
+        self.st["freed"] = now_ms
+        self.freed_t = self.board.ticks_ms()
+        self.blk_t0 = None
 
     def _blocked_today(self, now_ms):
         b = self.st["blk"]
@@ -218,17 +246,23 @@ class HeatPump(Role):
         self.store = store
         if running != self.comp.on:
             self.comp.switched(running)
-        new = self.allowed(self.wanted(now_ms), now_ms, running, store)
+        c.settle()
         st = self.st
+        if self.sg != sg_ready.BLOCKED and st["since"] is not None:
+            self._book(now_ms, now_ms - st["since"])  # a block a reset ended: booked
+        new = self.allowed(self.wanted(now_ms), now_ms, running, store)
+        if self.sg == sg_ready.BLOCKED and self.blk_t0 is None:
+            new = sg_ready.NORMAL  # blocked since we know not when (a reset kept the contacts)
         if new == self.sg:
             return
         if self.sg == sg_ready.BLOCKED:  # a block ends: book it on its day
-            self._blocked_today(now_ms)
-            st["blk"][1] += now_ms - st["since"]
-            st["since"] = None
-            st["freed"] = now_ms
+            since = st["since"]
+            self._book(now_ms, self._block_ms() if self.blk_t0 is not None else
+                       (now_ms - since if since is not None else _TWO_HOURS_MS))
         if new == sg_ready.BLOCKED:
             st["since"] = now_ms
+            self.blk_t0 = self.board.ticks_ms()
+        self.urgent = True  # block bookkeeping on flash before any power cut
         a, b = sg_ready.contacts(new)
         self.sg1.set(a)
         self.sg2.set(b)

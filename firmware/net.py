@@ -12,8 +12,9 @@ except ImportError:
     from spot._cpython import sleep_ms, ticks_diff, ticks_ms
 
 
-def up(cfg, budget_ms=10000):
-    """True when the station is connected (or nothing is asked of it); never raises."""
+def up(cfg, budget_ms=10000, wait=None):
+    """True when the station is connected (or nothing is asked of it); never raises.
+    wait() is called while it waits (the watchdog, the role's control step)."""
     w = cfg.get("wifi")
     if not w:
         return True
@@ -31,6 +32,8 @@ def up(cfg, budget_ms=10000):
         while not sta.isconnected():
             if ticks_diff(ticks_ms(), t0) > budget_ms:
                 return False  # the wake goes on; the link fails and backs off
+            if wait is not None:
+                wait()
             sleep_ms(50)
         return True
     except (OSError, KeyError, TypeError):

@@ -262,9 +262,18 @@ class Node:
         return status, reason
 
     def control(self):
-        """One control step of the role (between wakes too: the radio sleeps, the role not)."""
+        """One control step of the role (between wakes too: the radio sleeps, the role not).
+        Never raises: a role's bug must not take the device down; it is reported."""
         if self.role is not None:
-            self.role.control(self.now_ms())
+            r = self.role
+            try:
+                r.control(self.now_ms())
+                if r.urgent:  # a trip, a block begun or ended: on flash before a power cut
+                    r.urgent = False
+                    self.journal.commit()
+            except Exception as e:  # OSError of a full flash included: control goes on
+                self.errors += 1
+                self.emit("error", stage="control", detail=repr(e))
 
     def _demand_response(self, kind, body):
         name = _DR_NAMES.get(kind)
@@ -341,7 +350,10 @@ class Node:
                 s = body.get(messages.K_SCH_STEPS)
                 if not isinstance(s, Schedule):
                     raise ScheduleError("a weekly program is a schedule object")
-                sch.set_program([[o * 1000, v] for o, v in zip(s.offsets, s.values)])
+                values = list(s.values)
+                if self.role is not None and hasattr(self.role, "program_values"):
+                    values = self.role.program_values(s)  # in its units, within its range
+                sch.set_program([[o * 1000, v] for o, v in zip(s.offsets, values)])
                 sch.week_origin = s.base * 1000
                 app["week"] = sch.week_origin
                 what = "weekly program of %d steps" % len(s.values)

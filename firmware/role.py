@@ -40,6 +40,7 @@ R_ON_OFF_ONLY = const(39)  # a proportional request carried out as all or nothin
 R_SAFE_MODE = const(40)  # repeated failed boots: outputs held safe, commands refused
 R_UNKNOWN_SETTING = const(41)
 R_STORE = const(42)  # a heat pump's store too cold to block or too hot to force
+R_DR_IN_FORCE = const(43)  # held back by a demand-response event in force
 
 # Roles (capability record key 1) and S2 control types (EN 50491-12-2).
 ROLE_THERMOSTAT = const(1)
@@ -177,13 +178,25 @@ class Guard:
         self.min_off = min_off_ms
         self.on = on
         self.since = ticks()
+        self.settled = False  # held longer than any minimum: ticks may wrap, it stays so
+
+    def settle(self):
+        """Call often (every control step): once an output has held its state for
+        its minimum times, that is remembered, so the ticks' wrap (every 12.4 days)
+        can never make a long-held state look new."""
+        if not self.settled:
+            d = ticks_diff(self.ticks(), self.since)
+            if d < 0 or d >= max(self.min_on, self.min_off):
+                self.settled = True
+        return self.settled
 
     def held_ms(self):
-        return ticks_diff(self.ticks(), self.since)
+        return 1 << 29 if self.settle() else ticks_diff(self.ticks(), self.since)
 
     def may(self, on):
         """Whether the output may be switched to `on` now."""
         if on == self.on:
+            self.settle()
             return True
         return self.held_ms() >= (self.min_on if self.on else self.min_off)
 
@@ -191,6 +204,7 @@ class Guard:
         if on != self.on:
             self.on = on
             self.since = self.ticks()
+            self.settled = False
 
 
 class Role:
@@ -204,6 +218,7 @@ class Role:
         self.name = ""
         self.fault = 0
         self.safe = False  # safe mode (device.py): the device's own safe state, no commands
+        self.urgent = False  # state worth a flash write now (the node commits it)
         self.sch = None
         self.bind(st, cfg, None)
 

@@ -24,8 +24,9 @@ except ImportError:
 from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_SHED_S, C_MIN_OFF_S,
                   C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_CAL_I, CFG_CAL_P, CFG_CAL_U,
                   CFG_LIMIT_MA, CFG_MAX_SHED_S, CFG_MIN_OFF_S, CFG_POWER_ON, CFG_TELEMETRY_S,
-                  DEM_PAUSE, DEM_POWER_ADJUST, DEV_RELAY, R_MAX_BLOCK, R_ON_OFF_ONLY,
-                  R_OVERCURRENT, R_RANGE, R_SAFE_MODE, R_SENSOR, REFUSED, ROLE_SMART_PLUG, S2_PEBC,
+                  DEM_PAUSE, DEM_POWER_ADJUST, DEV_RELAY, R_DR_IN_FORCE, R_MAX_BLOCK,
+                  R_MIN_TIMES, R_ON_OFF_ONLY, R_OVERCURRENT, R_RANGE, R_SAFE_MODE, R_SENSOR,
+                  REFUSED, ROLE_SMART_PLUG, S2_PEBC,
                   S_CURRENT_MA, S_DR, S_ENERGY_WH, S_FAULT, S_OUTPUTS, S_POWER_W, S_ROLE, Guard,
                   Role, scaled)
 
@@ -49,8 +50,7 @@ class SmartPlug(Role):
         if power_on:  # the relay's state after a power cut is a setting, nothing else
             p = self.get(CFG_POWER_ON)
             st["want"] = st["want"] if p == 2 else p
-            st["trip"] = 0
-            self.relay.set(False)
+            self.relay.set(False)  # and a trip outlives the cut: only "on" clears it
         self.guard = Guard(board.ticks_ms, 0, self.get(CFG_MIN_OFF_S) * 1000, self.relay.on)
         self.misses = 0
         self.watts = self.milliamps = 0
@@ -71,6 +71,10 @@ class SmartPlug(Role):
         if value:
             self.st["trip"] = 0  # a deliberate "on" resets an over-current trip
         self.control(now_ms, False)  # switch now: the state report shows the result
+        if value and not self.relay.on:  # held back: say by what (it comes when it may)
+            if not self.guard.may(True):
+                return ADAPTED, R_MIN_TIMES
+            return ADAPTED, self.fault or R_DR_IN_FORCE
         return APPLIED, 0
 
     def plan(self, kind, amount, body, t0, t1, now_ms):
@@ -118,6 +122,7 @@ class SmartPlug(Role):
                 st["mws"] = e % _MWS_PER_WH
                 if self.milliamps > self.get(CFG_LIMIT_MA) and self.relay.on:
                     st["trip"] = 1  # open now, within this sample period
+                    self.urgent = True
         on = st["want"] == 1 and not st["trip"] and not self.safe
         self.fault = R_OVERCURRENT if st["trip"] else 0
         if self.misses >= _METER_MISSES:
@@ -126,6 +131,7 @@ class SmartPlug(Role):
         d = self.dr_active(now_ms)
         if d is not None and (d[0] != 2 or self.watts > d[1]):
             on = False
+        self.guard.settle()
         if not on:
             if self.relay.on:
                 self.relay.set(False)  # opening is always allowed: it is the safe side

@@ -112,6 +112,19 @@ class Thermostat(Role):
                     return 5  # a peak is coming: store some heat in the room now
         return 0
 
+    def program_values(self, s):
+        """A weekly program's setpoints in 0.1 C, each within 5..30 C, or ScheduleError."""
+        from spot.objects import Analog
+        from spot.schedule import ScheduleError
+
+        out = []
+        for v in s.values:
+            d = scaled(Analog(v, s.unit, s.scale), _UNIT_C, -1)
+            if d is None or not 50 <= d <= 300:
+                raise ScheduleError("a setpoint that is not 5..30 C")
+            out.append(d)
+        return out
+
     # commands --------------------------------------------------------------------
     def act(self, kind, value, dur, now_ms):
         if kind != DEV_SETPOINT:
@@ -161,12 +174,15 @@ class Thermostat(Role):
     def read(self):
         """A plausible room temperature (0.1 C), or None: then self.fault says why."""
         raw = self.board.temperature("room")
+        prev = self.raw
         ok = raw is not None and -300 < raw * 10 < 500 and raw != 85.0
         if ok:
             t = int(raw * 10 + (0.5 if raw >= 0 else -0.5))
-            if self.temp is not None and abs(t - self.temp) > _JUMP:
+            # A jump between two readings is not a room; the next reading that agrees
+            # with this one is (a room that changed during an outage is taken as it is).
+            if prev is not None and prev != 85.0 and abs(t - prev * 10) > _JUMP:
                 ok = False
-            elif raw == self.raw:
+            elif raw == prev:
                 # Heating that moves nothing: stuck. It stays so until the reading moves.
                 if self.relay.on:
                     self.same += 1

@@ -196,7 +196,7 @@ def simulate(role: str, seed: int = 1, days: int = 7, prices: bool = True,
             offs = [d * 86400 + o for d in range(7) for o, _ in _DAY_PROGRAM]
             vals = [v for _ in range(7) for _, v in _DAY_PROGRAM]
             queue.append(dev.frame(lambda seq, key: m.weekly_program(
-                dev.address, cloud, seq, T0 // 1000, offs, vals, key=key)))
+                dev.address, cloud, seq, T0 // 1000, offs, vals, key=key, unit=4, scale=-1)))
         price_by_hour: dict[int, int] = {}
         next_cmd = T0 + int(rng.expovariate(1 / (3 * H)))
         next_fault = T0 + int(rng.expovariate(1 / (18 * H)))

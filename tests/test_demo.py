@@ -57,11 +57,19 @@ def test_demo_device_counts_what_was_sent() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_demo_command_line_returns_zero() -> None:
-    proc = subprocess.run([sys.executable, "-m", "host_tools", "demo"], cwd=ROOT,
+def test_security_demo_command_line_returns_zero() -> None:
+    proc = subprocess.run([sys.executable, "-m", "host_tools", "demo", "--security"], cwd=ROOT,
                           capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "demo passed" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_make_demo_command_line_runs_the_three_boards() -> None:
+    proc = subprocess.run([sys.executable, "-m", "host_tools", "demo"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "every command answered" in proc.stdout and "virtual:rp2040" in proc.stdout
 
 
 def _node(events: list[tuple[str, dict[str, Any]]], reg: Registry) -> Any:

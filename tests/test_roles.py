@@ -269,3 +269,89 @@ def test_role_week_is_judged_by_the_models_and_the_judge_can_fail(monkeypatch):
     monkeypatch.setattr(role.Guard, "may", lambda self, on: True)  # a role that ignores its limits
     bad = role_sim.simulate("heat_pump", 3, days=2)
     assert bad.violation_count > 0
+
+
+# found in review: each once a defect ---------------------------------------------------
+
+def test_a_week_in_one_state_does_not_freeze_the_minimum_times(tmp_path):
+    """The board's ticks wrap every 12.4 days: a state held 6.5 days must not look new."""
+    dev = device(tmp_path, "thermostat", windows_per_day=0, out_mean=24.0, out_amp=0.0)
+    run(dev, int(6.5 * 24 * H), 300_000)  # a warm week: the heater never needed
+    dev.board.model.out_mean = -10.0
+    run(dev, 24 * H)
+    assert dev.board.model.violations()["frost_min"] == 0
+    assert dev.board.switches()["heat"] > 0
+
+
+def test_a_room_that_changed_during_a_sensor_outage_is_taken_as_it_is(tmp_path):
+    dev = device(tmp_path, "thermostat", windows_per_day=0)
+    run(dev, 6 * H)
+    dev.board.model.fault = "dead"
+    dev.board.model.open_window(3600)
+    run(dev, 8 * H)
+    dev.board.model.fault = None
+    run(dev, 30 * MIN)
+    assert dev.node.role.fault == 0
+    assert abs(dev.node.role.temp - dev.board.model.temp * 10) < 10
+
+
+def test_heat_pump_blocks_survive_a_power_cut_in_the_bookkeeping(tmp_path):
+    dev = device(tmp_path, "heat_pump", store_c=55.0)
+    assert cmd(dev, 4, settings={12: 3 * 3600}) == (0, 0)
+    for _ in range(3):  # 100-minute blocks, each ended by a power cut
+        cmd(dev, 3, 1, 6000)
+        run(dev, 100 * MIN)
+        dev.wake([])
+        for r in ("sg1", "sg2"):
+            dev.board.relay(r).set(False)
+        dev.boot(power_on=True)
+        run(dev, 20 * MIN)
+    v = dev.board.model.violations()
+    assert v["blocked_too_long"] == 0
+    # Booked, not forgotten: the budget (less its margin) was spent, and no more.
+    assert 3 * H - 5 * MIN <= dev.node.role.st["blk"][1] <= 3 * H
+
+
+def test_heat_pump_block_is_timed_by_the_board_not_a_clock_set_back(tmp_path):
+    dev = device(tmp_path, "heat_pump", store_c=55.0)
+    assert cmd(dev, 3, 1, 7200)[0] in (0, 1)
+    run(dev, H)
+    dev.wake([dev.frame(lambda seq, key: m.time_sync(dev.address, dev.reg.cloud, seq,
+                                                     dev.board.now_ms // 1000 - 7200, 0,
+                                                     key=key))])
+    assert dev.node.now_ms() < dev.board.now_ms - H  # the device's clock went back 2 h
+    run(dev, 3 * H)
+    assert dev.board.model.violations()["blocked_too_long"] == 0
+
+
+def test_plug_trip_outlives_a_power_cut(tmp_path):
+    dev = device(tmp_path, "smart_plug", load="kettle")
+    assert cmd(dev, 4, settings={2: 2}) == (0, 0)  # power-on: as before
+    assert cmd(dev, 2, 1) == (0, 0)
+    dev.board.model.short = True
+    run(dev, 5_000, 1000)
+    assert not dev.board.relay("load").on
+    switches = dev.board.switches()["load"]
+    dev.boot(power_on=True)
+    run(dev, 10_000, 1000)
+    assert not dev.board.relay("load").on and dev.board.switches()["load"] == switches
+
+
+def test_acks_say_what_held_a_command_back(tmp_path):
+    plug = device(tmp_path / "p", "smart_plug")
+    assert cmd(plug, 4, settings={10: 600}) == (0, 0)  # 10 min minimum off
+    assert cmd(plug, 2, 1) == (1, 33)  # a boot counts as just switched off
+    run(plug, 11 * MIN, 1000)
+    assert plug.board.relay("load").on  # and it closes when it may
+    assert cmd(plug, 2, 0) == (0, 0)
+    assert cmd(plug, 2, 1) == (1, 33)  # too soon after it opened
+    hp = device(tmp_path / "h", "heat_pump", store_c=32.0)
+    run(hp, 2 * MIN)
+    assert dr(hp, m.DR_SHUT_DOWN, dur=3600) == (1, 42)  # a cold store is not blocked
+    th = device(tmp_path / "t", "thermostat")
+    n = len(th.events)
+    th.wake([th.frame(lambda seq, key: m.weekly_program(  # 215 C: a typo, refused
+        th.address, th.reg.cloud, seq, role_sim.T0 // 1000, [0, 3600], [2150, 200], key=key,
+        unit=4, scale=-1))])
+    assert any(ev == "refused" and "5..30 C" in f["what"] for ev, f in th.events[n:])
+    assert th.node.schedule.program == []

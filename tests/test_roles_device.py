@@ -163,3 +163,52 @@ def test_boot_loop_safe_mode_holds_outputs_safe_until_a_healthy_wake(tmp_path):
                 assert ctl.stats.acks[-1].body[2] == messages.ACK_APPLIED
         finally:
             ctl.close()
+
+
+def test_the_role_keeps_control_through_a_slow_wake(tmp_path):
+    """An over-current during a wake that takes seconds is still cut within a sample."""
+    import time
+
+    from host_tools import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
+
+    import board as vboard
+
+    reg = provision(tmp_path, SITE, DEV)
+    with Broker() as broker:
+        ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
+        ctl.connect()
+        try:
+            fw = fleet_host.firmware()
+            hw = vboard.make("smart_plug", seed=1, clock="wall", load="kettle")
+            cfg = dict(fleet_host.device_config(tmp_path / "fs", broker.port), role="smart_plug",
+                       board_obj=hw, control_ms=200, budget_ms=8000)
+            fw.wake_once(cfg)  # the session
+            ctl.send_command(DEV, COMMANDS["smart_plug"][1](DEV, ctl.address), "relay on")
+            time.sleep(0.2)
+            fw.wake_once(cfg)
+            assert hw.relay("load").on
+            hw.model.short = True
+            node, res = fw.wake_once(cfg, fault=lambda kind, link: time.sleep(0.3))  # a slow link
+            assert res.ms > 2000 and not hw.relay("load").on
+            assert hw.model.violations()["overcurrent_late"] == 0
+        finally:
+            ctl.close()
+
+
+def test_safe_mode_ends_with_the_first_good_wake_of_the_boot(tmp_path):
+    from host_tools import fleet_host, role_sim  # noqa: F401
+
+    import board as vboard
+
+    provision(tmp_path, SITE, DEV)
+    with Broker() as broker:
+        fw = fleet_host.firmware()
+        cfg = dict(fleet_host.device_config(tmp_path / "fs", broker.port), role="smart_plug",
+                   board_obj=vboard.make("smart_plug", seed=1, clock="wall"))
+        fw._safe[0] = True
+        node, res = fw.wake_once(cfg)
+        assert res.ok and node.role.safe
+        fw._healthy(cfg, node)
+        assert not node.role.safe
+        node, _res = fw.wake_once(cfg)
+        assert not node.role.safe  # the next wake of the same boot takes commands again

@@ -55,6 +55,8 @@ class BoundedSocket:
         if left <= 0:
             raise LinkError(110, "wake budget spent")
         self.raw.settimeout(min(left, self.link.op_timeout_ms) / 1000)
+        if self.link.idle is not None:  # slow socket steps too: the role keeps control
+            self.link.idle()
         if self.link.fault:
             self.link.fault("net", self.link)
 
@@ -152,6 +154,10 @@ class MqttLink:
         # (topic, payload), and what a polite close leaves retained on that topic.
         self.will = None
         self.farewell = None
+        # Called while the link waits (at least every idle_ms): a device's role keeps
+        # its control step and watchdog going through a wake.
+        self.idle = None
+        self.idle_ms = 200
         self.suback = None
         self.oversized = 0  # messages too big to be frames: discarded, acknowledged
 
@@ -229,7 +235,8 @@ class MqttLink:
         if done():
             return True
         self.round_trips += 1
-        t0 = ticks_ms()
+        t0 = quiet = ticks_ms()
+        idle = self.idle
         while not done():
             left = self.remaining_ms()
             if patience_ms is not None:
@@ -238,10 +245,15 @@ class MqttLink:
                     return False
             if left <= 0:
                 raise LinkError(110, "wake budget spent waiting for the broker")
-            if not self.poller.poll(min(left, self.op_timeout_ms)):
-                if patience_ms is not None:
+            wait = min(left, self.op_timeout_ms)
+            if idle is not None:
+                idle()
+                wait = min(wait, self.idle_ms)
+            if not self.poller.poll(wait):
+                if patience_ms is not None or ticks_diff(ticks_ms(), quiet) < self.op_timeout_ms:
                     continue
                 raise LinkError(110, "the broker went quiet")
+            quiet = ticks_ms()
             self._packet()
         return True
 

@@ -48,8 +48,10 @@ def test_connects_with_the_configured_credentials():
     _WLAN.log = []
     _WLAN.joins_after = 2
     cfg = {"wifi": {"ssid": "home", "password": "secret"}}
-    assert _with_network(lambda: net.up(cfg, 2000)) is True
+    waited = []
+    assert _with_network(lambda: net.up(cfg, 2000, lambda: waited.append(1))) is True
     assert ("connect", "home", "secret") in _WLAN.log
+    assert len(waited) >= 1  # the watchdog is fed and the role kept in control meanwhile
 
 
 def test_an_access_point_that_never_answers_costs_the_budget_not_the_wake():

@@ -424,3 +424,12 @@ class Board:
             last = now
             if wdt is not None:
                 wdt.feed()
+
+
+def make(name, port, pins, options, role, overrides=None):
+    """A board file's make(): the Board for a role from its pin map; overrides (a device
+    config's "board" entry) replace OPTIONS entries by name."""
+    if overrides:
+        options = dict(options)
+        options.update(overrides)
+    return Board(name, port, pins, role, options)

@@ -63,7 +63,7 @@ UMQTT = BUILD / "deps" / "umqtt" / "simple.py"
 
 def firmware_sources() -> list[Path]:
     """The application modules; main.py stays source (a board boots it by name)."""
-    return sorted(p for p in FIRMWARE.glob("*.py") if p.name != "main.py")
+    return sorted(p for p in FIRMWARE.glob("*.py") if p.name not in ("main.py", "manifest.py"))
 
 
 def build_arch(arch: str) -> list[Path]:
@@ -88,14 +88,11 @@ def build_arch(arch: str) -> list[Path]:
 def write_manifest(path: Path, arch: str) -> None:
     """A freeze manifest for the same modules, for a vendor's own MicroPython build
     (`FROZEN_MANIFEST=.../manifest.py`); boards/<board>/manifest.py adds the pin map."""
-    names = "".join(f'    "{p.name}",\n' for p in firmware_sources())
     text = (f"# Written by `spot build` ({arch}): freeze what this directory holds into a\n"
             "# MicroPython port build, code in flash instead of the heap. Include it from\n"
             "# your board's manifest, with your board.py (see boards/*/manifest.py).\n"
-            'require("umqtt.simple")\n'
-            f'include("{LIB / "spot" / "manifest.py"}")\n'
-            f"for name in (\n{names}):\n"
-            f'    module(name, base_path="{FIRMWARE}")\n')
+            f'include("{FIRMWARE / "manifest.py"}")\n'
+            f'module("ota.py", base_path="{FIRMWARE}")  # ESP32 only: leave out elsewhere\n')
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
 

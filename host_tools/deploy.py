@@ -74,15 +74,7 @@ TARGET_FOR_ARCH = {2: "unix", 4: "rp2040", 5: "rp2350", 6: "rp2350", 7: "rp2350"
 BOARD_FOR_SYSNAME = {"esp32": "esp32_devkitc", "rp2": "rp2040_picow"}
 
 
-class Refused(SystemExit):
-    """A check failed: exit status 2, `message` says what is wrong and what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+from host_tools.refusal import Refused  # noqa: E402 (re-exported: deploy.Refused)
 
 
 # --- what goes on the board ------------------------------------------------------------

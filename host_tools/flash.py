@@ -30,15 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class Refused(SystemExit):
-    """A check failed: exit status 2, `message` says what is wrong and what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
+from host_tools.refusal import Refused  # noqa: E402 (re-exported: deploy.Refused)
 
 
 # --- ESP32 family -----------------------------------------------------------------

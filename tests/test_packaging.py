@@ -26,6 +26,13 @@ def test_freeze_manifest_lists_every_device_module() -> None:
     assert set(re.findall(r'"([a-z_]+\.py)"', text)) == _device_modules()
 
 
+def test_firmware_manifest_lists_every_application_module() -> None:
+    text = (ROOT / "firmware" / "manifest.py").read_text()
+    listed = set(re.findall(r'"([a-z_0-9]+\.py)"', text))
+    # ota.py is the ESP32's own: its board manifest adds it.
+    assert listed == {p.name for p in build.firmware_sources()} - {"ota.py"}
+
+
 def test_device_code_has_no_cpython_only_imports() -> None:
     allowed = {"micropython", "array", "spot", "gc", "sys", "time", "json", "struct", "os",
                "hashlib", "cryptolib", "select", "socket", "umqtt"}

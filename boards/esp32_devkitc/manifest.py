@@ -10,30 +10,12 @@
 # The port's usual frozen modules (asyncio, networking, ...).
 include("$(PORT_DIR)/boards/manifest.py")
 
-# micropython-lib drivers the firmware uses (a second require of one is a no-op).
-require("onewire")
-require("ds18x20")
-require("umqtt.simple")
+# The drivers it needs from micropython-lib, the SPOT library and the device
+# application: one list, in firmware/manifest.py.
+include("../../firmware/manifest.py")
 
-# The SPOT library, through its own manifest: one file list, kept in step with
-# lib/spot by `spot build`, and without the CPython-only files.
-include("../../lib/spot/manifest.py")
-
-# The device application and the shared board drivers.
-for name in (
-    "device.py",
-    "node.py",
-    "hal.py",
-    "role.py",
-    "thermostat.py",
-    "smart_plug.py",
-    "heat_pump.py",
-    "sg_ready.py",
-    "modbus_rtu.py",
-    "net.py",
-    "ota.py",
-):
-    module(name, base_path="../../firmware")
+# The ESP32 updater, with rollback (esp32.Partition).
+module("ota.py", base_path="../../firmware")
 
 # This board's pin map: `import board; board.make("thermostat")`.
 module("board.py")

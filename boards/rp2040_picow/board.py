@@ -59,8 +59,4 @@ def make(role, **options):
     """The board for a role: "thermostat", "smart_plug" or "heat_pump". Keyword
     arguments (a device config's "board" entry) replace OPTIONS entries by name,
     e.g. make("smart_plug", meter={"sample_ms": 4000, "current_level": 1})."""
-    if options:
-        merged = dict(OPTIONS)
-        merged.update(options)
-        return hal.Board(NAME, PORT, PINS, role, merged)
-    return hal.Board(NAME, PORT, PINS, role, OPTIONS)
+    return hal.make(NAME, PORT, PINS, OPTIONS, role, options)

@@ -11,29 +11,9 @@
 # (the generic $(PORT_DIR)/boards/manifest.py would leave the Wi-Fi helpers out).
 include("$(BOARD_DIR)/manifest.py")
 
-# micropython-lib drivers the firmware uses (a second require of one is a no-op).
-require("onewire")
-require("ds18x20")
-require("umqtt.simple")
-
-# The SPOT library, through its own manifest: one file list, kept in step with
-# lib/spot by `spot build`, and without the CPython-only files.
-include("../../lib/spot/manifest.py")
-
-# The device application and the shared board drivers (ota.py is ESP32-only).
-for name in (
-    "device.py",
-    "node.py",
-    "hal.py",
-    "role.py",
-    "thermostat.py",
-    "smart_plug.py",
-    "heat_pump.py",
-    "sg_ready.py",
-    "modbus_rtu.py",
-    "net.py",
-):
-    module(name, base_path="../../firmware")
+# The drivers it needs from micropython-lib, the SPOT library and the device
+# application: one list, in firmware/manifest.py.
+include("../../firmware/manifest.py")
 
 # This board's pin map: `import board; board.make("thermostat")`.
 module("board.py")

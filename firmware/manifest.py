@@ -1,0 +1,19 @@
+# Freeze the device application (MicroPython manifest format): every board's
+# manifest includes this file; the ESP32's adds ota.py. Keep in step with firmware/.
+require("onewire")
+require("ds18x20")
+require("umqtt.simple")
+include("../lib/spot/manifest.py")
+for name in (
+    "device.py",
+    "hal.py",
+    "heat_pump.py",
+    "modbus_rtu.py",
+    "net.py",
+    "node.py",
+    "role.py",
+    "sg_ready.py",
+    "smart_plug.py",
+    "thermostat.py",
+):
+    module(name)

@@ -74,7 +74,7 @@ TARGET_FOR_ARCH = {2: "unix", 4: "rp2040", 5: "rp2350", 6: "rp2350", 7: "rp2350"
 BOARD_FOR_SYSNAME = {"esp32": "esp32_devkitc", "rp2": "rp2040_picow"}
 
 
-from host_tools.refusal import Refused  # noqa: E402 (re-exported: deploy.Refused)
+from host_tools.refusal import Refused  # noqa: E402 (callers also use it from here)
 
 
 # --- what goes on the board ------------------------------------------------------------

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from host_tools.refusal import Refused  # noqa: E402 (re-exported: deploy.Refused)
+from host_tools.refusal import Refused  # noqa: E402 (callers also use it from here)
 
 
 # --- ESP32 family -----------------------------------------------------------------

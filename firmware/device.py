@@ -189,6 +189,7 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     t0 = ticks_ms()
     _collect()  # the last wake's garbage goes before this one's state is loaded
     node = make_node(cfg, boot in ("power_on", "hard"))
+    node.control()  # readings before anything is reported
     if boot is not None:
         node.reset_cause = _RESETS.index(boot) if boot in _RESETS else 0
     _collect()  # and the loading's (JSON text, temporary lists) before the radio

@@ -1,10 +1,13 @@
 """The fleet demo (`make demo`): three virtual boards, a controller, a private broker.
 
 A thermostat on a virtual ESP32, a smart plug on a virtual Pico W (RP2040) and a
-heat-pump adapter on a virtual ESP32 each run the built firmware (build/mpy/x64,
-main.py) under the MicroPython unix port, on a virtual board whose peripheral
-models follow the physics (build/virtual). They sleep between wakes, their
-radios off, their roles still in control. The controller (paho-mqtt, the cloud):
+heat-pump adapter on a virtual ESP32: each board is the MicroPython unix port
+behind a REPL endpoint (host_tools/virtual_board.py), provisioned, given the
+built firmware with `spot deploy` and reset, as a real board would be; the
+firmware runs from its main.py on the board's peripheral models (a room, a
+fridge behind the plug, a heat pump with its store) and the demo reads its serial console. The
+boards sleep between wakes, their radios off, their roles still in control.
+The controller (paho-mqtt, the cloud):
   1. a 24 h price forecast, retained under the site's group key;
   2. "reduce 20 % for 2 h" to all three: each carries it out its own way and
      says so in its ACK (the plug can only switch: adapted);
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import subprocess
 import sys
 import tempfile
 import threading
@@ -59,7 +61,8 @@ ROLE_NAMES = {1: "thermostat", 2: "smart plug", 3: "heat pump"}
 SG_NAMES = {1: "blocked", 2: "normal", 3: "recommended", 4: "forced"}
 REASONS = {0: "", 32: "out of range", 33: "minimum times", 34: "frost protection",
            35: "longest shed", 36: "4.2 kW floor", 37: "over-current", 38: "sensor",
-           39: "on/off only", 40: "safe mode", 41: "unknown setting"}
+           39: "on/off only", 40: "safe mode", 41: "unknown setting", 42: "store temperature",
+           43: "demand response in force"}
 
 
 def _state_text(b: dict[int, Any]) -> str:
@@ -84,7 +87,9 @@ class DeviceRun:
     role: str
     chip: str
     wake_ms: int
-    proc: subprocess.Popen | None = None
+    server: Any = None  # the VirtualBoardServer
+    console: Any = None  # our connection to its serial port
+    deployed: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     awake_at: list[float] = field(default_factory=list)
@@ -110,34 +115,58 @@ class Demo:
                 return
             colour = {"sent": "cyan", "queued": "yellow", "delivered": "white", "applied": "green",
                       "adapted": "yellow", "refused": "red", "ack": "green",
-                      "report": "magenta", "boot": "blue"}.get(what.split()[0], "white")
+                      "report": "magenta", "boot": "blue", "deployed": "blue"}.get(what.split()[0], "white")
             self.console.print(f"{t:6.2f}s  [bold]{who:<12}[/] [{colour}]{what:<14}[/] {detail}")
 
     # devices ---------------------------------------------------------------------------
     def start(self, d: DeviceRun, tmp: Path, port: int) -> None:
-        cfg = {"dir": str(tmp / f"{d.address:08x}"), "broker": {"host": "127.0.0.1", "port": port},
-               "role": d.role, "board": {"chip": d.chip, "clock": "wall", "seed": d.address},
-               "wake_ms": d.wake_ms, "control_ms": 500, "run_s": RUN_S, "stdin_stop": True}
-        path = tmp / f"{d.address:08x}.json"
-        path.write_text(json.dumps(cfg))
-        image = BUILD / "mpy" / "x64"
-        env = dict(os.environ, MICROPYPATH=os.pathsep.join(
-            [".frozen", str(image), str(BUILD / "virtual")]))
-        from host_tools.demo import micropython
+        """A virtual board: deployed (its own flash directory), then reset to run."""
+        from host_tools import deploy
+        from host_tools.virtual_board import VirtualBoardServer
 
-        d.proc = subprocess.Popen([str(micropython()), str(image / "main.py"), str(path)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
+        d.server = VirtualBoardServer(d.chip, d.role, tmp / f"flash-{d.address:08x}",
+                                      seed=d.address).start()
+        virtual = ROOT / "boards" / "virtual"
+        d.deployed = deploy.deploy(
+            d.server.url, target="unix", role=d.role, device_dir=tmp / f"{d.address:08x}",
+            board_files=[virtual / "board.py", virtual / "models.py"],
+            broker=f"127.0.0.1:{port}", wake_ms=d.wake_ms, show=False,
+            board_options={"chip": d.chip, "clock": "wall", "seed": d.address},
+            settings={"control_ms": 500, "run_s": 0})
+
+    def boot(self, d: DeviceRun) -> None:
+        """Listen on the board's serial port, then press its reset button."""
+        import socket
+
+        host, _, port = d.server.url.removeprefix("socket://").rpartition(":")
+        d.console = socket.create_connection((host, int(port)), timeout=5)
         threading.Thread(target=self._read, args=(d,), daemon=True).start()
+        d.server.reset()
+
+    def _lines(self, d: DeviceRun):
+        buf = b""
+        while True:
+            try:
+                chunk = d.console.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace").strip()
 
     def _read(self, d: DeviceRun) -> None:
-        assert d.proc and d.proc.stdout
         who = d.role.replace("_", " ")
-        for line in d.proc.stdout:
+        for line in self._lines(d):
+            if not line.startswith("{"):
+                continue  # the board's banner, its prompt
             try:
                 e = json.loads(line)
             except ValueError:
-                self.note(who, "output", line.strip()[:100])
                 continue
             with self.lock:
                 d.events.append(e)
@@ -153,25 +182,15 @@ class Demo:
                 self.note(who, status, what + (f" ({why})" if why else ""))
             elif ev == "cycle":
                 d.awake_at.append(time.monotonic() - self.t0)
-            elif ev == "summary":
-                d.summary = e
+                d.summary["cycles"] = d.summary.get("cycles", 0) + 1
+                d.summary["bytes_out"] = d.summary.get("bytes_out", 0) + e.get("bytes_out", 0)
 
     def stop(self) -> None:
         for d in self.devices:
-            if d.proc and d.proc.poll() is None:
-                try:
-                    assert d.proc.stdin
-                    d.proc.stdin.write("stop\n")
-                    d.proc.stdin.flush()
-                except (BrokenPipeError, OSError):
-                    pass
-        for d in self.devices:
-            if d.proc:
-                try:
-                    d.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    d.proc.kill()
-                    d.proc.wait()
+            if d.console is not None:
+                d.console.close()
+            if d.server is not None:
+                d.server.stop()  # the board's interpreter goes with it
 
     # the controller ----------------------------------------------------------------
     def uplink(self, up: Uplink) -> None:
@@ -222,9 +241,21 @@ def run(console: Console | None = None) -> int:
         ctl.connect()
         stack.callback(ctl.close)
         stack.callback(demo.stop)
+        starts = [threading.Thread(target=demo.start, args=(d, tmp, broker.port))
+                  for d in demo.devices]
+        for t in starts:
+            t.start()
+        for t in starts:
+            t.join()
         for d in demo.devices:
-            demo.start(d, tmp, broker.port)
-        if not _wait(lambda: all(d.awake_at for d in demo.devices), 15, demo):
+            if not d.deployed:
+                console.print(f"[red]spot deploy to the {d.role} failed[/]")
+                return 1
+            demo.note(d.role.replace("_", " "), "deployed",
+                      f"{d.deployed['copied']} files, {d.deployed['bytes']:,} bytes to "
+                      f"{d.server.url} in {d.deployed['seconds']:.1f} s")
+            demo.boot(d)
+        if not _wait(lambda: all(d.awake_at for d in demo.devices), 20, demo):
             console.print("[red]the devices did not wake[/]")
             return 1
         # 1. the day's prices, retained for whoever wakes next
@@ -257,8 +288,8 @@ def run(console: Console | None = None) -> int:
         demo.note("controller", "sent", "relay on -> smart plug (asleep)")
         ok = _wait(lambda: not ctl.pending, 20, demo)
         time.sleep(0.5)
+        demo.flush()
         demo.stop()
-        _wait(lambda: all(d.summary for d in demo.devices), 5, demo)
         table = Table(title="summary")
         for col in ("device", "board", "wakes", "commands", "applied", "adapted", "reports",
                     "bytes out", "last state"):
@@ -278,9 +309,9 @@ def run(console: Console | None = None) -> int:
                           _state_text(states[-1]) if states else "-")
         console.print(table)
         left = [p.label for p in ctl.pending.values()]
-        codes = [d.proc.returncode if d.proc else None for d in demo.devices]
-        if not ok or left or any(c != 0 for c in codes):
-            console.print(f"[red]unanswered: {left}; device exit codes {codes}[/]")
+        errors = [e for d in demo.devices for e in d.events if e.get("ev") == "error"]
+        if not ok or left or errors:
+            console.print(f"[red]unanswered: {left}; device errors: {errors}[/]")
             return 1
         console.print(f"[green]every command answered; {time.monotonic() - demo.t0:.1f} s[/]")
         return 0

@@ -21,5 +21,6 @@ def test_demo_answers_every_command_and_leaves_nothing_running() -> None:
     assert "adapted" in text  # the plug can only switch; the heat pump waits its minimum times
     assert text.count("capabilities") == 3  # first contact, once each
     assert "every command answered" in text
-    left = subprocess.run(["pgrep", "-f", "build/mpy/x64/main.py"], capture_output=True, text=True)
-    assert left.stdout.strip() == ""
+    assert "deployed" in text  # each board got the firmware through spot deploy
+    left = subprocess.run(["pgrep", "-f", "spot-demo-"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""  # no board's interpreter left running

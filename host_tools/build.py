@@ -91,8 +91,9 @@ def write_manifest(path: Path, arch: str) -> None:
     text = (f"# Written by `spot build` ({arch}): freeze what this directory holds into a\n"
             "# MicroPython port build, code in flash instead of the heap. Include it from\n"
             "# your board's manifest, with your board.py (see boards/*/manifest.py).\n"
-            f'include("{FIRMWARE / "manifest.py"}")\n'
-            f'module("ota.py", base_path="{FIRMWARE}")  # ESP32 only: leave out elsewhere\n')
+            f'include("{FIRMWARE / "manifest.py"}")\n')
+    if arch in ("xtensawin", "rv32imc"):  # the ESP32 family: updates with rollback
+        text += f'module("ota.py", base_path="{FIRMWARE}")\n'
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
 

@@ -39,8 +39,12 @@ def add_parser(sub: Any) -> None:
 
 
 def start(specs: list[str], root: Path, pty: bool = False, port: int = 0) -> list[Any]:
+    """Start a board per CHIP:ROLE; one line (Refused, exit 2) for anything wrong."""
+    from host_tools.refusal import Refused
     from host_tools.virtual_board import VirtualBoardServer
 
+    if port and not 1024 <= port <= 65535 - len(specs):
+        raise Refused(f"--port {port} is not a free TCP port number (1024..65535)")
     servers = []
     try:
         for n, spec in enumerate(specs):
@@ -49,6 +53,11 @@ def start(specs: list[str], root: Path, pty: bool = False, port: int = 0) -> lis
                 raise ValueError(f"--board {spec!r}: give CHIP:ROLE, e.g. esp32:thermostat")
             servers.append(VirtualBoardServer(chip, role, root / f"{n}-{chip}-{role}",
                                               port=port + n if port else 0, pty=pty).start())
+    except (OSError, RuntimeError) as e:
+        for s in servers:
+            s.stop()
+        raise Refused(f"cannot start the virtual boards: {e}; pick another --port or --root") \
+            from e
     except BaseException:
         for s in servers:
             s.stop()
@@ -60,7 +69,13 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    servers = start(list(args.board or DEFAULT), args.root, args.pty, args.port)
+    from host_tools.refusal import Refused
+
+    try:
+        servers = start(list(args.board or DEFAULT), args.root, args.pty, args.port)
+    except Refused as e:
+        print(f"spot emulate: {e.message}", file=sys.stderr)
+        raise
     t = Table(title="virtual boards (Ctrl-C stops them)")
     for col in ("board", "role", "mpremote connect", "pty", "flash"):
         t.add_column(col)

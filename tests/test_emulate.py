@@ -41,3 +41,26 @@ def test_emulate_serves_boards_until_sigterm(tmp_path):
     left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert left.stdout.strip() == ""  # no interpreter of these boards left running
     assert (tmp_path / "0-esp32-thermostat").is_dir()
+
+
+def test_emulate_refuses_a_bad_port_or_root_in_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for args in (["--port", "70000"], ["--root", str(afile)]):
+        p = subprocess.run([sys.executable, "-m", "host_tools", "emulate", "--board",
+                            "esp32:thermostat", *args], capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        assert p.returncode == 2, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("spot emulate: "), p.stderr
+
+
+def test_build_writes_a_freeze_manifest_per_architecture():
+    from host_tools import build
+
+    build.build_arch("armv6m")
+    build.build_arch("xtensawin")
+    rp2 = (build.BUILD / "mpy" / "armv6m" / "manifest.py").read_text()
+    esp = (build.BUILD / "mpy" / "xtensawin" / "manifest.py").read_text()
+    assert "firmware/manifest.py" in rp2 and "ota.py" not in rp2
+    assert "ota.py" in esp

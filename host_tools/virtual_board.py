@@ -31,6 +31,11 @@ ends that exec ("\\x04\\x04") so mpremote returns instead of hanging; while asle
 the board hears nothing. The pty is the fast endpoint: mpremote polls a socket
 every 10 ms and pyserial sleeps 0.3 s when it closes one; `mpremote repl` needs
 the pty (its console selects on a file descriptor a socket:// port lacks).
+Output nobody reads on the pty is lost, as a board's on a USB port nobody has open:
+past what the kernel buffers (pyserial flushes that when it opens the port), it is
+dropped once the pty has taken nothing for half a second (MicroPython's USB CDC TX
+timeout), so a pty client never gets what was printed before it came (another
+client's raw-REPL session, say). A reader that reads gets all of it.
 Debug trace of the line and the boots on stderr: VBOARD_DEBUG=1.
 
 Python API:  with VirtualBoardServer("esp32", "thermostat", root, pty=True) as vb:
@@ -101,7 +106,10 @@ ROLES = ("thermostat", "smart_plug", "heat_pump")
 _RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 _PS1, _PS2 = b">>> ", b"... "
 _PASTE_WINDOW = 1024  # raw-paste flow-control window (bytes); the host may send 2 at once
-_PTY_QUEUE_MAX = 1 << 18  # output held for a pty nobody reads; the oldest goes first
+_PTY_QUEUE_MAX = 1 << 18  # output held for a pty reader that lags behind; the oldest goes first
+# s: a pty that takes no output for this long has no reader; what it was owed is lost, and so is
+# what follows until someone reads again (a board's USB CDC TX timeout, 500 ms in MicroPython)
+_PTY_STALL = 0.5
 _OUT = (3, 7)  # Pin.OUT, Pin.OPEN_DRAIN (machine_board's numbers)
 _SIGINT_GAP = 0.2  # s: Ctrl-Cs closer than this are one interrupt (one KeyboardInterrupt)
 _NO_REPLY = object()
@@ -552,6 +560,8 @@ class VirtualBoardServer:
         self._pty_slave: int | None = None
         self._pty_q = bytearray()
         self._pty_events = selectors.EVENT_READ
+        self._pty_stall_at: float | None = None  # output waits for the pty: no reader if still at
+        self._pty_deaf = False  # the pty has no reader: what the kernel does not take is dropped
         self._wake_r = self._wake_w = -1
         # the interpreter of this boot
         self._proc: subprocess.Popen | None = None
@@ -734,7 +744,7 @@ class VirtualBoardServer:
             self._sel = None
 
     def _timeout(self) -> float | None:
-        due = [t for t in (self._wake_at, self._wdt_due) if t is not None]
+        due = [t for t in (self._wake_at, self._wdt_due, self._pty_stall_at) if t is not None]
         if not due:
             return None
         return max(0.0, min(due) - time.monotonic())
@@ -746,6 +756,11 @@ class VirtualBoardServer:
             self._boot(DEEPSLEEP_RESET)
         if self._wdt_due is not None and now >= self._wdt_due and self._power == "on":
             self._hard_reset(WDT_RESET)
+        if self._pty_stall_at is not None and now >= self._pty_stall_at:
+            self._pty_stall_at = None
+            if self._pty_master is not None:
+                self._pty_deaf = True  # nobody took any output for _PTY_STALL
+                self._flush_pty()
 
     # ------------------------------------------------------------- endpoints
     def _on_accept(self, _ev: int) -> None:
@@ -807,6 +822,7 @@ class VirtualBoardServer:
 
     def _flush_pty(self) -> None:
         q = self._pty_q
+        moved = False
         while q:
             try:
                 n = os.write(self._pty_master, q[:65536])
@@ -816,6 +832,15 @@ class VirtualBoardServer:
                 q.clear()
                 break
             del q[:n]
+            moved = moved or n > 0
+        if moved:  # the kernel had room again: someone reads the pty (or opened and flushed it)
+            self._pty_deaf = False
+        if not q:
+            self._pty_stall_at = None
+        elif self._pty_deaf:
+            q.clear()  # no reader: lost, as a board's output on a USB port nobody has open
+        elif moved or self._pty_stall_at is None:
+            self._pty_stall_at = time.monotonic() + _PTY_STALL
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if q else 0)
         if events != self._pty_events:
             self._pty_events = events

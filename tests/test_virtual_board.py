@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +26,8 @@ import pytest
 
 from conftest import ROOT
 
-from host_tools.virtual_board import (DEEPSLEEP_RESET, HARD_RESET, SOFT_RESET, WDT_RESET,
-                                      VirtualBoardServer)
+from host_tools.virtual_board import (_PTY_STALL, DEEPSLEEP_RESET, HARD_RESET, SOFT_RESET,
+                                      WDT_RESET, VirtualBoardServer)
 
 MPREMOTE = Path(sys.executable).parent / "mpremote"
 pytestmark = pytest.mark.skipif(not MPREMOTE.exists(), reason="mpremote is not installed")
@@ -124,6 +127,66 @@ def test_fs_copy_in_and_out_list_cat_hash_mkdir_rm(board, tmp_path):
     assert not (flash / "data.bin").exists() and not (flash / "sub").exists()
     out = mp(board.url, "df")
     assert "2097152" in out  # the ESP32 image's 2 MB filesystem, not the host's disk
+
+
+def _open_pty(path: str) -> int:
+    """Open the board's pty as pyserial does: the input the kernel holds is flushed."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    termios.tcflush(fd, termios.TCIFLUSH)
+    return fd
+
+
+def _read_for(fd: int, seconds: float) -> bytes:
+    out = bytearray()
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            out += os.read(fd, 65536)
+    return bytes(out)
+
+
+@pytest.mark.timeout(60)
+def test_pty_output_nobody_reads_is_lost_as_on_a_board(board):
+    """What the board printed while no one read the pty (here another client's 250 KB raw-REPL
+    session over TCP) is gone, as a board's USB output is: the next pty client gets only
+    fresh bytes, and mpremote does not wade through the old ones."""
+    out = mp(board.url, "exec", "for i in range(2500): print('y' * 99)")
+    assert out.splitlines() == ["y" * 99] * 2500
+    time.sleep(_PTY_STALL + 0.2)  # mpremote's own exit takes longer; made sure of here
+    fd = _open_pty(board.pty_path)
+    try:
+        stale = _read_for(fd, 0.5)
+    finally:
+        os.close(fd)
+    assert len(stale) <= 4096, f"{len(stale)} stale bytes reach a new pty client: {stale[:60]!r}"
+
+    t0 = time.monotonic()
+    assert mp(board.pty_path, "exec", "print(1)") == "1\n"
+    took = time.monotonic() - t0
+    assert took < 2.5, f"mpremote over the pty took {took:.1f} s"
+
+
+@pytest.mark.timeout(60)
+def test_a_pty_reader_that_lags_still_gets_all_the_output(board):
+    """Output while a client reads the pty arrives in full, even when it reads late and
+    slowly: ~200 KB, far more than the kernel buffers for a pty."""
+    n = 2000
+    assert board.wait_idle()
+    fd = _open_pty(board.pty_path)
+    buf = bytearray()
+    try:
+        os.write(fd, b"for i in range(%d): print('%%04d' %% i + 'z' * 95)\r\r" % n)
+        time.sleep(_PTY_STALL / 2)  # not reading for a while: the output waits
+        last = b"%04d" % (n - 1) + b"z" * 95 + b"\r\n>>> "
+        end = time.monotonic() + 20
+        while last not in buf and time.monotonic() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                buf += os.read(fd, 4096)
+                time.sleep(0.001)  # a slow reader
+    finally:
+        os.close(fd)
+    got = [int(i) for i in re.findall(rb"(\d{4})z{95}\r\n", buf)]
+    assert got == list(range(n)), f"{len(got)} of {n} lines: {bytes(buf[:200])!r}"
 
 
 @pytest.mark.timeout(60)

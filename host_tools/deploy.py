@@ -6,7 +6,8 @@
 Everything goes through stock mpremote (`python -m mpremote`), so --port is whatever
 its `connect` takes: a serial port, a pty, socket://HOST:PORT. One `exec` asks the
 board for its .mpy version and architecture, what it is (os.uname), its free space,
-the device it already is, and the sha256 of every file this deploy would write.
+whether it can write its filesystem (a probe file made and removed), the device it
+already is, and the sha256 of every file this deploy would write.
 Only when every check passes does a second mpremote run (its commands chained with
 `+`) create the folders and write the files that differ. A refused deploy leaves
 the board as it was.
@@ -15,7 +16,10 @@ Files travel as base64 in `exec` commands of up to 4 KB each, not through `fs cp
 (which sends 256 bytes per raw-REPL round trip: 30 s instead of 2 s for the whole
 tree on a virtual board). Each file lands as NAME.new, is hashed on the board and
 only then renamed over NAME: an interrupted or damaged copy never replaces a good
-file, and the next deploy sends what is still missing.
+file, and the next deploy sends what is still missing. A NAME.py that would hide
+NAME.mpy is removed only once NAME.mpy is in place (an old device's journal.json
+once the new identity and keys are). A board that stops answering mid-copy is given
+up on at a deadline, not waited for.
 
 On the board (paths relative to the working directory: "/" on a board, the root
 folder of a virtual board), the build tree's layout as is:
@@ -37,15 +41,19 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import hashlib
 import json
 import math
+import queue
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +196,19 @@ try:
 except Exception:
  print('spot:vfs')
 try:
+ f=open(W,'w')
+ try:
+  f.write('x')
+ finally:
+  try:
+   f.close()
+  except OSError:
+   pass
+  os.remove(W)
+ print('spot:rw')
+except OSError as e:
+ print('spot:rw',e.args[0] if e.args and isinstance(e.args[0],int) else -1)
+try:
  import json
  f=open('identity.json')
  print('spot:id',int(json.load(f)['address']))
@@ -225,6 +246,7 @@ class BoardState:
     address: int | None = None  # the device its identity.json says
     files: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (size, sha256)
     shadows: list[str] = field(default_factory=list)  # .py files that would hide our .mpy
+    write_errno: int | None = None  # creating a file in its working folder failed with this
 
 
 def mpremote(port: str, *args: str) -> list[str]:
@@ -244,6 +266,26 @@ def _mpremote_error(output: str) -> str:
     return last.replace(" (it may be in use by another program)", "").rstrip(".")
 
 
+# Created and removed by the query: can the board write its working folder at all?
+PROBE = "_spot_probe.tmp"
+# MicroPython's errno numbers are Linux's (py/mperrno.h); these mean "not writable".
+_READ_ONLY = {errno.EROFS: "EROFS", errno.EACCES: "EACCES", errno.EPERM: "EPERM"}
+
+
+def check_writable(write_errno: int | None) -> None:
+    """Refuse if the query's probe file could not be created (a full board is left
+    to the space check)."""
+    if write_errno is None or write_errno == errno.ENOSPC:
+        return
+    name = errno.errorcode.get(write_errno, f"errno {write_errno}")
+    if write_errno in _READ_ONLY:
+        raise Refused(f"the board's filesystem is read-only (creating a file in its working "
+                      f"folder fails with {name}); check its boot.py does not mount it read-only "
+                      f"and no computer holds it as a USB drive, then deploy again")
+    raise Refused(f"the board cannot create a file in its working folder ({name}); check its "
+                  f"filesystem (`mpremote df`), then deploy again")
+
+
 def _no_answer(port: str, why: str) -> Refused:
     return Refused(f"the board on {port} does not answer ({why}); check the port, close any "
                    f"other program using it, and press reset if a program holds the REPL")
@@ -251,7 +293,7 @@ def _no_answer(port: str, why: str) -> Refused:
 
 def query_board(port: str, paths: list[str], shadows: list[str], timeout: float = 60) -> BoardState:
     """One mpremote exec: the board's .mpy ABI, kind, free space, identity and file hashes."""
-    script = f"P={paths!r}\nQ={shadows!r}\n" + _QUERY
+    script = f"P={paths!r}\nQ={shadows!r}\nW={PROBE!r}\n" + _QUERY
     try:
         res = subprocess.run(mpremote(port, "exec", script), capture_output=True, text=True,
                              errors="replace", timeout=timeout)
@@ -277,6 +319,8 @@ def query_board(port: str, paths: list[str], shadows: list[str], timeout: float 
             state.files[rest[0]] = (int(rest[1]), rest[2])
         elif kind == "spot:py" and rest:
             state.shadows.append(rest[0])
+        elif kind == "spot:rw" and rest:
+            state.write_errno = int(rest[0])
     if res.returncode or not seen:
         raise _no_answer(port, _mpremote_error(res.stdout + "\n" + res.stderr))
     return state
@@ -396,6 +440,8 @@ def plan(files: list[LocalFile], board: BoardState, device_address: int | None,
             kept.append(f.remote)  # the device changed it (pairing, rotation): its copy is newer
             continue
         copy.append(f)
+    if copy or remove:
+        check_writable(board.write_errno)
     need = check_space(board.vfs, [(f.size, board.files.get(f.remote, (0, ""))[0]) for f in copy])
     dirs = sorted({"/".join(f.remote.split("/")[:i]) for f in copy
                    for i in range(1, f.remote.count("/") + 1)})
@@ -414,7 +460,7 @@ for d in D:
   os.mkdir(d)
  except OSError:
   pass
-for p in R:
+def _r(p):
  try:
   os.remove(p)
  except OSError:
@@ -447,9 +493,27 @@ def _f(p,h):
 """
 
 
+def removal_points(p: Plan) -> dict[str | None, list[str]]:
+    """When each of p.remove goes: after the file that replaces it has landed (a shadow
+    X.py after X.mpy, an old device's journal.json after its identity and keys), so a
+    copy that fails first leaves it there; None: after every file is in place."""
+    copying = [f.remote for f in p.copy]
+    after: dict[str | None, list[str]] = {}
+    for name in p.remove:
+        if name.endswith(".py") and name[:-3] + ".mpy" in copying:
+            key: str | None = name[:-3] + ".mpy"
+        elif name == "journal.json" and any(r in DEVICE_FILES for r in copying):
+            key = [r for r in copying if r in DEVICE_FILES][-1]
+        else:
+            key = None
+        after.setdefault(key, []).append(name)
+    return after
+
+
 def write_scripts(p: Plan) -> list[str]:
     """The exec scripts of one copy run: the writer, then up to CHUNK bytes per script."""
-    scripts = [f"D={p.dirs!r}\nR={p.remove!r}\n" + _WRITER]
+    scripts = [f"D={p.dirs!r}\n" + _WRITER]
+    after = removal_points(p)
     calls: list[str] = []
     budget = 0
     for f in p.copy:
@@ -463,6 +527,8 @@ def write_scripts(p: Plan) -> list[str]:
             calls.append(f"_w({f.remote!r},{mode!r},{base64.b64encode(piece).decode()!r})")
             budget += len(piece)
         calls.append(f"_f({f.remote!r},{f.sha256!r})")
+        calls += [f"_r({name!r})" for name in after.get(f.remote, ())]
+    calls += [f"_r({name!r})" for name in after.get(None, ())]
     if calls:
         scripts.append("\n".join(calls))
     return scripts
@@ -488,28 +554,78 @@ def run_copy(port: str, p: Plan, reset: bool, console, show: bool, timeout: floa
     progress = Progress(TextColumn("[bold]deploy[/] {task.description:<22}"), BarColumn(),
                         DownloadColumn(), TimeRemainingColumn(), console=console,
                         disable=not show)
-    timed_out = False
     with progress:
         task = progress.add_task("", total=total)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", bufsize=1)
-        assert proc.stdout is not None
-        try:
-            for line in proc.stdout:
-                lines.append(line)
-                parts = line.split()
-                if len(parts) == 3 and parts[0] == "spot:w":
-                    progress.update(task, advance=int(parts[2]), description=parts[1])
-            rc = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc, timed_out = proc.wait(), True
+
+        def seen(line: str) -> None:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "spot:w":
+                progress.update(task, advance=int(parts[2]), description=parts[1])
+
+        rc, lines, timed_out = follow(cmd, timeout, seen)
         if rc == 0:
             progress.update(task, completed=total, description=f"{len(p.copy)} files")
+    if timed_out:
+        raise Refused(f"the board on {port} stopped answering during the copy (nothing more "
+                      f"within {timeout:g} s); what was not yet copied is as it was: run the "
+                      f"deploy again when it answers")
     if rc:
-        why = f"no answer within {timeout:g} s" if timed_out else _mpremote_error("".join(lines))
+        if rc < 0:
+            why = f"mpremote was killed by {_signal_name(-rc)}"
+        else:
+            why = _mpremote_error("".join(ln for ln in lines if not ln.startswith("spot:")))
         raise Refused(f"copying to the board on {port} failed ({why}); files not yet copied "
                       f"are as they were: run the deploy again")
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+def follow(cmd: list[str], timeout: float, seen) -> tuple[int, list[str], bool]:
+    """Run cmd, handing each line of its output to seen() as it comes, for at most timeout
+    seconds in all: (return code, the lines, timed out). On the deadline the process is
+    killed, even if it has stopped writing mid-line (a board that no longer answers)."""
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", bufsize=1)
+    except OSError as e:
+        raise Refused(f"could not start mpremote ({e.strerror or e}); run `make setup`") from None
+    assert proc.stdout is not None
+    out: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # the only reader of the pipe; ends at EOF (also when killed)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.put(line)
+        out.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while True:
+        try:
+            line = out.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            break
+        if line is None:  # EOF: the process is ending
+            proc.stdout.close()
+            try:
+                return proc.wait(max(deadline - time.monotonic(), 1)), lines, False
+            except subprocess.TimeoutExpired:
+                break
+        lines.append(line)
+        seen(line)
+    proc.kill()
+    proc.wait()
+    reader.join(5)
+    if not reader.is_alive():
+        proc.stdout.close()
+    return proc.returncode, lines, True
 
 
 def deploy(port: str, target: str | None = None, role: str | None = None,

@@ -6,10 +6,11 @@
 
 The image is checked before anything touches the board: an ESP image (magic 0xE9)
 carries its chip in the extended header; a UF2 carries a family id in every block.
-A wrong chip, a damaged file or an image larger than the flash stops the command
-with one line (status 2) and nothing is written. ESP32 boards are erased and then
-written with the esptool pinned in this Python (`python -m esptool`), at the
-offset where that chip's bootloader lives: MicroPython's .bin downloads are merged
+A wrong chip, a damaged or cut-short file, or an image larger than the flash (or
+built for a larger one) stops the command with one line (status 2) and nothing is
+written. ESP32 boards are erased and written in one run of the esptool pinned in
+this Python (`python -m esptool write-flash --erase-all`), at the offset where that
+chip's bootloader lives: MicroPython's .bin downloads are merged
 images (bootloader, partition table, application) written there. RP2040/RP2350
 boards take the UF2 as a file copied onto the drive they show with BOOTSEL held.
 """
@@ -36,6 +37,8 @@ from host_tools.refusal import Refused  # noqa: E402 (callers also use it from h
 # --- ESP32 family -----------------------------------------------------------------
 
 ESP_MAGIC = 0xE9
+PARTITION_TABLE = 0x8000  # where MicroPython's ESP32 builds put it in flash
+_PARTITION_MAGIC = b"\xaa\x50"  # the first entry of a partition table (ESP_PARTITION_MAGIC)
 _APP_DESC_MAGIC = 0xABCD5432  # esp_app_desc_t: an application image, not the merged one
 
 
@@ -159,12 +162,22 @@ def check_esp_image(data: bytes, name: str, chip: str | None, flash_size: int) -
     if len(data) >= 36 and struct.unpack_from("<I", data, 32)[0] == _APP_DESC_MAGIC:
         raise Refused(f"{name} is an application image without bootloader (it belongs at 0x10000); "
                       f"use the full firmware .bin from https://micropython.org/download/")
+    declared = 1 << 20 << (data[3] >> 4)  # header byte 3, high nibble: 0 = 1 MB, 1 = 2 MB, ...
+    if data[3] >> 4 <= 7 and declared > flash_size:
+        raise Refused(f"{name} is built for a {_mb(declared)} flash, more than the "
+                      f"{_mb(flash_size)} given; pick the image for your flash size "
+                      f"or give the real one with --flash-size")
     room = flash_size - found.offset
     if len(data) > room:
         raise Refused(f"{name} is {len(data)} bytes, more than the {room} bytes of a "
                       f"{_mb(flash_size)} "
                       f"flash from {found.offset:#x}; pick the image for your flash size "
                       f"or give the real one with --flash-size")
+    table = PARTITION_TABLE - found.offset
+    if data[table:table + 2] != _PARTITION_MAGIC:
+        raise Refused(f"{name} is cut short or not a whole firmware ({len(data)} bytes, no "
+                      f"partition table at {PARTITION_TABLE:#x}); download the full firmware "
+                      f".bin again from https://micropython.org/download/")
     return found
 
 
@@ -221,9 +234,13 @@ def check_uf2(data: bytes, name: str, chip: str | None, flash_size: int | None) 
         what = ", ".join(FAMILY_NAMES.get(f, f"{f:#010x}") for f in (wrong or families))
         raise Refused(f"{name} is a UF2 for {what}, not for {chip} ({rp.board}); "
                       f"download the {chip} build (or give the right --chip)")
-    # Each family is its own sequence: blockNo counts 0..numBlocks-1 within it.
+    # Each family is its own sequence: blockNo counts 0..numBlocks-1 within it. picotool's
+    # RP2350-E10 block is the exception: one absolute-family block, numbered 0 of 2 (its
+    # check_abs_block requires numBlocks == 2), alone in its family in the file.
     for fam in families:
         seq = [b for b in blocks if b[6] == fam]
+        if fam == FAMILY_ABSOLUTE and [(b[4], b[5]) for b in seq] == [(0, 2)]:
+            continue
         totals = {b[5] for b in seq}
         if len(totals) != 1:
             raise Refused(f"{name}: UF2 blocks disagree on the block count ({sorted(totals)}); "
@@ -262,10 +279,11 @@ def esptool_available() -> bool:
 
 
 def esptool_commands(chip: EspChip, image: Path, port: str, baud: int) -> list[list[str]]:
-    """Erase the whole flash, then write the merged image at the chip's bootloader offset."""
+    """One esptool run: erase the whole flash and write the merged image at the chip's
+    bootloader offset (so a board esptool cannot reach is not erased either)."""
     base = [sys.executable, "-m", "esptool", "--chip", chip.name, "--port", port,
             "--baud", str(baud)]
-    return [base + ["erase-flash"], base + ["write-flash", f"{chip.offset:#x}", str(image)]]
+    return [base + ["write-flash", "--erase-all", f"{chip.offset:#x}", str(image)]]
 
 
 def _esptool_error(lines: list[str]) -> str:
@@ -361,13 +379,26 @@ def pick_drive(rp: RpChip, drive: Path | None) -> Path:
     return ours[0]
 
 
+def _not_answering(port: str, why: str) -> Refused:
+    return Refused(f"the board on {port} does not answer ({why}); hold BOOTSEL while plugging "
+                   f"it in instead")
+
+
 def reboot_to_bootsel(port: str, rp: RpChip, wait_s: float = 10.0) -> Path | None:
-    """Ask MicroPython on `port` to enter its bootloader; the drive it mounts, if one does."""
+    """Ask MicroPython on `port` to enter its bootloader; the drive it mounts, if one does.
+    Refused at once if mpremote cannot reach the board."""
     try:
-        subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "bootloader"],
-                       capture_output=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+        res = subprocess.run([sys.executable, "-m", "mpremote", "connect", port, "bootloader"],
+                             capture_output=True, text=True, errors="replace", timeout=15)
+    except OSError as e:
+        raise _not_answering(port, f"could not start mpremote: {e.strerror or e}") from None
+    except subprocess.TimeoutExpired:
+        raise _not_answering(port, "nothing within 15 s") from None
+    if res.returncode:
+        text = [ln.strip() for ln in (res.stdout + "\n" + res.stderr).splitlines() if ln.strip()]
+        why = text[-1] if text else f"mpremote exited with status {res.returncode}"
+        why = why.removeprefix("mpremote: ").replace(" (it may be in use by another program)", "")
+        raise _not_answering(port, why.rstrip("."))
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         drives = [d for d in find_bootsel_drives() if board_id(d) in (rp.board_id, "")]
@@ -404,7 +435,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description=textwrap.fill(
             "Check a MicroPython firmware image (the chip it is built for, its integrity, that "
             "it fits the flash) and write it to a board: ESP32-family boards are erased and "
-            "written with esptool at their bootloader offset (ESP32/ESP32-S2 0x1000, "
+            "written in one esptool run at their bootloader offset (ESP32/ESP32-S2 0x1000, "
             "S3/C3/C6 0x0); RP2040/RP2350 boards get the UF2 copied to their BOOTSEL drive. "
             "Nothing is written if a check fails.", 78),
         epilog="examples:\n"

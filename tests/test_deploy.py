@@ -152,13 +152,31 @@ def test_copy_is_one_mpremote_run_of_chained_execs(tmp_path):
                     [], ["spot/big.py"], ["spot"], 0)
     cmd = deploy.copy_command("socket://h:1", p, reset=True)
     assert cmd[:5] == [sys.executable, "-m", "mpremote", "connect", "socket://h:1"]
-    assert cmd[5] == "exec" and "os.mkdir" in cmd[6] and "spot/big.py" in cmd[6]
+    assert cmd[5] == "exec" and "os.mkdir" in cmd[6] and "spot/big.py" not in cmd[6]
     assert cmd[-2:] == ["+", "reset"]
     execs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "exec"]
     assert all(cmd[i - 1] == "+" for i, a in enumerate(cmd) if a == "exec" and i > 5)
     assert len(execs) == 4  # the writer, then 4096 + 4096 + (2048 and main.py)
     assert execs[1].startswith("_w('spot/big.mpy','wb',") and execs[2].startswith("_w('spot/big.mpy','ab',")
     assert "_f('spot/big.mpy'" in execs[3] and "_w('main.py','wb'" in execs[3]
+    # the shadowing .py goes only once its .mpy has landed
+    assert execs[3].index("_f('spot/big.mpy'") < execs[3].index("_r('spot/big.py')")
+
+
+def test_removals_wait_for_what_replaces_them(tmp_path):
+    """A shadow goes after its .mpy lands, an old device's journal after its identity and
+    keys; whatever has nothing to wait for goes after every file is in place."""
+    f = tmp_path / "x"
+    f.write_bytes(b"x")
+    copy = [deploy.LocalFile(r, f) for r in ("identity.json", "keys.json", "role.mpy", "z.py")]
+    p = deploy.Plan(copy, copy, [], ["role.py", "journal.json", "node.py"], [], 0)
+    assert deploy.removal_points(p) == {"role.mpy": ["role.py"], "keys.json": ["journal.json"],
+                                        None: ["node.py"]}
+    calls = "\n".join(deploy.write_scripts(p)[1:]).splitlines()
+    assert calls.index("_r('role.py')") == calls.index(next(c for c in calls if c.startswith("_f('role.mpy'"))) + 1
+    assert calls.index("_r('journal.json')") > calls.index(next(c for c in calls if c.startswith("_f('keys.json'")))
+    assert calls[-1] == "_r('node.py')"
+    assert "role.py" not in deploy.write_scripts(p)[0]  # not in the writer, before any file lands
 
 
 def run_writer(tmp_path: Path, p: deploy.Plan) -> subprocess.CompletedProcess:
@@ -196,6 +214,62 @@ def test_writer_on_micropython_lands_files_whole(tmp_path):
     assert res.returncode != 0 and "spot/big.mpy arrived damaged" in res.stdout + res.stderr
     assert (tmp_path / "board" / "spot" / "big.mpy").read_bytes() == big.read_bytes()
     assert not (tmp_path / "board" / "spot" / "big.mpy.new").exists()
+    # nor does a failed copy take away the shadow it would have replaced
+    (tmp_path / "board" / "spot" / "big.py").write_text("shadow")
+    res = run_writer(tmp_path, deploy.Plan([f], [f], [], ["spot/big.py"], ["spot"], 0))
+    assert res.returncode != 0
+    assert (tmp_path / "board" / "spot" / "big.py").read_text() == "shadow"
+
+
+def test_writable_check():
+    deploy.check_writable(None)  # the probe file came and went
+    deploy.check_writable(28)  # ENOSPC: a full board is the space check's to refuse
+    with pytest.raises(deploy.Refused) as e:
+        deploy.check_writable(30)
+    assert e.value.message.startswith("the board's filesystem is read-only (") and "EROFS" in e.value.message
+    with pytest.raises(deploy.Refused) as e:
+        deploy.check_writable(5)
+    assert "cannot create a file in its working folder (EIO)" in e.value.message
+    # refused in the plan only if something is to be written
+    board = deploy.BoardState(mpy=X64_MPY, address=1, write_errno=30)
+    assert deploy.plan([], board, None, False, "PORT").copy == []
+
+
+def test_copy_that_stops_answering_is_killed_and_refused(monkeypatch):
+    """mpremote that says one line, then nothing (a board that hung mid-copy): killed at
+    the deadline and refused with one line, not waited for."""
+    from rich.console import Console
+
+    silent = [sys.executable, "-c", "import time; print('spot:w main.py 10', flush=True); time.sleep(20)"]
+    t0 = __import__("time").monotonic()
+    seen: list[str] = []
+    rc, lines, timed_out = deploy.follow(silent, 1, seen.append)
+    assert timed_out and rc != 0 and lines == seen == ["spot:w main.py 10\n"]
+    assert __import__("time").monotonic() - t0 < 5
+    monkeypatch.setattr(deploy, "copy_command", lambda port, p, reset: silent)
+    p = deploy.Plan([], [], [], [], [], 0)
+    t0 = __import__("time").monotonic()
+    with pytest.raises(deploy.Refused) as e:
+        deploy.run_copy("PORT", p, False, Console(quiet=True), False, timeout=1)
+    assert __import__("time").monotonic() - t0 < 5
+    assert e.value.message.startswith("the board on PORT stopped answering during the copy")
+    assert "what was not yet copied is as it was" in e.value.message and "\n" not in e.value.message
+
+
+@pytest.mark.parametrize("script,why", [
+    # mpremote failing with nothing but our own progress lines: not "spot:w ..." as the reason
+    ("print('spot:w main.py 10'); raise SystemExit(1)", "(no answer)"),
+    ("import os, signal; print('spot:w main.py 10', flush=True); os.kill(os.getpid(), signal.SIGTERM)",
+     "(mpremote was killed by SIGTERM)"),
+])
+def test_copy_failure_reason(monkeypatch, script, why):
+    from rich.console import Console
+
+    monkeypatch.setattr(deploy, "copy_command", lambda port, p, reset: [sys.executable, "-c", script])
+    with pytest.raises(deploy.Refused) as e:
+        deploy.run_copy("PORT", deploy.Plan([], [], [], [], [], 0), False, Console(quiet=True),
+                        False, timeout=30)
+    assert f"copying to the board on PORT failed {why}" in e.value.message
 
 
 def test_board_that_does_not_answer(tmp_path, capsys):
@@ -381,6 +455,37 @@ def test_full_flash_is_refused_and_nothing_written(tmp_path, device, capsys):
         # with room made, the same deploy goes through
         (root / "recordings.bin").unlink()
         assert deploy_to(vb, device)["copied"] > 30
+
+
+def test_shadow_stays_when_its_replacement_fails(tmp_path, device, capsys):
+    """A thermostat.py that hides thermostat.mpy is removed only once the .mpy is in place."""
+    root = tmp_path / "flash"
+    with VirtualBoardServer("esp32", "thermostat", root) as vb:
+        deploy_to(vb, device)
+        (root / "thermostat.mpy").unlink()
+        (root / "thermostat.py").write_text("print('old thermostat')\n")
+        (root / "thermostat.mpy.new").mkdir()  # the copy of thermostat.mpy cannot land
+        line = refused_line(capsys, ["--port", vb.url, "--role", "thermostat", "--broker", BROKER,
+                                     "--device-dir", str(device)])
+        assert "copying to the board" in line and "spot:" not in line
+        assert (root / "thermostat.py").read_text() == "print('old thermostat')\n"
+        (root / "thermostat.mpy.new").rmdir()
+        assert deploy_to(vb, device)["copied_files"] == ["thermostat.mpy"]
+        assert (root / "thermostat.mpy").exists() and not (root / "thermostat.py").exists()
+
+
+def test_read_only_filesystem_is_refused_and_nothing_written(tmp_path, device, capsys):
+    """A boot.py that remounts the board's filesystem read-only: refused before the copy."""
+    root = tmp_path / "flash"
+    root.mkdir()
+    (root / "boot.py").write_text(f"import vfs, os\nvfs.umount('/')\n"
+                                  f"vfs.mount(vfs.VfsPosix({str(root)!r}), '/', readonly=True)\n"
+                                  f"os.chdir('/')\n")
+    with VirtualBoardServer("esp32", "thermostat", root) as vb:
+        line = refused_line(capsys, ["--port", vb.url, "--role", "thermostat", "--broker", BROKER,
+                                     "--device-dir", str(device)])
+        assert line.startswith("spot deploy: the board's filesystem is read-only (") and "EROFS" in line
+    assert set(board_tree(root)) == {"boot.py"}
 
 
 def test_dry_run_writes_nothing(tmp_path, device, capsys):

@@ -8,6 +8,7 @@ import shlex
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,15 +20,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # --- synthetic images -----------------------------------------------------------------
 
-def esp_image(chip_id: int, size: int = 4096, app: bool = False) -> bytes:
-    """An ESP image header (magic 0xE9, one segment) with chip_id in the extended header."""
-    common = struct.pack("<BBBBI", 0xE9, 1, 2, 0x20, 0x40080000)
+def esp_image(chip_id: int, size: int | None = None, app: bool = False, flash_mb: int = 4,
+              table: bool = True) -> bytes:
+    """A merged ESP image: a header (magic 0xE9, one segment) with chip_id in the extended
+    header and flash_mb in byte 3, and a partition table's magic where the chip's
+    layout puts 0x8000 (the image starts at its bootloader offset)."""
+    chip = flash._ESP_BY_ID.get(chip_id)
+    table_at = 0x8000 - (chip.offset if chip else 0)
+    size = table_at + 0x1000 if size is None else size
+    common = struct.pack("<BBBBI", 0xE9, 1, 2, flash_mb.bit_length() - 1 << 4, 0x40080000)
     extended = struct.pack("<BBBBHBHH4BB", 0xEE, 0, 0, 0, chip_id, 0, 0, 0xFFFF, 0, 0, 0, 0, 1)
     seg_data = struct.pack("<I", 0xABCD5432 if app else 0x50) + bytes(28)
     seg = struct.pack("<II", 0x3FFF0000, len(seg_data)) + seg_data
     head = common + extended + seg
     assert len(head) <= size
-    return head + b"\xff" * (size - len(head))
+    data = bytearray(head + b"\xff" * (size - len(head)))
+    if table and table_at + 2 <= size:
+        data[table_at:table_at + 2] = b"\xaa\x50"
+    return bytes(data)
 
 
 def uf2_block(no: int, total: int, family: int, addr: int, payload: int = 256,
@@ -42,8 +52,9 @@ def uf2(n: int, family: int, base: int = flash.XIP_BASE, total: int | None = Non
 
 
 def rp2350_uf2(n: int = 8) -> bytes:
-    """As picotool writes it: the E10 block (absolute family, its own numbering) first."""
-    e10 = uf2_block(0, 1, flash.FAMILY_ABSOLUTE, 0x10FFFF00)
+    """As picotool writes it: the E10 block first, alone in the absolute family and
+    numbered 0 of 2 (picotool's check_abs_block requires num_blocks == 2)."""
+    e10 = uf2_block(0, 2, flash.FAMILY_ABSOLUTE, 0x10FFFF00)
     return e10 + uf2(n, flash.FAMILY_RP2350_ARM)
 
 
@@ -93,13 +104,13 @@ def refused(argv: list[str], capsys) -> str:
     ("esp32", 0, "0x1000"), ("esp32s2", 2, "0x1000"), ("esp32s3", 9, "0x0"),
     ("esp32c3", 5, "0x0"), ("esp32c6", 13, "0x0"),
 ])
-def test_dry_run_prints_erase_then_write_at_the_chip_offset(tmp_path, capsys, chip, chip_id, offset):
+def test_dry_run_prints_one_erase_and_write_at_the_chip_offset(tmp_path, capsys, chip, chip_id, offset):
+    """One esptool run erases and writes: a board it cannot reach is not erased either."""
     img = write(tmp_path, "fw.bin", esp_image(chip_id))
     assert run([str(img), "--port", "/dev/ttyUSB7", "--dry-run", "--baud", "921600"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", "/dev/ttyUSB7", "--baud", "921600"]
-    assert lines == [shlex.join(base + ["erase-flash"]),
-                     shlex.join(base + ["write-flash", offset, str(img)])]
+    assert lines == [shlex.join(base + ["write-flash", "--erase-all", offset, str(img)])]
     # and with --chip given to match, the same commands
     assert run([str(img), "--chip", chip, "--port", "/dev/ttyUSB7", "--dry-run", "--baud", "921600"]) == 0
     assert capsys.readouterr().out.strip().splitlines() == lines
@@ -110,7 +121,7 @@ def test_dry_run_quotes_paths(tmp_path, capsys):
     d.mkdir()
     img = write(d, "esp32 v1.26.bin", esp_image(0))
     run([str(img), "--port", "/dev/ttyUSB0", "--dry-run"])
-    write_cmd = capsys.readouterr().out.strip().splitlines()[1]
+    write_cmd, = capsys.readouterr().out.strip().splitlines()
     assert shlex.split(write_cmd)[-2:] == ["0x1000", str(img)]
     assert "--baud 460800" in write_cmd  # the default
 
@@ -155,6 +166,30 @@ def test_esp_image_too_big_for_the_flash(tmp_path, capsys):
     img = write(tmp_path, "s3.bin", esp_image(9, size=4 << 20))
     assert run([str(img), "--port", "/dev/ttyUSB0", "--dry-run"]) == 0
     refused([str(img), "--port", "/dev/ttyUSB0", "--dry-run", "--flash-size", "2MB"], capsys)
+
+
+def test_esp_image_for_a_bigger_flash_is_refused(tmp_path, capsys):
+    """An image built for 16 MB (header byte 3) on a board given as 4 MB: refused, even
+    though its bytes would fit; with the real size given it goes."""
+    img = write(tmp_path, "s3_16mb.bin", esp_image(9, flash_mb=16))
+    line = refused([str(img), "--port", "/dev/ttyUSB0", "--dry-run"], capsys)
+    assert "built for a 16 MB flash, more than the 4 MB given" in line and "--flash-size" in line
+    refused([str(img), "--port", "/dev/ttyUSB0", "--dry-run", "--flash-size", "8MB"], capsys)
+    assert run([str(img), "--port", "/dev/ttyUSB0", "--dry-run", "--flash-size", "16MB"]) == 0
+    # a 2 MB image on a 4 MB board is fine
+    img = write(tmp_path, "small.bin", esp_image(0, flash_mb=2))
+    assert run([str(img), "--port", "/dev/ttyUSB0", "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("chip_id,kw", [
+    (9, dict(size=64)),  # a download cut short after its header
+    (0, dict(size=0x7000)),  # ESP32: cut just before its partition table (0x8000 - 0x1000)
+    (9, dict(table=False)),  # long enough, but no partition table where it belongs
+])
+def test_cut_short_esp_image_is_refused(tmp_path, capsys, chip_id, kw):
+    img = write(tmp_path, "fw.bin", esp_image(chip_id, **kw))
+    line = refused([str(img), "--port", "/dev/ttyUSB0", "--dry-run"], capsys)
+    assert "cut short or not a whole firmware" in line and "partition table at 0x8000" in line
 
 
 def test_esp_needs_a_port(tmp_path, capsys):
@@ -221,6 +256,22 @@ def test_rp2350_image_with_the_e10_block(tmp_path, capsys):
     assert flash.check_uf2(img.read_bytes(), "x", "rp2350", None).chip.name == "rp2350"
 
 
+@pytest.mark.parametrize("mangle,words", [
+    (lambda d: d[:-512], "missing or repeated"),  # the Arm program lost its last block
+    (lambda d: d + uf2_block(7, 8, flash.FAMILY_RP2350_ARM, flash.XIP_BASE), "missing or repeated"),
+    (lambda d: d + uf2_block(8, 8, flash.FAMILY_RP2350_ARM, flash.XIP_BASE), "number 8 of 8"),
+    # an absolute block other than picotool's one 0-of-2 is numbered as any family is
+    (lambda d: d + uf2_block(1, 2, flash.FAMILY_ABSOLUTE, 0x10FFFF00)
+     + uf2_block(1, 2, flash.FAMILY_ABSOLUTE, 0x10FFFF00), "missing or repeated"),
+    (lambda d: uf2_block(0, 3, flash.FAMILY_ABSOLUTE, 0x10FFFF00) + d[512:], "missing or repeated"),
+])
+def test_damaged_rp2350_numbering_is_still_refused(tmp_path, capsys, mangle, words):
+    img = write(tmp_path, "pico2_w.uf2", mangle(rp2350_uf2()))
+    drive = bootsel_drive(tmp_path, "RP2350")
+    assert words in refused([str(img), "--drive", str(drive)], capsys)
+    assert not (drive / "pico2_w.uf2").exists()
+
+
 @pytest.mark.parametrize("family,chip,words", [
     (flash.FAMILY_RP2040, "rp2350", "RP2040, not for rp2350"),
     (flash.FAMILY_RP2350_ARM, "rp2040", "RP2350 Arm, not for rp2040"),
@@ -265,12 +316,27 @@ def test_no_bootsel_drive(tmp_path, capsys, monkeypatch):
 
 
 def test_no_drive_and_a_port_that_does_not_answer(tmp_path, capsys, monkeypatch):
-    """--port: ask MicroPython to reboot into BOOTSEL; nothing there -> the BOOTSEL line."""
+    """--port: mpremote cannot reach the board -> refused at once, not after waiting
+    for a drive that cannot appear."""
+    img = write(tmp_path, "fw.uf2", uf2(4, flash.FAMILY_RP2040))
+    monkeypatch.setattr(flash, "_mount_roots", lambda: [str(tmp_path / "media" / "*")])
+    t0 = time.monotonic()
+    line = refused([str(img), "--port", "/dev/ttyNOPE"], capsys)
+    assert time.monotonic() - t0 < 5
+    assert "the board on /dev/ttyNOPE does not answer (failed to access /dev/ttyNOPE)" in line
+    assert "hold BOOTSEL while plugging it in instead" in line
+
+
+def test_port_that_answers_but_no_drive_appears(tmp_path, capsys, monkeypatch):
+    """--port: MicroPython takes the bootloader command, but no drive mounts -> the BOOTSEL line."""
+    from host_tools.virtual_board import VirtualBoardServer
+
     img = write(tmp_path, "fw.uf2", uf2(4, flash.FAMILY_RP2040))
     monkeypatch.setattr(flash, "_mount_roots", lambda: [str(tmp_path / "media" / "*")])
     real = flash.reboot_to_bootsel
     monkeypatch.setattr(flash, "reboot_to_bootsel", lambda port, rp: real(port, rp, wait_s=0.5))
-    line = refused([str(img), "--port", str(tmp_path / "no-such-port")], capsys)
+    with VirtualBoardServer("rp2040", "thermostat", tmp_path / "flash") as vb:
+        line = refused([str(img), "--port", vb.url], capsys)
     assert "no BOOTSEL drive found" in line
 
 

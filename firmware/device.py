@@ -50,7 +50,6 @@ _BACKOFF_MAX_MS = const(60000)
 _AWAKE_WAIT_MS = const(5000)  # an occurrence closer than this is waited for awake
 
 _t0 = ticks_ms()
-_RESETS = ("power_on", "hard", "watchdog", "deep_sleep", "soft")  # role.RESETS
 
 
 def local_ms():
@@ -190,8 +189,10 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     _collect()  # the last wake's garbage goes before this one's state is loaded
     node = make_node(cfg, boot in ("power_on", "hard"))
     node.control()  # readings before anything is reported
-    if boot is not None:
-        node.reset_cause = _RESETS.index(boot) if boot in _RESETS else 0
+    if boot is not None and node.role is not None:  # reported in the role's first state
+        from role import RESETS
+
+        node.reset_cause = RESETS.index(boot) if boot in RESETS else 0
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)

@@ -258,7 +258,8 @@ class Node:
             self.commanded = True
             r.control(now)  # act at once: the state report shows the result
         self.emit("applied" if status <= messages.ACK_ADAPTED else "refused",
-                  what="service %d kind %r" % (service, kind), status=status, reason=reason)
+                  what="service %d kind %r" % (service, kind), svc=service, kind=kind,
+                  status=status, reason=reason)
         return status, reason
 
     def control(self):

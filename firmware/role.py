@@ -25,8 +25,8 @@ except ImportError:
 APPLIED = const(0)
 ADAPTED = const(1)
 REFUSED = const(2)
-EXPIRED = const(3)
-UNSUPPORTED = const(4)
+_EXPIRED = const(3)
+_UNSUPPORTED = const(4)
 
 # ACK reasons a role gives (SPEC.md 12.3). Codes under 32 are the codec's (errors.py).
 R_RANGE = const(32)  # a value outside what the device can do
@@ -38,7 +38,7 @@ R_OVERCURRENT = const(37)  # the relay tripped on over-current: reset it with a 
 R_SENSOR = const(38)  # a sensor failed or reads nonsense: the device runs a safe fallback
 R_ON_OFF_ONLY = const(39)  # a proportional request carried out as all or nothing
 R_SAFE_MODE = const(40)  # repeated failed boots: outputs held safe, commands refused
-R_UNKNOWN_SETTING = const(41)
+_R_UNKNOWN_SETTING = const(41)
 R_STORE = const(42)  # a heat pump's store too cold to block or too hot to force
 R_DR_IN_FORCE = const(43)  # held back by a demand-response event in force
 
@@ -46,17 +46,15 @@ R_DR_IN_FORCE = const(43)  # held back by a demand-response event in force
 ROLE_THERMOSTAT = const(1)
 ROLE_SMART_PLUG = const(2)
 ROLE_HEAT_PUMP = const(3)
+# 2 power profile (PPBC), 3 operation modes (OMBC) and 5 demand driven (DDBC) are
+# the S2 types no role here uses.
 S2_PEBC = const(1)  # power envelope
-S2_PPBC = const(2)  # power profile
-S2_OMBC = const(3)  # operation modes
 S2_FRBC = const(4)  # fill rate (a storage: a room's or a buffer's heat)
-S2_DDBC = const(5)  # demand driven
 # Matter Device Energy Management feature bits a device offers.
 DEM_POWER_ADJUST = const(1)
 DEM_PAUSE = const(2)
 DEM_START_TIME = const(4)
-DEM_FORECAST_ADJUST = const(8)
-DEM_POWER_FORECAST = const(16)
+DEM_FORECAST_ADJUST = const(8)  # 16, power forecast reporting, no role offers yet
 
 # Capability record keys (SPEC.md 12.4).
 C_ROLE = const(1)
@@ -238,7 +236,7 @@ class Role:
             return REFUSED, R_RANGE
         for k, v in settings.items():
             if k not in self.DEFAULTS:
-                return REFUSED, R_UNKNOWN_SETTING
+                return REFUSED, _R_UNKNOWN_SETTING
             lo, hi = RANGES[k]
             if not isinstance(v, int) or not lo <= v <= hi:
                 return REFUSED, R_RANGE
@@ -257,7 +255,7 @@ class Role:
         return d if now_ms >= d[3] else None
 
     def forecast(self, base_s, step_s, values):
-        self.st["fc"] = [base_s, step_s, values]
+        self.st["fc"] = [base_s, step_s, values, sum(values) // len(values)]
 
     def price_at(self, t_ms):
         """(price at t, mean of the forecast) or None outside it."""
@@ -267,7 +265,7 @@ class Role:
         i = (t_ms // 1000 - fc[0]) // fc[1]
         if not 0 <= i < len(fc[2]):
             return None
-        return fc[2][i], sum(fc[2]) // len(fc[2])
+        return fc[2][i], fc[3]
 
     def demand(self, kind, body, now_ms):
         """A demand-response command (SVC_DR): checked here, carried out by plan()."""
@@ -281,7 +279,7 @@ class Role:
                 until is not None and not isinstance(until, Time)) or dur < 0:
             return REFUSED, R_RANGE
         if until is not None and now_ms // 1000 > until.seconds:
-            return EXPIRED, 0
+            return _EXPIRED, 0
         if kind == 3:  # restore
             self.st["dr"] = None
             return APPLIED, 0
@@ -292,7 +290,7 @@ class Role:
         return self.plan(kind, amount, body, t0, t0 + (dur or 86400) * 1000, now_ms)
 
     def plan(self, kind, amount, body, t0, t1, now_ms):
-        return UNSUPPORTED, 0
+        return _UNSUPPORTED, 0
 
     def command(self, kind, body, now_ms):
         """A device command (SVC_DEVICE): settings here, the rest by act()."""
@@ -305,7 +303,7 @@ class Role:
         return self.act(kind, value, dur, now_ms)
 
     def act(self, kind, value, dur, now_ms):
-        return UNSUPPORTED, 0
+        return _UNSUPPORTED, 0
 
 
 def scaled(a, unit, scale):

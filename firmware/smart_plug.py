@@ -18,8 +18,9 @@
 """
 try:
     from micropython import const
+    from time import ticks_diff
 except ImportError:
-    from spot._cpython import const
+    from spot._cpython import const, ticks_diff
 
 from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_SHED_S, C_MIN_OFF_S,
                   C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_CAL_I, CFG_CAL_P, CFG_CAL_U,
@@ -53,6 +54,7 @@ class SmartPlug(Role):
             self.relay.set(False)  # and a trip outlives the cut: only "on" clears it
         self.guard = Guard(board.ticks_ms, 0, self.get(CFG_MIN_OFF_S) * 1000, self.relay.on)
         self.misses = 0
+        self.sampled = None  # board ticks of the last meter sample
         self.watts = self.milliamps = 0
 
     def bind(self, st, cfg, sch):
@@ -117,7 +119,13 @@ class SmartPlug(Role):
                 self.milliamps = m[1] * self.get(CFG_CAL_I) // 1000
                 mw = m[2] * self.get(CFG_CAL_P) // 1000
                 self.watts = mw // 1000
-                e = st["mws"] + mw * self.board.sample_ms // 1000
+                # Energy by the time since the last sample (control() also runs after
+                # commands and through wakes), a few sample periods at most.
+                t = self.board.ticks_ms()
+                dt = self.board.sample_ms if self.sampled is None else min(
+                    ticks_diff(t, self.sampled), 4 * self.board.sample_ms)
+                self.sampled = t
+                e = st["mws"] + mw * max(0, dt) // 1000
                 st["wh"] += e // _MWS_PER_WH
                 st["mws"] = e % _MWS_PER_WH
                 if self.milliamps > self.get(CFG_LIMIT_MA) and self.relay.on:

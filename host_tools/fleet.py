@@ -14,6 +14,7 @@ command queued while it slept.
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class Fleet:
         from spot import messages
 
         now = int(time.time()) // 3600 * 3600
-        prices = role_sim.day_prices(__import__("random").Random(1))
+        prices = role_sim.day_prices(random.Random(1))
         group = self.reg.site_group(self.site)
         self.ctl.send_signal(group, lambda seq, key: messages.price_forecast(
             group, self.ctl.address, seq, now, 3600, prices, 0, key=key))

@@ -51,12 +51,11 @@ DEVICES = (  # address, role, chip, wake every (ms)
     (0x1102, "smart_plug", "rp2040", 2000),
     (0x1103, "heat_pump", "esp32", 4000),
 )
-KINDS = {  # the node's "service S kind K", as a person would say it
-    "service 2 kind 1": "demand response: reduce", "service 2 kind 2": "demand response: limit",
-    "service 2 kind 3": "demand response: restore", "service 2 kind 4": "demand response: shut down",
-    "service 2 kind 5": "demand response: keep a band", "service 3 kind 1": "price forecast",
-    "service 6 kind 1": "setpoint", "service 6 kind 2": "relay", "service 6 kind 3": "SG Ready state",
-    "service 6 kind 4": "settings"}
+KINDS = {  # (service, kind) of what a role applied, as a person would say it
+    (2, 1): "demand response: reduce", (2, 2): "demand response: limit",
+    (2, 3): "demand response: restore", (2, 4): "demand response: shut down",
+    (2, 5): "demand response: keep a band", (3, 1): "price forecast", (6, 1): "setpoint",
+    (6, 2): "relay", (6, 3): "SG Ready state", (6, 4): "settings"}
 ROLE_NAMES = {1: "thermostat", 2: "smart plug", 3: "heat pump"}
 SG_NAMES = {1: "blocked", 2: "normal", 3: "recommended", 4: "forced"}
 REASONS = {0: "", 32: "out of range", 33: "minimum times", 34: "frost protection",
@@ -178,7 +177,7 @@ class Demo:
             elif ev in ("applied", "refused") and "status" in e:
                 status = STATUS_NAMES.get(e["status"], str(e["status"]))
                 why = REASONS.get(e.get("reason", 0), str(e.get("reason")))
-                what = KINDS.get(e.get("what", ""), e.get("what", ""))
+                what = KINDS.get((e.get("svc"), e.get("kind")), e.get("what", ""))
                 self.note(who, status, what + (f" ({why})" if why else ""))
             elif ev == "cycle":
                 d.awake_at.append(time.monotonic() - self.t0)

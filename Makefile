@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(UMQTT): host_tools/fetch_umqtt.py | $(STAMP)
-	$(PY) -m host_tools.fetch_umqtt
+	$(PY) -m host_tools.board.fetch_umqtt
 
 check-mosquitto:
 	@PATH="$$PATH:/usr/sbin:/usr/local/sbin" command -v mosquitto >/dev/null || \

@@ -136,6 +136,14 @@ RANGES = {
 }
 
 
+# Role name -> (module, class): the only place that knows which roles exist.
+_ROLE_MODULES = {
+    "thermostat": ("thermostat", "Thermostat"),
+    "smart_plug": ("smart_plug", "SmartPlug"),
+    "heat_pump": ("heat_pump", "HeatPump"),
+}
+
+
 def make(name, board, node, power_on=False):
     """The role called `name` for this node, its state and settings in the node's journal.
 
@@ -148,14 +156,12 @@ def make(name, board, node, power_on=False):
     cfg = app.setdefault("cfg", {})
     r = getattr(board, "live_role", None)
     if r is None or r.name != name:
-        if name == "thermostat":
-            from thermostat import Thermostat as cls
-        elif name == "smart_plug":
-            from smart_plug import SmartPlug as cls
-        elif name == "heat_pump":
-            from heat_pump import HeatPump as cls
-        else:
+        where = _ROLE_MODULES.get(name)
+        if where is None:
             raise ValueError("no role called %r" % (name,))
+        # Imported by name on first use: a board loads its own role's module
+        # only, and this module imports no role (each role imports it).
+        cls = getattr(__import__(where[0]), where[1])
         r = cls(board, st, cfg, power_on)
         r.name = name
         board.live_role = r

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _build(args: argparse.Namespace) -> int:
-    from host_tools import build
+    from host_tools.board import build
 
     if args.sync_packages:
         build.sync_package_files()
@@ -25,29 +25,29 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from host_tools import bench
+    from host_tools.bench import suite as bench
 
     return bench.main(quick=args.quick)
 
 
 def _demo(args: argparse.Namespace) -> int:
     if args.security:
-        from host_tools import demo
+        from host_tools.demo import security as demo
 
         return demo.main()
-    from host_tools import role_demo
+    from host_tools.demo import roles as role_demo
 
     return role_demo.main()
 
 
 def _registry(args: argparse.Namespace):
-    from host_tools.registry import Registry
+    from host_tools.cloud.registry import Registry
 
     return Registry(args.registry)
 
 
 def _send(args: argparse.Namespace, reg, device: int, raw: bytes, what: str) -> None:
-    from host_tools import publish
+    from host_tools.cloud import publish
 
     site = reg.device(device)["site"]
     if args.mqtt:
@@ -60,7 +60,7 @@ def _send(args: argparse.Namespace, reg, device: int, raw: bytes, what: str) -> 
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from host_tools.registry import parse_address
+    from host_tools.cloud.registry import parse_address
 
     reg = _registry(args)
     address = reg.provision(args.site, parse_address(args.device) if args.device else None)
@@ -73,7 +73,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _pair(args: argparse.Namespace) -> int:
-    from host_tools.registry import class_mask, parse_address
+    from host_tools.cloud.registry import class_mask, parse_address
 
     reg = _registry(args)
     device = parse_address(args.device)
@@ -84,7 +84,7 @@ def _pair(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    from host_tools.registry import parse_address
+    from host_tools.cloud.registry import parse_address
 
     reg = _registry(args)
     device = parse_address(args.device)
@@ -97,7 +97,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _retire(args: argparse.Namespace) -> int:
-    from host_tools.registry import parse_address
+    from host_tools.cloud.registry import parse_address
 
     reg = _registry(args)
     device = parse_address(args.device)
@@ -115,7 +115,7 @@ def _keys(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from host_tools.registry import CLASS_NAMES
+    from host_tools.cloud.registry import CLASS_NAMES
 
     reg = _registry(args)
     t = Table(title=f"keys in {reg.path}")
@@ -198,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_retire)
 
-    from host_tools import ctl_cli
+    from host_tools.cloud import ctl_cli
 
     ctl_cli.add_parser(sub, reg_help)
     sub.choices["ctl"].set_defaults(func=ctl_cli.run)
 
-    from host_tools import deploy, emulate, fleet, flash
+    from host_tools.board import deploy, emulate, flash
+    from host_tools.sim import fleet
 
     flash.add_parser(sub)
     deploy.add_parser(sub)

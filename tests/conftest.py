@@ -20,7 +20,7 @@ for p in (ROOT / "boards" / "virtual", ROOT / "firmware", ROOT / "lib", ROOT / "
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Tests use the compiled tree; build it if a bare `pytest` run came first.
-    from host_tools import build
+    from host_tools.board import build
 
     build.build_all(["x64"])
 
@@ -30,7 +30,7 @@ collect_ignore = ["portable", "mp_runner.py"]
 
 def provision(tmp: Path, site: str, dev: int):
     """A registry under tmp/registry with one device, its files written to tmp/fs."""
-    from host_tools.registry import Registry
+    from host_tools.cloud.registry import Registry
 
     reg = Registry(tmp / "registry" / "registry.json")
     reg.provision(site, dev)

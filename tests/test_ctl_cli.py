@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from host_tools import fleet_host
-from host_tools.broker import Broker
-from host_tools.registry import Registry
+from host_tools.sim import fleet_host
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.registry import Registry
 
 DEV = 0x00005001
 

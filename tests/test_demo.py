@@ -15,11 +15,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from rich.console import Console
 
-from host_tools import broker as broker_mod
-from host_tools import demo
-from host_tools.broker import Broker, BrokerError
-from host_tools.registry import Registry
-from spot import errors, frame, messages
+from host_tools.cloud import broker as broker_mod
+from host_tools.demo import security as demo
+from host_tools.cloud.broker import Broker, BrokerError
+from host_tools.cloud.registry import Registry
+from spot import builders, errors, frame, messages
 from spot.counter import SendCounter
 from spot.journal import Journal
 from spot.keyring import Key, Keyring
@@ -138,7 +138,7 @@ def _subscribe_and_collect(port: int, topic: str) -> list[mqtt.MQTTMessage]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kill", [False, True], ids=["sigterm", "sigkill"])
 def test_broker_restart_keeps_retained(kill: bool) -> None:
-    payload = messages.price_forecast(frame.BROADCAST, 1, 1, 1795651200, 3600, [8520, 8015], -2)
+    payload = builders.price_forecast(frame.BROADCAST, 1, 1, 1795651200, 3600, [8520, 8015], -2)
     with Broker() as b:
         port, data = b.port, b.dir
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retainer")

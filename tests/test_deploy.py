@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import provision
-from host_tools import build, deploy
+from host_tools.board import build, deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = "127.0.0.1:1883"  # written into config.json; nothing runs the device here
@@ -290,7 +290,7 @@ def test_board_that_does_not_answer(tmp_path, capsys):
 
 # --- on a virtual board ---------------------------------------------------------------------
 
-from host_tools.virtual_board import VirtualBoardServer  # noqa: E402
+from host_tools.board.virtual_board import VirtualBoardServer  # noqa: E402
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_emulate_refuses_a_bad_port_or_root_in_one_line(tmp_path):
 
 
 def test_build_writes_a_freeze_manifest_per_architecture():
-    from host_tools import build
+    from host_tools.board import build
 
     build.build_arch("armv6m")
     build.build_arch("xtensawin")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import flash
+from host_tools.board import flash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -329,7 +329,7 @@ def test_no_drive_and_a_port_that_does_not_answer(tmp_path, capsys, monkeypatch)
 
 def test_port_that_answers_but_no_drive_appears(tmp_path, capsys, monkeypatch):
     """--port: MicroPython takes the bootloader command, but no drive mounts -> the BOOTSEL line."""
-    from host_tools.virtual_board import VirtualBoardServer
+    from host_tools.board.virtual_board import VirtualBoardServer
 
     img = write(tmp_path, "fw.uf2", uf2(4, flash.FAMILY_RP2040))
     monkeypatch.setattr(flash, "_mount_roots", lambda: [str(tmp_path / "media" / "*")])
@@ -385,7 +385,7 @@ def test_parse_size():
 def test_exit_status_and_one_line_from_a_real_process(tmp_path):
     """As a user sees it: one line on stderr, status 2, no traceback."""
     script = ("import argparse, sys\n"
-              "from host_tools import flash\n"
+              "from host_tools.board import flash\n"
               "p = argparse.ArgumentParser(prog='spot')\n"
               "flash.add_parser(p.add_subparsers(dest='command'))\n"
               "a = p.parse_args(sys.argv[1:])\n"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from host_tools import fleet
+from host_tools.sim import fleet
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -12,7 +12,7 @@ from array import array
 
 from conftest import MICROPYTHON, ROOT
 
-from host_tools import build
+from host_tools.board import build
 from spot import frame, hotpath, messages
 from spot.filter_table import FilterTable
 from vector_cases import CONTROLLER, PLUG, SITE_GROUP, valid

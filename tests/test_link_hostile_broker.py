@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from conftest import MICROPYTHON, ROOT, ScriptedBroker, provision
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from spot import messages, topics
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from spot import builders, messages, topics
 
 SITE = "test"
 DEV = 0x00003001
@@ -71,7 +71,7 @@ def test_an_oversized_message_on_the_device_topic_does_not_block_its_queue(tmp_p
             # Anyone who may publish to spot/<site>/<dev> (Mosquitto's default
             # message_size_limit is 256 MB); a SPOT frame is at most 65563 bytes.
             ctl.client.publish(topics.topic(SITE, DEV), b"\x01" * 3_000_000, qos=1).wait_for_publish()
-            ctl.send_command(DEV, lambda seq, key: messages.reduce_power(
+            ctl.send_command(DEV, lambda seq, key: builders.reduce_power(
                 DEV, ctl.address, seq, 20, 0, 60, key=key), "reduce")
             time.sleep(0.3)
             runs = [_run(tmp_path, broker.port) for _ in range(2)]

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import provision
 
-from host_tools import fleet_host
-from host_tools.registry import CLOUD, Registry
-from spot import frame, messages, storage
+from host_tools.sim import fleet_host
+from host_tools.cloud.registry import CLOUD, Registry
+from spot import builders, frame, messages, storage
 from spot.keyring import Key, Keyring
 
 SITE = "test"
@@ -43,11 +43,11 @@ def test_a_site_mate_with_the_group_key_cannot_make_every_command_expire(dev) ->
     node = fw.make_node(cfg)
     insider = reg.group_key(SITE)  # in every site device's keys.json
     group = reg.site_group(SITE)
-    forged = messages.time_sync(group, CLOUD, 0xFFFFFF00, int(time.time()) + 10 * 365 * 86400, 0,
+    forged = builders.time_sync(group, CLOUD, 0xFFFFFF00, int(time.time()) + 10 * 365 * 86400, 0,
                                 key=insider)
     node.receive(forged)
     now = int(time.time())
-    cmd = messages.reduce_power(DEV, CLOUD, reg.counter(CLOUD).next(), 20, now, 60,
+    cmd = builders.reduce_power(DEV, CLOUD, reg.counter(CLOUD).next(), 20, now, 60,
                                 key=reg.sender_key(CLOUD, DEV), valid_until=now + 3600)
     node.receive(cmd)
     assert _last_status(node) == messages.ACK_APPLIED
@@ -121,7 +121,7 @@ def test_an_authenticated_command_the_device_cannot_read_still_gets_an_ack(dev) 
     for ever, each resend dropped again."""
     reg, fw, cfg = dev
     node = fw.make_node(cfg)
-    raw = messages.build(messages.SVC_DR, frame.CLASS_COMMAND, DEV, CLOUD, reg.counter(CLOUD).next(),
+    raw = builders.build(messages.SVC_DR, frame.CLASS_COMMAND, DEV, CLOUD, reg.counter(CLOUD).next(),
                          {0: messages.DR_REDUCE, -9: 1}, frame.FLAG_ACK_WANTED,
                          key=reg.sender_key(CLOUD, DEV))
     node.receive(raw)
@@ -134,7 +134,7 @@ def test_a_full_flash_is_a_failed_wake_not_an_exception_out_of_the_loop(dev) -> 
     device.main(). (Counter exhaustion does the same with OverflowError from
     Sender.seal in report() and _queue_ack(), at every wake.)"""
     reg, fw, cfg = dev
-    from host_tools.broker import Broker
+    from host_tools.cloud.broker import Broker
 
     with Broker() as broker:
         conf = fleet_host.device_config(Path(cfg["dir"]), broker.port, budget_ms=1500)
@@ -156,7 +156,7 @@ def test_a_full_flash_is_a_failed_wake_not_an_exception_out_of_the_loop(dev) -> 
 
 def test_an_exhausted_counter_does_not_crash_every_wake(dev) -> None:
     reg, fw, cfg = dev
-    from host_tools.broker import Broker
+    from host_tools.cloud.broker import Broker
 
     (Path(cfg["dir"]) / "counter.json").write_text(json.dumps(0xFFFFFFFF))
     with Broker() as broker:
@@ -173,7 +173,7 @@ def test_unauthenticated_frames_cause_no_flash_writes(dev) -> None:
     node = fw.make_node(cfg)
     before = node.journal.commits
     for i in range(50):
-        node.receive(messages.discovery(frame.BROADCAST, 0x00000666, i))
+        node.receive(builders.discovery(frame.BROADCAST, 0x00000666, i))
     assert node.journal.commits == before
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import provision
 
-from host_tools import fleet_host
-from host_tools.registry import CLOUD, Registry
-from spot import cbor, errors, frame, messages, secure
+from host_tools.sim import fleet_host
+from host_tools.cloud.registry import CLOUD, Registry
+from spot import builders, cbor, errors, frame, messages, secure
 
 DEV = 0x00006001
 WEEK0 = 1795651200  # a Thursday, 00:00 UTC
@@ -34,7 +34,7 @@ def test_program_event_and_price_rule_survive_a_reboot_bad_ones_are_refused(dev)
     reg, fw, cfg = dev
     node = fw.make_node(cfg)
     program = ([d * 86400 + 6 * 3600 for d in range(7)], [210] * 7)
-    assert _send(reg, node, lambda seq, key: messages.weekly_program(
+    assert _send(reg, node, lambda seq, key: builders.weekly_program(
         DEV, CLOUD, seq, WEEK0, *program, key=key)) == messages.ACK_APPLIED
     # Refused, each for its own reason, and the program in force stays. Unsorted
     # or overlapping steps cannot even be encoded: a sender that builds them by
@@ -46,19 +46,19 @@ def test_program_event_and_price_rule_survive_a_reboot_bad_ones_are_refused(dev)
             key, messages.SVC_SCHEDULE, 1, frame.CLASS_COMMAND, DEV, CLOUD, seq, p,
             frame.FLAG_ACK_WANTED)) == messages.ACK_REFUSED
         assert node.journal.inbox[-1][3] == errors.BAD_VALUE
-    assert _send(reg, node, lambda seq, key: messages.weekly_program(
+    assert _send(reg, node, lambda seq, key: builders.weekly_program(
         DEV, CLOUD, seq, WEEK0, list(range(0, 49 * 60, 60)), [1] * 49, key=key)) == messages.ACK_REFUSED
-    assert _send(reg, node, lambda seq, key: messages.timed_event(
+    assert _send(reg, node, lambda seq, key: builders.timed_event(
         DEV, CLOUD, seq, 7, int(time.time()) + 600, -5, key=key)) == messages.ACK_REFUSED
     assert len(node.schedule.program) == 7 and node.schedule.program[0][1] == 210
     start = int(time.time()) + 3600
-    assert _send(reg, node, lambda seq, key: messages.timed_event(
+    assert _send(reg, node, lambda seq, key: builders.timed_event(
         DEV, CLOUD, seq, 7, start, 900, 300, key=key)) == messages.ACK_APPLIED
-    assert _send(reg, node, lambda seq, key: messages.price_rule(
+    assert _send(reg, node, lambda seq, key: builders.price_rule(
         DEV, CLOUD, seq, 6000, 2, key=key)) == messages.ACK_APPLIED
     hour = int(time.time()) // 3600 * 3600 + 7200
     group = reg.site_group("home")
-    node.receive(messages.price_forecast(group, CLOUD, reg.counter(CLOUD).next(), hour, 3600,
+    node.receive(builders.price_forecast(group, CLOUD, reg.counter(CLOUD).next(), hour, 3600,
                                          [9000, 5000, 5500, 8000, 4000], -2,
                                          key=reg.group_key("home")))
     ids = sorted(e[0] for e in node.schedule.events)

@@ -6,7 +6,7 @@ import re
 
 from conftest import ROOT
 
-from host_tools import build
+from host_tools.board import build
 
 SPOT = ROOT / "lib" / "spot"
 

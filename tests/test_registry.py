@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from host_tools import demo, publish
-from host_tools.broker import Broker
-from host_tools.registry import Registry, class_mask
-from spot import errors, frame, key_admin, messages, secure
+from host_tools.demo import security as demo
+from host_tools.cloud import publish
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.registry import Registry, class_mask
+from spot import builders, errors, frame, key_admin, messages, secure
 from spot.errors import SpotError
 from spot.filter_table import FilterTable
 from spot.keyring import Keyring
@@ -60,14 +61,14 @@ def test_provisioned_files_are_private_and_work(tmp_path: Path) -> None:
     ident = json.loads((tmp_path / "fs" / "identity.json").read_text())
     assert ident["address"] == dev and ident["groups"] == [reg.site_group("home")]
     table = _table(dev, reg.site_group("home"))
-    cmd = messages.reduce_power(dev, CLOUD, reg.counter(CLOUD).next(), 20, 0, 60,
+    cmd = builders.reduce_power(dev, CLOUD, reg.counter(CLOUD).next(), 20, 0, 60,
                                 key=reg.sender_key(CLOUD, dev))
     assert secure.open_frame(cmd, table, ring).seq >= 1
-    fc = messages.price_forecast(reg.site_group("home"), CLOUD, reg.counter(CLOUD).next(), 0, 3600,
+    fc = builders.price_forecast(reg.site_group("home"), CLOUD, reg.counter(CLOUD).next(), 0, 3600,
                                  [1, 2], -2, key=reg.group_key("home"))
     assert secure.open_frame(fc, table, ring).cls == frame.CLASS_INFO
     # The device's answer verifies at the cloud with the registry's keyring.
-    up = messages.ack(CLOUD, dev, 1, 1, messages.ACK_APPLIED, key=ring.for_peer(CLOUD))
+    up = builders.ack(CLOUD, dev, 1, 1, messages.ACK_APPLIED, key=ring.for_peer(CLOUD))
     cloud_table = FilterTable(CLOUD)
     cloud_table.set_service(messages.SVC_CORE, [frame.CLASS_ACK])
     assert secure.open_frame(up, cloud_table, reg.keyring_for(CLOUD)).src == dev
@@ -83,9 +84,9 @@ def test_pairing_grants_exactly_the_classes_asked(tmp_path: Path) -> None:
     entry = reg.pair(HEMS, dev, class_mask("info"))
     assert _apply_key_command(reg.key_add_frame(entry), table, ring) == (messages.ACK_APPLIED, 0)
     key = reg.sender_key(HEMS, dev)
-    info = messages.price_forecast(dev, HEMS, 2, 0, 3600, [1], 0, key=key)
+    info = builders.price_forecast(dev, HEMS, 2, 0, 3600, [1], 0, key=key)
     assert secure.open_frame(info, table, ring).src == HEMS
-    cmd = messages.reduce_power(dev, HEMS, 3, 20, 0, 60, key=key)
+    cmd = builders.reduce_power(dev, HEMS, 3, 20, 0, 60, key=key)
     with pytest.raises(SpotError) as e:
         secure.open_frame(cmd, table, ring)
     assert e.value.code == errors.NOT_PERMITTED
@@ -166,7 +167,7 @@ def test_rotation_loses_no_queued_message(tmp_path: Path) -> None:
         seq = reg.counter(CLOUD).next
 
         def command(percent: int) -> bytes:
-            return messages.reduce_power(dev, CLOUD, seq(), percent, 0, 60, key=reg.sender_key(CLOUD, dev))
+            return builders.reduce_power(dev, CLOUD, seq(), percent, 0, 60, key=reg.sender_key(CLOUD, dev))
 
         queued = [command(10), command(11)]
         old, new = reg.rotate(dev)
@@ -180,7 +181,7 @@ def test_rotation_loses_no_queued_message(tmp_path: Path) -> None:
         assert [e["seq"] for e in woke if e.get("ev") == "kept"] == [
             frame.decode(raw).seq for raw in queued]
         # Retire the old key; afterwards a frame under it is refused.
-        stale = messages.reduce_power(dev, CLOUD, seq(), 14, 0, 60, key=old.device_key())
+        stale = builders.reduce_power(dev, CLOUD, seq(), 14, 0, 60, key=old.device_key())
         publish.publish(mqtt, topic, reg.key_retire_frame(dev, old.key_id, CLOUD))
         publish.publish(mqtt, topic, stale)
         publish.publish(mqtt, topic, command(15))

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from host_tools import role_demo
+from host_tools.demo import roles as role_demo
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from host_tools import role_sim
-from spot import messages as m
+from host_tools.sim import role_sim
+from spot import builders as b, messages as m
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog
 
 MIN = 60_000
@@ -32,12 +32,12 @@ def send(dev, build) -> tuple[int, int]:
 
 
 def cmd(dev, kind, value=None, dur=0, settings=None):
-    return send(dev, lambda seq, key: m.device_command(dev.address, dev.reg.cloud, seq, kind, value,
+    return send(dev, lambda seq, key: b.device_command(dev.address, dev.reg.cloud, seq, kind, value,
                                                        dur, settings, key=key))
 
 
 def dr(dev, kind, amount=None, dur=0, **kw):
-    return send(dev, lambda seq, key: m.demand(dev.address, dev.reg.cloud, seq, kind, amount,
+    return send(dev, lambda seq, key: b.demand(dev.address, dev.reg.cloud, seq, kind, amount,
                                                dev.board.now_ms // 1000, dur, key=key, **kw))
 
 
@@ -68,7 +68,7 @@ def reports(dev) -> list[dict]:
 
 def test_thermostat_holds_its_setpoint_with_hysteresis_and_minimum_times(tmp_path):
     dev = device(tmp_path, "thermostat", windows_per_day=0)
-    assert cmd(dev, 1, m.celsius(210), 12 * 3600) == (0, 0)
+    assert cmd(dev, 1, b.celsius(210), 12 * 3600) == (0, 0)
     run(dev, 6 * H)
     room = dev.board.model
     temps = []
@@ -94,12 +94,12 @@ def test_thermostat_frost_protection_beats_shut_down_and_an_open_window(tmp_path
 
 def test_thermostat_comfort_band_and_refusals(tmp_path):
     dev = device(tmp_path, "thermostat")
-    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=m.celsius(190), high=m.celsius(210)) == (0, 0)
-    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=m.celsius(20), high=m.celsius(210)) == (1, 34)
+    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=b.celsius(190), high=b.celsius(210)) == (0, 0)
+    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=b.celsius(20), high=b.celsius(210)) == (1, 34)
     assert dev.node.role.st["dr"][1] == 50  # held at the frost limit
-    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=m.celsius(220), high=m.celsius(200)) == (2, 32)
+    assert dr(dev, m.DR_KEEP_BAND, dur=7200, low=b.celsius(220), high=b.celsius(200)) == (2, 32)
     assert dr(dev, m.DR_REDUCE, Analog(50, UNIT_PERCENT), 3600) == (1, 32)  # 3 C at most
-    assert cmd(dev, 1, m.celsius(400)) == (2, 32)  # 40 C: no
+    assert cmd(dev, 1, b.celsius(400)) == (2, 32)  # 40 C: no
     assert cmd(dev, 4, settings={99: 1}) == (2, 41)
     assert cmd(dev, 4, settings={8: 20}) == (2, 32)  # a frost limit of 2 C is refused
     assert cmd(dev, 9) == (4, 0)
@@ -316,7 +316,7 @@ def test_heat_pump_block_is_timed_by_the_board_not_a_clock_set_back(tmp_path):
     dev = device(tmp_path, "heat_pump", store_c=55.0)
     assert cmd(dev, 3, 1, 7200)[0] in (0, 1)
     run(dev, H)
-    dev.wake([dev.frame(lambda seq, key: m.time_sync(dev.address, dev.reg.cloud, seq,
+    dev.wake([dev.frame(lambda seq, key: b.time_sync(dev.address, dev.reg.cloud, seq,
                                                      dev.board.now_ms // 1000 - 7200, 0,
                                                      key=key))])
     assert dev.node.now_ms() < dev.board.now_ms - H  # the device's clock went back 2 h
@@ -350,7 +350,7 @@ def test_acks_say_what_held_a_command_back(tmp_path):
     assert dr(hp, m.DR_SHUT_DOWN, dur=3600) == (1, 42)  # a cold store is not blocked
     th = device(tmp_path / "t", "thermostat")
     n = len(th.events)
-    th.wake([th.frame(lambda seq, key: m.weekly_program(  # 215 C: a typo, refused
+    th.wake([th.frame(lambda seq, key: b.weekly_program(  # 215 C: a typo, refused
         th.address, th.reg.cloud, seq, role_sim.T0 // 1000, [0, 3600], [2150, 200], key=key,
         unit=4, scale=-1))])
     assert any(ev == "refused" and "5..30 C" in f["what"] for ev, f in th.events[n:])

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from conftest import MICROPYTHON, ROOT, provision
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from spot import frame, messages
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from spot import builders, frame, messages
 
 SITE = "roles"
 DEV = 0x00003101
@@ -25,11 +25,11 @@ pytestmark = pytest.mark.timeout(120)
 # What the state report after the command shows: (key, value).
 SHOWS = {"thermostat": (3, 220), "smart_plug": (4, 1), "heat_pump": (7, 1)}
 COMMANDS = {  # role -> (label, builder of (dev, ctl) -> (seq, key) -> frame, expected ACK status)
-    "thermostat": ("setpoint 22 C", lambda d, c: lambda seq, key: messages.device_command(
-        d, c, seq, 1, messages.celsius(220), 3600, key=key), messages.ACK_APPLIED),
-    "smart_plug": ("relay on", lambda d, c: lambda seq, key: messages.device_command(
+    "thermostat": ("setpoint 22 C", lambda d, c: lambda seq, key: builders.device_command(
+        d, c, seq, 1, builders.celsius(220), 3600, key=key), messages.ACK_APPLIED),
+    "smart_plug": ("relay on", lambda d, c: lambda seq, key: builders.device_command(
         d, c, seq, 2, 1, key=key), messages.ACK_APPLIED),
-    "heat_pump": ("block 3 h", lambda d, c: lambda seq, key: messages.device_command(
+    "heat_pump": ("block 3 h", lambda d, c: lambda seq, key: builders.device_command(
         d, c, seq, 3, 1, 3 * 3600, key=key), messages.ACK_ADAPTED),
 }
 
@@ -105,7 +105,7 @@ def retained(port: int, topic: str, timeout: float = 3.0) -> bytes | None:
 def test_availability_is_retained_asleep_until_and_lost_when_a_wake_dies(tmp_path):
     import time
 
-    from host_tools import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
+    from host_tools.sim import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
     from spot import topics
 
     provision(tmp_path, SITE, DEV)
@@ -169,7 +169,7 @@ def test_the_role_keeps_control_through_a_slow_wake(tmp_path):
     """An over-current during a wake that takes seconds is still cut within a sample."""
     import time
 
-    from host_tools import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
+    from host_tools.sim import fleet_host, role_sim  # noqa: F401 (role_sim: the board's path)
 
     import board as vboard
 
@@ -196,7 +196,7 @@ def test_the_role_keeps_control_through_a_slow_wake(tmp_path):
 
 
 def test_safe_mode_ends_with_the_first_good_wake_of_the_boot(tmp_path):
-    from host_tools import fleet_host, role_sim  # noqa: F401
+    from host_tools.sim import fleet_host, role_sim  # noqa: F401
 
     import board as vboard
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from host_tools import sched_sim
+from host_tools.sim import sched_sim
 
 
 @pytest.mark.timeout(300)

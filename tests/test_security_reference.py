@@ -11,7 +11,7 @@ import hmac
 import cbor2
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from host_tools import spec_vectors
+from host_tools.spec import vectors as spec_vectors
 from vector_cases import GROUP_ID, GROUP_SECRET, PAIR_ID, PAIR_SECRET
 from test_vectors import spec_vectors as read_vectors
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from conftest import MICROPYTHON, ROOT, ScriptedBroker, provision
-from host_tools import fleet_host
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from spot import frame, messages, topics
+from host_tools.sim import fleet_host
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from spot import builders, frame, messages, topics
 
 SITE = "test"
 DEV = 0x00003001
@@ -67,7 +67,7 @@ def wait_for(cond, timeout: float = 5.0) -> bool:
 
 
 def command(ctl: Controller, percent: int = 20, **kw: Any):
-    return ctl.send_command(DEV, lambda seq, key: messages.reduce_power(
+    return ctl.send_command(DEV, lambda seq, key: builders.reduce_power(
         DEV, ctl.address, seq, percent, 0, 60, key=key, **kw), f"reduce {percent} %")
 
 
@@ -93,7 +93,7 @@ def test_marker_comes_after_everything_queued_on_every_topic(world) -> None:
     group = reg.site_group(SITE)
     for i in range(12):  # interleave the device's topic, its site group, broadcast
         command(ctl, 10 + i)
-        ctl.send_signal(group, lambda seq, key: messages.price_forecast(
+        ctl.send_signal(group, lambda seq, key: builders.price_forecast(
             group, ctl.address, seq, 0, 3600, [i, i + 1], -2, key=key), retain=(i == 11))
         ctl.client.publish(topics.topic(SITE, frame.BROADCAST), b"\x01not for anyone", qos=1)
     time.sleep(0.2)
@@ -220,7 +220,7 @@ def test_a_demand_response_event_fires_once_on_time_by_the_corrected_clock(world
     reg, broker, ctl, tmp = world
     run_unix_port(tmp, broker.port)
     start = int(time.time()) + 2
-    ctl.send_command(DEV, lambda seq, key: messages.reduce_power(
+    ctl.send_command(DEV, lambda seq, key: builders.reduce_power(
         DEV, ctl.address, seq, 30, start, 60, key=key), "reduce at start")
     ev = run_unix_port(tmp, broker.port, cycles=3, wake_ms=1500, run_s=20)
     fires = [e for e in ev if e["ev"] == "fire"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from host_tools import soak
+from host_tools.sim import soak
 
 
 @pytest.mark.timeout(300)

@@ -26,7 +26,7 @@ import pytest
 
 from conftest import ROOT
 
-from host_tools.virtual_board import (_PTY_STALL, DEEPSLEEP_RESET, HARD_RESET, SOFT_RESET,
+from host_tools.board.virtual_board import (_PTY_STALL, DEEPSLEEP_RESET, HARD_RESET, SOFT_RESET,
                                       WDT_RESET, VirtualBoardServer)
 
 MPREMOTE = Path(sys.executable).parent / "mpremote"
@@ -388,7 +388,7 @@ def test_text_is_cooked_buffer_bytes_are_not_and_mount_works(board, tmp_path):
 
 
 def test_output_decoder_survives_any_split():
-    from host_tools.virtual_board import _RAW_MARK, _Output
+    from host_tools.board.virtual_board import _RAW_MARK, _Output
 
     stream = (b"a\nb" + _RAW_MARK + (3).to_bytes(4, "little") + b"x\ny" + b"\x1bc\n"
               + _RAW_MARK + (0).to_bytes(4, "little") + b"end\x1b")
@@ -403,7 +403,7 @@ def test_output_decoder_survives_any_split():
 @pytest.mark.timeout(60)
 def test_cli_prints_its_endpoints_and_leaves_nothing_on_sigterm(tmp_path):
     root = tmp_path / "cli-flash"
-    proc = subprocess.Popen([sys.executable, "-m", "host_tools.virtual_board", "--chip", "esp32",
+    proc = subprocess.Popen([sys.executable, "-m", "host_tools.board.virtual_board", "--chip", "esp32",
                              "--role", "heat_pump", "--root", str(root), "--pty"],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

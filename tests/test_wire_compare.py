@@ -1,4 +1,4 @@
-"""Tests for host_tools.wire_compare (competitor wire encodings)."""
+"""Tests for host_tools.bench.wire_compare (competitor wire encodings)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from lxml import etree
 
-from host_tools import wire_compare as wc
+from host_tools.bench import wire_compare as wc
 
 NS = {
     "ei": "http://docs.oasis-open.org/ns/energyinterop/201110",

@@ -1,8 +1,8 @@
 """Builders for the standard SPOT messages: what controllers and tests send.
 
 Kept apart from spot.messages (the ids and keys every node needs) so that a
-device, which mostly receives, does not load them; spot.messages still offers
-them by name.
+device, which mostly receives, does not load them. The dependency runs one way:
+builders needs messages, never the reverse.
 """
 from spot import cbor, frame
 from spot.errors import BAD_VALUE, SpotError

@@ -1,4 +1,4 @@
-"""The messages of SPOT's core services: ids, payload keys and builders.
+"""The messages of SPOT's core services: ids and payload keys (their builders: spot.builders).
 
 A payload is a CBOR map with small integer keys. A receiver ignores positive
 keys it does not know; negative keys are must-understand, so an old receiver
@@ -112,12 +112,3 @@ def read_payload(f, limits=cbor.DEFAULT_LIMITS):
             raise SpotError(UNKNOWN_MANDATORY, "key %d of service %d class %d" % (k, f.service, f.cls))
     return body
 
-
-def __getattr__(name):
-    # The message builders live in spot.builders: a device that only receives
-    # never loads them, a controller gets them here as before.
-    if name.startswith("__"):
-        raise AttributeError(name)
-    from spot import builders
-
-    return getattr(builders, name)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import provision
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from spot import messages
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from spot import builders, messages
 
 SITE = "hil"
 DEV = 0x00003301
@@ -52,8 +52,8 @@ def test_command_queued_while_asleep_is_applied_at_the_next_wake(board, bench):
     board.deploy("thermostat", tmp / "fs", broker.port)
     first = board.run_firmware(1)  # the broker session, first contact
     assert [e for e in first if e["ev"] == "cycle"][0]["ok"], first
-    ctl.send_command(DEV, lambda seq, key: messages.device_command(
-        DEV, ctl.address, seq, 1, messages.celsius(225), 3600, key=key), "setpoint 22.5 C")
+    ctl.send_command(DEV, lambda seq, key: builders.device_command(
+        DEV, ctl.address, seq, 1, builders.celsius(225), 3600, key=key), "setpoint 22.5 C")
     time.sleep(0.2)  # queued while the board runs nothing: asleep
     ev = board.run_firmware(1)
     assert [e for e in ev if e["ev"] == "applied" and e.get("status") == 0], ev

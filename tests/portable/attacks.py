@@ -6,7 +6,7 @@ applied). `make bench` reports the number accepted as sec_attacks_accepted.
 """
 import os
 
-from spot import frame, key_admin, messages, secure
+from spot import builders, frame, key_admin, messages, secure
 from spot.counter import SendCounter
 from spot.errors import SpotError
 from spot.filter_table import FilterTable
@@ -48,11 +48,11 @@ class Controller:
         self.counter = SendCounter(path + "/controller-counter.json")
 
     def command(self, dst=PLUG, percent=20, key=None):
-        return messages.reduce_power(dst, CONTROLLER, self.counter.next(), percent, T, 3600,
+        return builders.reduce_power(dst, CONTROLLER, self.counter.next(), percent, T, 3600,
                                      key=key or self.pair)
 
     def forecast(self):
-        return messages.price_forecast(SITE_GROUP, CONTROLLER, self.counter.next(), T, 3600,
+        return builders.price_forecast(SITE_GROUP, CONTROLLER, self.counter.next(), T, 3600,
                                        [1, 2, 3], -2, key=self.group)
 
 
@@ -114,7 +114,7 @@ def _run(path):
     attempt("key id changed", _tamper(fresh, len(fresh) - 9, GROUP_ID))
     attempt("payload bit flipped", _tamper(fresh, 25, fresh[25] ^ 1))
     attempt("sequence number changed", _tamper(fresh, 16, fresh[16] ^ 4))
-    attempt("unsecured command", messages.reduce_power(PLUG, CONTROLLER, ctl.counter.next(), 20, T, 60))
+    attempt("unsecured command", builders.reduce_power(PLUG, CONTROLLER, ctl.counter.next(), 20, T, 60))
     attempt("legit command after tampering", fresh, legit=True)
 
     # Replays and reordering.
@@ -128,7 +128,7 @@ def _run(path):
     attempt("reordered frame replayed again", b)
     for _ in range(70):
         ctl.counter.next()
-    late = messages.reduce_power(PLUG, CONTROLLER, seq, 20, T, 60, key=ctl.pair)
+    late = builders.reduce_power(PLUG, CONTROLLER, seq, 20, T, 60, key=ctl.pair)
     attempt("never-seen frame older than the window", late)
     attempt("legit command after the gap", ctl.command(), legit=True)
 
@@ -143,23 +143,23 @@ def _run(path):
     moved[5:9] = SITE_GROUP.to_bytes(4, "big")
     attempt("command re-addressed to the site group", bytes(moved))
     rogue = Key(PAIR_ID, PLUG, os.urandom(32), 0xFF)
-    attempt("command from an unpaired controller", messages.reduce_power(
+    attempt("command from an unpaired controller", builders.reduce_power(
         PLUG, ROGUE, 1, 100, T, 60, key=rogue))
-    attempt("unpaired controller posing as the controller", messages.reduce_power(
+    attempt("unpaired controller posing as the controller", builders.reduce_power(
         PLUG, CONTROLLER, ctl.counter.next() + 5, 100, T, 60, key=Key(9, PLUG, os.urandom(32), 0xFF)))
     insider = Key(GROUP_ID, PLUG, GROUP_SECRET, GROUP_CLASSES, group=True)
-    attempt("command forged with the group key", messages.reduce_power(
+    attempt("command forged with the group key", builders.reduce_power(
         PLUG, CONTROLLER, ctl.counter.next(), 100, T, 60, key=insider))
     attempt("legit forecast under the group key", ctl.forecast(), legit=True)
 
     # Key management.
     stolen = os.urandom(32)
-    attempt("key add in clear", messages.build(
+    attempt("key add in clear", builders.build(
         messages.SVC_CORE, frame.CLASS_COMMAND, PLUG, CONTROLLER, ctl.counter.next(),
         {0: messages.CORE_KEY_ADD, 1: 5, 2: ROGUE, 3: stolen, 4: 0xFF, 5: 2}, key=ctl.pair))
-    attempt("key add under the group key", messages.key_add(
+    attempt("key add under the group key", builders.key_add(
         PLUG, CONTROLLER, ctl.counter.next(), insider, 5, ROGUE, stolen, 0xFF, admin=True))
-    attempt("retire of the last admin key", messages.key_retire(
+    attempt("retire of the last admin key", builders.key_retire(
         PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, PAIR_ID, CONTROLLER))
 
     # Reboots: the plug loses its RAM; the controller loses power mid-block.

@@ -1,5 +1,5 @@
 """Frames: header layout, round trips, every malformed kind, and the receiver filter."""
-from spot import cbor, frame, messages
+from spot import builders, cbor, frame, messages
 from spot.errors import (BAD_FLAGS, BAD_PAYLOAD, BAD_VERSION, CLASS_REFUSED, INSECURE,
                          LENGTH_MISMATCH, NOT_FOR_ME, OVERSIZED, TOO_DEEP, TRUNCATED,
                          UNKNOWN_MANDATORY, UNKNOWN_SERVICE, UNKNOWN_SERVICE_VERSION, SpotError)
@@ -40,15 +40,15 @@ def test_every_message_kind_round_trips():
         key = None
         if f.secured:
             key = [k for k in plug_keys() + controller_keys() if k.key_id == f.key_id][0]
-        again = messages.build(f.service, f.cls, f.dst, f.src, f.seq, body,
+        again = builders.build(f.service, f.cls, f.dst, f.src, f.seq, body,
                                f.flags & frame.FLAG_ACK_WANTED, f.version, key,
                                bool(f.flags & frame.FLAG_ENCRYPTED))
         assert again == raw, name
 
 
 def test_security_trailer_costs_nine_bytes():
-    plain = messages.discovery(PLUG, CONTROLLER, 1)
-    secured = messages.discovery(PLUG, CONTROLLER, 1, key=plug_keys()[0])
+    plain = builders.discovery(PLUG, CONTROLLER, 1)
+    secured = builders.discovery(PLUG, CONTROLLER, 1, key=plug_keys()[0])
     assert len(secured) - len(plain) == frame.TRAILER_SIZE == 9
 
 

@@ -9,7 +9,7 @@
   that write fails, later counters are handed out unreserved and come again
   after a reboot (AES-CTR nonce reuse, replays refused as duplicates).
 """
-from spot import counter, frame, key_admin, messages, secure, storage
+from spot import builders, counter, frame, key_admin, messages, secure, storage
 from spot.errors import REPLAYED
 from spot.keyring import Key
 
@@ -37,7 +37,7 @@ def test_key_add_cannot_demote_the_last_admin_key():
         table = attacks.plug_table()
         ctl = attacks.Controller(path)
         # Same key id and peer as the only admin key, flags 0: a plain pairing.
-        demote = messages.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, PAIR_ID,
+        demote = builders.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, PAIR_ID,
                                   CONTROLLER, bytes(range(1, 33)), 0xFF, admin=False)
         status, _ = _apply(demote, table, ring)
         assert any(k.admin for k in ring.keys), "the device has no admin key left (status %d)" % status
@@ -53,14 +53,14 @@ def test_re_adding_a_key_keeps_its_replay_window():
         table = attacks.plug_table()
         ctl = attacks.Controller(path)
         hems = Key(HEMS_ID, PLUG, HEMS_SECRET, 0xFF)
-        add = messages.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, HEMS_ID, HEMS,
+        add = builders.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, HEMS_ID, HEMS,
                                HEMS_SECRET, 1 << frame.CLASS_COMMAND)
         assert _apply(add, table, ring) == (messages.ACK_APPLIED, 0)
-        cmd = messages.reduce_power(PLUG, HEMS, 500, 80, attacks.T, 3600, key=hems)
+        cmd = builders.reduce_power(PLUG, HEMS, 500, 80, attacks.T, 3600, key=hems)
         assert _apply(cmd, table, ring)[0] == messages.ACK_APPLIED
         # The cloud sends the same key again (a resend from a second registry
         # process, a class change, a re-provisioning script): same secret.
-        again = messages.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, HEMS_ID, HEMS,
+        again = builders.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, HEMS_ID, HEMS,
                                  HEMS_SECRET, 1 << frame.CLASS_COMMAND)
         assert _apply(again, table, ring) == (messages.ACK_APPLIED, 0)
         expect_error(REPLAYED, secure.open_frame, cmd, table, ring)

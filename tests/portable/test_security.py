@@ -1,5 +1,5 @@
 """Frame security: primitives against known answers, counters, windows, keys, attacks."""
-from spot import crypto, frame, key_admin, messages, secure
+from spot import builders, crypto, frame, key_admin, messages, secure
 from spot.counter import SendCounter
 from spot.errors import BAD_TAG, NOT_PAIRED, REPLAYED, SpotError
 from spot.keyring import WINDOW, Key, Keyring
@@ -45,8 +45,8 @@ def test_constant_time_compare():
 
 def test_trailer_is_nine_bytes_and_tag_covers_everything_before_it():
     key = plug_keys()[0]
-    plain = messages.discovery(PLUG, CONTROLLER, 5)
-    sealed = messages.discovery(PLUG, CONTROLLER, 5, key=key)
+    plain = builders.discovery(PLUG, CONTROLLER, 5)
+    sealed = builders.discovery(PLUG, CONTROLLER, 5, key=key)
     assert len(sealed) - len(plain) == 9
     assert sealed[-9] == PAIR_ID
     mac_key = crypto.derive(PAIR_SECRET, b"mac")
@@ -56,7 +56,7 @@ def test_trailer_is_nine_bytes_and_tag_covers_everything_before_it():
 def test_encrypted_payload_is_unreadable_and_recovered():
     pair = plug_keys()[0]
     body = {1: b"private consumption", 2: 42}
-    raw = messages.build(messages.SVC_METER, frame.CLASS_REPORT, CONTROLLER, PLUG, 9, body,
+    raw = builders.build(messages.SVC_METER, frame.CLASS_REPORT, CONTROLLER, PLUG, 9, body,
                          key=pair, encrypt=True)
     assert b"private consumption" not in raw
     f = receive(raw)
@@ -131,7 +131,7 @@ def test_rotation_keeps_queued_messages():
         # Queued while the plug sleeps, in this order: old-key commands, the new
         # key, new-key commands, more old-key commands the controller had queued.
         old1 = ctl.command()
-        add = messages.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, 2, CONTROLLER,
+        add = builders.key_add(PLUG, CONTROLLER, ctl.counter.next(), ctl.pair, 2, CONTROLLER,
                                new_secret, 0xFF, admin=True)
         new_key = Key(2, PLUG, new_secret, 0xFF)
         new1 = ctl.command(key=new_key)
@@ -141,7 +141,7 @@ def test_rotation_keeps_queued_messages():
             body = messages.read_payload(f)
             if f.service == messages.SVC_CORE:
                 assert key_admin.apply(ring, f, body) == (messages.ACK_APPLIED, 0)
-        retire = messages.key_retire(PLUG, CONTROLLER, ctl.counter.next(), new_key, PAIR_ID, CONTROLLER)
+        retire = builders.key_retire(PLUG, CONTROLLER, ctl.counter.next(), new_key, PAIR_ID, CONTROLLER)
         f = secure.open_frame(retire, table, ring)
         assert key_admin.apply(ring, f, messages.read_payload(f)) == (messages.ACK_APPLIED, 0)
         expect_error(NOT_PAIRED, secure.open_frame, ctl.command(), table, ring)
@@ -157,7 +157,7 @@ def test_keys_never_show_in_repr_or_errors():
         ring.add(k, save=False)
     secret_hex = "".join("%02x" % b for b in PAIR_SECRET)
     assert secret_hex[:16] not in repr(ring)
-    bad = messages.discovery(PLUG, CONTROLLER, 1, key=plug_keys()[0])
+    bad = builders.discovery(PLUG, CONTROLLER, 1, key=plug_keys()[0])
     e = expect_error(BAD_TAG, receive, bad[:-1] + bytes([bad[-1] ^ 1]))
     assert secret_hex[:16] not in str(e)
 

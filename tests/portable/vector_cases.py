@@ -2,7 +2,7 @@
 
 The keys here are published test keys: never use them on a real device.
 """
-from spot import frame, messages
+from spot import builders, frame, messages
 from spot.keyring import GROUP_CLASSES, Key
 from spot.objects import UNIT_W, UNIT_WH, Analog
 
@@ -35,12 +35,12 @@ def valid():
     group = plug_keys()[1]
     power, energy = Analog(12345, UNIT_W, -1), Analog(987654, UNIT_WH, -1)
     return [
-        ("command-reduce-power", messages.reduce_power(PLUG, CONTROLLER, 1001, 20, T0 + 17 * 3600, 7200, key=pair)),
-        ("info-price-forecast", messages.price_forecast(SITE_GROUP, CONTROLLER, 1002, T0, 3600, PRICES, -2, key=group)),
-        ("report-meter", messages.meter_report(CONTROLLER, PLUG, 77, T0 + 12 * 3600, power, energy, True, key=pair)),
-        ("report-meter-encrypted", messages.meter_report(CONTROLLER, PLUG, 78, T0 + 12 * 3600, power, energy, True,
+        ("command-reduce-power", builders.reduce_power(PLUG, CONTROLLER, 1001, 20, T0 + 17 * 3600, 7200, key=pair)),
+        ("info-price-forecast", builders.price_forecast(SITE_GROUP, CONTROLLER, 1002, T0, 3600, PRICES, -2, key=group)),
+        ("report-meter", builders.meter_report(CONTROLLER, PLUG, 77, T0 + 12 * 3600, power, energy, True, key=pair)),
+        ("report-meter-encrypted", builders.meter_report(CONTROLLER, PLUG, 78, T0 + 12 * 3600, power, energy, True,
                                                           key=pair, encrypt=True)),
-        ("ack-applied", messages.ack(CONTROLLER, PLUG, 79, 1001, messages.ACK_APPLIED, key=pair)),
-        ("timesync", messages.time_sync(PLUG, CONTROLLER, 1003, T0 + 43200, 250, key=pair)),
-        ("discovery-unsecured", messages.discovery(frame.BROADCAST, CONTROLLER, 1004)),
+        ("ack-applied", builders.ack(CONTROLLER, PLUG, 79, 1001, messages.ACK_APPLIED, key=pair)),
+        ("timesync", builders.time_sync(PLUG, CONTROLLER, 1003, T0 + 43200, 250, key=pair)),
+        ("discovery-unsecured", builders.discovery(frame.BROADCAST, CONTROLLER, 1004)),
     ]

@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import bisect
 import random
-import sys
 from dataclasses import dataclass, field
 
-from host_tools.build import LIB
-
-if str(LIB) not in sys.path:
-    sys.path.insert(0, str(LIB))
 
 from spot import clock as clockmod  # noqa: E402
 from spot import schedule  # noqa: E402

@@ -11,18 +11,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from host_tools.build import LIB
 
-if str(LIB) not in sys.path:
-    sys.path.insert(0, str(LIB))
-
-from spot import frame, messages, storage  # noqa: E402
+from spot import builders, frame, messages, storage  # noqa: E402
 from spot.counter import SendCounter  # noqa: E402
 from spot.keyring import GROUP_CLASSES, Key, Keyring  # noqa: E402
 
@@ -270,11 +265,11 @@ class Registry:
         """The encrypted frame that gives a deployed device this key, sealed by the cloud."""
         admin = next(e for e in self.entries(entry.device)
                      if e.admin and e.peer == self.cloud and e.key_id != entry.key_id)
-        return messages.key_add(entry.device, self.cloud, self.counter(self.cloud).next(),
+        return builders.key_add(entry.device, self.cloud, self.counter(self.cloud).next(),
                                 admin.device_key(), entry.key_id, entry.peer, entry.secret,
                                 entry.classes, entry.group, entry.admin)
 
     def key_retire_frame(self, device: int, key_id: int, peer: int) -> bytes:
         """The frame that retires a key, sealed with the newest cloud admin key."""
-        return messages.key_retire(device, self.cloud, self.counter(self.cloud).next(),
+        return builders.key_retire(device, self.cloud, self.counter(self.cloud).next(),
                                    self.sender_key(self.cloud, device), key_id, peer)

@@ -54,7 +54,7 @@ class Board:
         return self.mpremote("fs", "cat", ":" + path)
 
     def deploy(self, role: str, device_dir: Path, broker_port: int, **kw: Any) -> dict:
-        from host_tools import deploy
+        from host_tools.board import deploy
 
         return deploy.deploy(self.port, role=role, device_dir=device_dir,
                              broker=f"{self.broker_host}:{broker_port}", show=False, **kw)
@@ -122,7 +122,7 @@ def board(request: pytest.FixtureRequest) -> Iterator[Board]:
     spec = str(request.config.getoption("--board"))
     host = str(request.config.getoption("--broker-host"))
     if spec.startswith("virtual:"):
-        from host_tools.virtual_board import VirtualBoardServer
+        from host_tools.board.virtual_board import VirtualBoardServer
 
         chip = spec.split(":", 1)[1]
         with tempfile.TemporaryDirectory(prefix="spot-hil-") as root:

@@ -12,19 +12,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from host_tools.build import LIB
 
-if str(LIB) not in sys.path:
-    sys.path.insert(0, str(LIB))
-
-from host_tools.registry import CLOUD, Registry  # noqa: E402
-from spot import frame, messages, secure, topics  # noqa: E402
+from host_tools.cloud.registry import CLOUD, Registry  # noqa: E402
+from spot import builders, frame, messages, secure, topics  # noqa: E402
 from spot.errors import REPLAYED, SpotError  # noqa: E402
 from spot.filter_table import FilterTable  # noqa: E402
 
@@ -211,7 +206,7 @@ class Controller:
         except KeyError:
             return
         seq = self.counter.next()
-        raw = messages.time_answer(device, self.address, seq, echo, received_ms,
+        raw = builders.time_answer(device, self.address, seq, echo, received_ms,
                                    time.time_ns() // 1_000_000, key=key)
         self._publish(self._topic(device), raw)
 

@@ -27,19 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "lib") not in sys.path:  # the device library runs on CPython too
-    sys.path.insert(0, str(ROOT / "lib"))
+from host_tools.paths import ROOT
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
-from host_tools.broker import Broker, BrokerError  # noqa: E402
-from host_tools.controller import STATUS_NAMES, _no_delay  # noqa: E402
-from host_tools.registry import Registry  # noqa: E402
-from host_tools.wire_compare import PRICE24, SHED  # noqa: E402
-from spot import cbor, errors, frame, messages, secure, topics  # noqa: E402
+from host_tools.cloud.broker import Broker, BrokerError  # noqa: E402
+from host_tools.cloud.controller import STATUS_NAMES, _no_delay  # noqa: E402
+from host_tools.cloud.registry import Registry  # noqa: E402
+from host_tools.bench.wire_compare import PRICE24, SHED  # noqa: E402
+from spot import builders, cbor, errors, frame, messages, secure, topics  # noqa: E402
 from spot.keyring import Key  # noqa: E402
 
 FIRMWARE = ROOT / "build" / "mpy" / "x64" / "main.py"  # the built image, as on a board
@@ -108,26 +106,26 @@ def plan(reg: Registry) -> list[Planned]:
     gkey = reg.group_key(SITE)
     seq = reg.counter(CONTROLLER).next
     prices = [round(p * 100) for p in PRICE24["prices"]]
-    forecast = messages.price_forecast(group, CONTROLLER, seq(), PRICE24["start"],
+    forecast = builders.price_forecast(group, CONTROLLER, seq(), PRICE24["start"],
                                        PRICE24["interval_s"], prices, -2, key=gkey)
-    sync = messages.time_sync(DEVICE, CONTROLLER, seq(), int(time.time()), 0, key=key)
-    shed = messages.reduce_power(DEVICE, CONTROLLER, seq(), SHED["reduce_pct"], SHED["start"],
+    sync = builders.time_sync(DEVICE, CONTROLLER, seq(), int(time.time()), 0, key=key)
+    shed = builders.reduce_power(DEVICE, CONTROLLER, seq(), SHED["reduce_pct"], SHED["start"],
                                  SHED["duration_s"], key=key)
-    other = messages.reduce_power(OTHER_DEVICE, CONTROLLER, seq(), SHED["reduce_pct"],
+    other = builders.reduce_power(OTHER_DEVICE, CONTROLLER, seq(), SHED["reduce_pct"],
                                   SHED["start"], SHED["duration_s"], key=key)
     unknown = secure.seal(key, UNKNOWN_SERVICE, 1, frame.CLASS_INFO, DEVICE, CONTROLLER, seq(),
                           cbor.encode({0: 1}))
-    truncated = messages.reduce_power(DEVICE, CONTROLLER, seq(), 50, SHED["start"], 600,
+    truncated = builders.reduce_power(DEVICE, CONTROLLER, seq(), 50, SHED["start"], 600,
                                       key=key)[:-5]
     # A well-formed, sealed frame around bytes that are no CBOR map (0xff: a
     # "break" outside any indefinite item): only the payload codec can refuse it.
     garbage = secure.seal(gkey, messages.SVC_PRICE, 1, frame.CLASS_INFO, group, CONTROLLER,
                           seq(), b"\xff\x00garbage")
-    forged = bytearray(messages.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"],
+    forged = bytearray(builders.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"],
                                              7200, key=key))
     forged[-1] ^= 0x55
-    unsecured = messages.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"], 7200)
-    rogue = messages.reduce_power(DEVICE, ROGUE, 1, 100, SHED["start"], 7200,
+    unsecured = builders.reduce_power(DEVICE, CONTROLLER, seq(), 100, SHED["start"], 7200)
+    rogue = builders.reduce_power(DEVICE, ROGUE, 1, 100, SHED["start"], 7200,
                                   key=Key(2, DEVICE, os.urandom(32), 0xFF))
     return [
         Planned("24 h price forecast (retained, group key)", gtopic, forecast, errors.OK,
@@ -161,8 +159,8 @@ def _prepare() -> None:
     """Fresh x64 library (incremental) and umqtt present, or a clear error."""
     if not (DEPS / "umqtt" / "simple.py").exists():
         raise DemoError("umqtt.simple is missing: run `make setup` "
-                        "(or python -m host_tools.fetch_umqtt)")
-    from host_tools import build
+                        "(or python -m host_tools.board.fetch_umqtt)")
+    from host_tools.board import build
 
     build.build_arch("x64")
 
@@ -374,7 +372,7 @@ def _controller(port: int, events: queue.Queue[tuple[float, str, Any]], reg: Reg
             f = secure.open_frame(msg.payload, table, ring)
             body = messages.read_payload(f)
             if f.cls == frame.CLASS_TIMESYNC:  # a wake's time request: answer at once
-                answer = messages.time_answer(f.src, CONTROLLER, counter.next(),
+                answer = builders.time_answer(f.src, CONTROLLER, counter.next(),
                                               body.get(messages.K_TS_ECHO), received_ms,
                                               time.time_ns() // 1_000_000,
                                               key=reg.sender_key(CONTROLLER, f.src))

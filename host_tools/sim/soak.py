@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from host_tools import fleet_host
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from host_tools.registry import Registry
+from host_tools.sim import fleet_host
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from host_tools.cloud.registry import Registry
 
 SITE = "soak"
 
@@ -101,7 +101,7 @@ def run(cycles: int = 1000, devices: int = 3, seed: int = 1, cut_rate: float = 0
     res = SoakResult()
     t0 = time.monotonic()
     fw = fleet_host.firmware()
-    from spot import messages, storage
+    from spot import builders, messages, storage
     from spot.journal import Journal
 
     tmp = Path(tempfile.mkdtemp(prefix="spot-soak-"))
@@ -161,7 +161,7 @@ def run(cycles: int = 1000, devices: int = 3, seed: int = 1, cut_rate: float = 0
                     restart(kill=kind == "sigkill")
                 if rng.random() < command_rate:
                     dev = rng.choice(addrs)
-                    p = ctl.send_command(dev, lambda seq, key, d=dev: messages.reduce_power(
+                    p = ctl.send_command(dev, lambda seq, key, d=dev: builders.reduce_power(
                         d, ctl.address, seq, rng.randint(1, 90), 0, 60, key=key), "reduce")
                     sent.add((dev, p.seq))
                 if i % 50 == 49:  # commands whose ACK is overdue go out again

@@ -14,7 +14,7 @@ libdir, portable, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path[:0] = [libdir, portable]
 
 import attacks  # noqa: E402
-from spot import frame, hotpath, messages, secure  # noqa: E402
+from spot import builders, frame, hotpath, messages, secure  # noqa: E402
 from spot.keyring import Key, Keyring  # noqa: E402
 
 CONTROLLER = 0x10001
@@ -26,7 +26,7 @@ def frames(key, start):
     # A 64-byte frame: 19 header + 36 payload + 9 trailer.
     out = []
     for i in range(N):
-        raw = messages.build(messages.SVC_DR, frame.CLASS_COMMAND, PLUG, CONTROLLER, start + i,
+        raw = builders.build(messages.SVC_DR, frame.CLASS_COMMAND, PLUG, CONTROLLER, start + i,
                              {0: 1, 1: b"0123456789abcdef0123456789abcd"}, key=key)
         assert len(raw) == 64, len(raw)
         out.append(raw)

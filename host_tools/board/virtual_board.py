@@ -40,7 +40,7 @@ Debug trace of the line and the boots on stderr: VBOARD_DEBUG=1.
 
 Python API:  with VirtualBoardServer("esp32", "thermostat", root, pty=True) as vb:
                  vb.url, vb.pty_path, vb.board (the models; hold vb.lock)
-Command line: python -m host_tools.virtual_board --chip esp32 --role thermostat --root DIR [--pty]
+Command line: python -m host_tools.board.virtual_board --chip esp32 --role thermostat --root DIR [--pty]
 """
 from __future__ import annotations
 
@@ -66,8 +66,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-VIRTUAL = ROOT / "boards" / "virtual"
+from host_tools.paths import ROOT, VIRTUAL, board_import_path
 
 # reset causes (machine_board's numbers)
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
@@ -441,9 +440,7 @@ def _pin_map(chip: str) -> tuple[dict[str, int], dict[str, dict]]:
 
 def make_models(role: str, chip: str, seed: int = 1):
     """boards/virtual/board.py's make(role, clock="wall"): the board's surroundings."""
-    for p in (VIRTUAL, ROOT / "lib"):
-        if str(p) not in sys.path:
-            sys.path.insert(0, str(p))
+    board_import_path(virtual=True)
     mod = sys.modules.get("spot_virtual_board")
     if mod is None:
         spec = importlib.util.spec_from_file_location("spot_virtual_board", VIRTUAL / "board.py")
@@ -1615,7 +1612,7 @@ def _split_keep(data: bytes, sep: int) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m host_tools.virtual_board",
+        prog="python -m host_tools.board.virtual_board",
         description="Serve a virtual MicroPython board (the unix port behind a raw REPL) "
                     "that stock mpremote can drive: mpremote connect URL fs ls")
     ap.add_argument("--chip", choices=sorted(CHIPS), default="esp32", help="the chip it plays")

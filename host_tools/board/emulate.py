@@ -40,8 +40,8 @@ def add_parser(sub: Any) -> None:
 
 def start(specs: list[str], root: Path, pty: bool = False, port: int = 0) -> list[Any]:
     """Start a board per CHIP:ROLE; one line (Refused, exit 2) for anything wrong."""
-    from host_tools.refusal import Refused
-    from host_tools.virtual_board import VirtualBoardServer
+    from host_tools.board.refusal import Refused
+    from host_tools.board.virtual_board import VirtualBoardServer
 
     if port and not 1024 <= port <= 65535 - len(specs):
         raise Refused(f"--port {port} is not a free TCP port number (1024..65535)")
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from host_tools.refusal import Refused
+    from host_tools.board.refusal import Refused
 
     try:
         servers = start(list(args.board or DEFAULT), args.root, args.pty, args.port)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 PACKAGE = "micropython-umqtt.simple==1.3.4"
 SHA256 = "8555d2f654deb8eb0d724f79b0811a78cc94029d070f3d96bbd74288653d63a5"
-ROOT = Path(__file__).resolve().parent.parent
-DEST = ROOT / "build" / "deps" / "umqtt"
+from host_tools.paths import DEPS
+
+DEST = DEPS / "umqtt"
 
 
 def _digest(path: Path) -> str:
@@ -46,4 +47,4 @@ def fetch(dest: Path = DEST) -> Path:
 
 
 if __name__ == "__main__":
-    print(f"umqtt.simple: {fetch().relative_to(ROOT)}")
+    print(f"umqtt.simple: {fetch()}")

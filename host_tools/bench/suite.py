@@ -17,11 +17,9 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.table import Table
 
-from host_tools import build
-from host_tools.build import BUILD, LIB, ROOT
+from host_tools.board import build
+from host_tools.paths import BUILD, LIB, ROOT
 
-if str(LIB) not in sys.path:  # the device library the figures are about
-    sys.path.insert(0, str(LIB))
 
 BENCH_JSON = BUILD / "bench.json"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
@@ -53,7 +51,7 @@ def hotpath_figures(rounds: int) -> dict[str, float]:
     variants = build.build_variants()
     build.build_arch("x64")
     res = subprocess.run(
-        [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "bench_hotpath.py"),
+        [str(MICROPYTHON), str(ROOT / "host_tools" / "bench" / "device_scripts" / "bench_hotpath.py"),
          str(variants["native"].parent), str(BUILD / "mpy" / "x64"), str(rounds)],
         capture_output=True, text=True, check=False, timeout=600)
     if res.returncode:
@@ -64,7 +62,7 @@ def hotpath_figures(rounds: int) -> dict[str, float]:
 def security_figures(rounds: int) -> dict[str, float]:
     build.build_arch("x64")
     res = subprocess.run(
-        [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "bench_security.py"),
+        [str(MICROPYTHON), str(ROOT / "host_tools" / "bench" / "device_scripts" / "bench_security.py"),
          str(BUILD / "mpy" / "x64"), str(ROOT / "tests" / "portable"), str(rounds)],
         capture_output=True, text=True, check=False, timeout=600)
     if res.returncode:
@@ -84,9 +82,9 @@ def _device_world(site: str, dev: int, **cfg: object) -> Iterator[tuple[Any, Pat
     import os
     import tempfile
 
-    from host_tools.broker import Broker
-    from host_tools.controller import Controller
-    from host_tools.registry import Registry
+    from host_tools.cloud.broker import Broker
+    from host_tools.cloud.controller import Controller
+    from host_tools.cloud.registry import Registry
 
     build.build_arch("x64")
     env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(BUILD / "mpy" / "x64")]))
@@ -112,7 +110,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
     the same run."""
     import time
 
-    from spot import messages, topics
+    from spot import builders, messages, topics
 
     dev, site = 0x4001, "bench"
     ours: list[dict] = []
@@ -129,13 +127,13 @@ def wake_figures(rounds: int) -> dict[str, float]:
             return cycles[0]
 
         def queue_command() -> None:
-            ctl.send_command(dev, lambda seq, key: messages.reduce_power(
+            ctl.send_command(dev, lambda seq, key: builders.reduce_power(
                 dev, ctl.address, seq, 20, 0, 7200, key=key), "bench")
             time.sleep(0.05)  # queued at the broker before the device wakes
 
         wake()  # the session
         down, up = topics.topic(site, 0x4002), topics.topic(site, 0x4002, up=True)
-        subprocess.run([str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
+        subprocess.run([str(MICROPYTHON), str(ROOT / "host_tools" / "bench" / "device_scripts" / "naive_wake.py"),
                         str(port), down, up, "60"], env=env, capture_output=True, timeout=60)
         for i in range(rounds):
             queue_command()
@@ -147,7 +145,7 @@ def wake_figures(rounds: int) -> dict[str, float]:
                 ctl.client.publish(down, bytes(49), qos=1)
                 time.sleep(0.05)
                 out = subprocess.run(
-                    [str(MICROPYTHON), str(ROOT / "host_tools" / "device_scripts" / "naive_wake.py"),
+                    [str(MICROPYTHON), str(ROOT / "host_tools" / "bench" / "device_scripts" / "naive_wake.py"),
                      str(port), down, up, "60"], env=env, capture_output=True, text=True, timeout=60)
                 naive.append(json.loads(out.stdout.strip().splitlines()[-1])["ms"])
     ms = _median([c["ms"] for c in ours])
@@ -194,7 +192,7 @@ def role_heap_figures() -> dict[str, float]:
     import os
     import time
 
-    from spot import messages
+    from spot import builders, messages
 
     out: dict[str, float] = {}
     for n, role in enumerate(ROLES):
@@ -205,7 +203,7 @@ def role_heap_figures() -> dict[str, float]:
             env = dict(env, MICROPYPATH=env["MICROPYPATH"] + os.pathsep + str(BUILD / "virtual"))
 
             def run(kb: int | None) -> list[dict] | None:
-                ctl.send_command(dev, lambda seq, key: messages.device_command(
+                ctl.send_command(dev, lambda seq, key: builders.device_command(
                     dev, ctl.address, seq, 4, settings={1: 600}, key=key), "telemetry period")
                 time.sleep(0.05)
                 heap = ["-X", f"heapsize={kb}k"] if kb else []
@@ -248,7 +246,7 @@ def role_heap_figures() -> dict[str, float]:
 
 def role_week_figures(seed: int = 1) -> dict[str, float]:
     """A simulated week per role (host_tools/role_sim.py): limits broken, comfort, cost."""
-    from host_tools import role_sim
+    from host_tools.sim import role_sim
 
     figures, _runs = role_sim.week_figures(seed)
     return figures
@@ -256,21 +254,21 @@ def role_week_figures(seed: int = 1) -> dict[str, float]:
 
 def deploy_figures() -> dict[str, float]:
     """spot deploy to a fresh virtual board, then again with nothing changed."""
-    from host_tools import deploy
+    from host_tools.board import deploy
 
     return deploy.measure("esp32", "thermostat")
 
 
 def fleet_figures(quick: bool = False) -> dict[str, float]:
     """Fleet emulation (host_tools/fleet.py): devices whose wakes all fit a 60 s round."""
-    from host_tools import fleet
+    from host_tools.sim import fleet
 
     return fleet.figures((200,) if quick else (250, 500, 1000))
 
 
 def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
     """Firing error against true time, with and without skew estimation, same world."""
-    from host_tools import sched_sim, svgplot
+    from host_tools.sim import sched_sim, svgplot
 
     on = sched_sim.simulate(devices=devices, weeks=weeks, use_skew=True)
     off = sched_sim.simulate(devices=devices, weeks=weeks, use_skew=False)
@@ -302,7 +300,7 @@ def schedule_figures(devices: int, weeks: int) -> dict[str, float]:
 
 
 def soak_figures(cycles: int) -> dict[str, float]:
-    from host_tools import soak
+    from host_tools.sim import soak
 
     return soak.run(cycles=cycles, devices=4, seed=2026).figures()
 
@@ -311,8 +309,8 @@ def spot_frames() -> dict[str, bytes]:
     """The three benchmark contents as secured SPOT frames (trailer counted)."""
     import os
 
-    from host_tools import wire_compare as wc
-    from spot import messages
+    from host_tools.bench import wire_compare as wc
+    from spot import builders, messages
     from spot.keyring import Key
     from spot.objects import UNIT_W, UNIT_WH, Analog
 
@@ -320,18 +318,18 @@ def spot_frames() -> dict[str, bytes]:
     controller, plug, site = 0x00010001, 0x00000107, 0x80000001
     key = Key(1, controller, os.urandom(32), 0xFF)  # sizes do not depend on the key
     return {
-        "price24": messages.price_forecast(site, controller, 1, p["start"], p["interval_s"],
+        "price24": builders.price_forecast(site, controller, 1, p["start"], p["interval_s"],
                                            [round(x * 100) for x in p["prices"]], -2, key=key),
-        "shed": messages.reduce_power(plug, controller, 2, s["reduce_pct"], s["start"],
+        "shed": builders.reduce_power(plug, controller, 2, s["reduce_pct"], s["start"],
                                       s["duration_s"], key=key),
-        "telemetry": messages.meter_report(
+        "telemetry": builders.meter_report(
             controller, plug, 3, t["ts"], Analog(round(t["power_w"] * 10), UNIT_W, -1),
             Analog(round(t["energy_wh"] * 10), UNIT_WH, -1), t["relay_on"], key=key),
     }
 
 
 def wire_figures() -> dict[str, float]:
-    from host_tools import wire_compare
+    from host_tools.bench import wire_compare
 
     others = wire_compare.competitor_sizes()
     out: dict[str, float] = {}

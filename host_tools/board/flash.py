@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from host_tools.refusal import Refused  # noqa: E402 (callers also use it from here)
+from host_tools.board.refusal import Refused  # noqa: E402 (callers also use it from here)
 
 
 # --- ESP32 family -----------------------------------------------------------------

@@ -17,17 +17,13 @@ the relay's own history (switches caused by a power cut excepted).
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools.build import BUILD, LIB, ROOT
+from host_tools.paths import board_import_path
 
-for _p in (ROOT / "boards" / "virtual", ROOT / "firmware", LIB, BUILD / "deps",
-           ROOT / "host_tools" / "cpython_shims"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+board_import_path(virtual=True, umqtt=True)
 
 MIN = 60_000
 H = 3_600_000
@@ -82,7 +78,7 @@ class _Device:
     """The firmware's node and role for one device, with the cloud's side of its keys."""
 
     def __init__(self, role: str, seed: int, fs: Path, params: dict) -> None:
-        from host_tools.registry import Registry
+        from host_tools.cloud.registry import Registry
 
         import board as vboard
 
@@ -141,7 +137,7 @@ class _Device:
 
 def _commands(role: str, rng: random.Random, now_s: int, dev: int, cloud: int):
     """One random command for the role (a builder of (seq, key) -> frame), some out of range."""
-    from spot import messages as m
+    from spot import builders, messages as m
     from spot.objects import UNIT_PERCENT, UNIT_W, Analog
 
     pick = rng.random()
@@ -156,32 +152,32 @@ def _commands(role: str, rng: random.Random, now_s: int, dev: int, cloud: int):
             amount = Analog(rng.choice([0, 500, 1000, 3000, 5000]), UNIT_W)
         elif kind == m.DR_KEEP_BAND:
             lo = rng.choice([30, 170, 190, 200, 250])
-            low, high = m.celsius(lo), m.celsius(lo + rng.choice([-5, 10, 20]))
-        return lambda seq, key: m.demand(dev, cloud, seq, kind, amount, start, dur, key=key,
+            low, high = builders.celsius(lo), builders.celsius(lo + rng.choice([-5, 10, 20]))
+        return lambda seq, key: builders.demand(dev, cloud, seq, kind, amount, start, dur, key=key,
                                          low=low, high=high)
     if pick < 0.75:
         if role == "thermostat":
-            v = m.celsius(rng.choice([160, 190, 210, 230, 400, 20]))
-            return lambda seq, key: m.device_command(dev, cloud, seq, 1, v, dur, key=key)
+            v = builders.celsius(rng.choice([160, 190, 210, 230, 400, 20]))
+            return lambda seq, key: builders.device_command(dev, cloud, seq, 1, v, dur, key=key)
         if role == "smart_plug":
             v = rng.choice([1, 1, 1, 0, 7])
-            return lambda seq, key: m.device_command(dev, cloud, seq, 2, v, key=key)
+            return lambda seq, key: builders.device_command(dev, cloud, seq, 2, v, key=key)
         v = rng.choice([1, 1, 2, 3, 4, 9])
         d = rng.choice([900, 3600, 5 * 3600])
-        return lambda seq, key: m.device_command(dev, cloud, seq, 3, v, d, key=key)
+        return lambda seq, key: builders.device_command(dev, cloud, seq, 3, v, d, key=key)
     # An installer sets minimum times from the unit's datasheet: never under the
     # heat pump's own (the model's 600 s); a thermostat's relay may take 4 min.
     mins = 900 if role == "heat_pump" else 240
     settings = rng.choice([{1: rng.choice([60, 300, 900])}, {9: mins, 10: mins}, {8: 20},
                            {6: rng.choice([8000, 16000, 20000])}, {5: rng.choice([90000, 110000])},
                            {12: rng.choice([7200, 14400, 21600])}, {99: 1}])
-    return lambda seq, key: m.device_command(dev, cloud, seq, 4, settings=settings, key=key)
+    return lambda seq, key: builders.device_command(dev, cloud, seq, 4, settings=settings, key=key)
 
 
 def simulate(role: str, seed: int = 1, days: int = 7, prices: bool = True,
              commands: bool = True, faults: bool = True, params: dict | None = None) -> RoleWeek:
     """One role's simulated days; deterministic for a seed."""
-    from spot import messages as m
+    from spot import builders
 
     rng = random.Random(seed * 7919 + len(role))
     out = RoleWeek(role, seed)
@@ -195,7 +191,7 @@ def simulate(role: str, seed: int = 1, days: int = 7, prices: bool = True,
         if role == "thermostat":
             offs = [d * 86400 + o for d in range(7) for o, _ in _DAY_PROGRAM]
             vals = [v for _ in range(7) for _, v in _DAY_PROGRAM]
-            queue.append(dev.frame(lambda seq, key: m.weekly_program(
+            queue.append(dev.frame(lambda seq, key: builders.weekly_program(
                 dev.address, cloud, seq, T0 // 1000, offs, vals, key=key, unit=4, scale=-1)))
         price_by_hour: dict[int, int] = {}
         next_cmd = T0 + int(rng.expovariate(1 / (3 * H)))
@@ -215,7 +211,7 @@ def simulate(role: str, seed: int = 1, days: int = 7, prices: bool = True,
                 for i, p in enumerate(ps):
                     price_by_hour[day0 // H + i] = p
                 if prices:
-                    queue.append(dev.frame(lambda seq, key, day0=day0, ps=ps: m.price_forecast(
+                    queue.append(dev.frame(lambda seq, key, day0=day0, ps=ps: builders.price_forecast(
                         dev.address, cloud, seq, day0 // 1000, 3600, ps, 0, key=key)))
             if commands and t >= next_cmd:
                 queue.append(dev.frame(_commands(role, rng, t // 1000, dev.address, cloud)))

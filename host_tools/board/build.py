@@ -13,9 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build"
-LIB = ROOT / "lib"
+from host_tools.paths import BUILD, DEPS, FIRMWARE, LIB, ROOT  # noqa: F401 (others use them from here)
 
 # Board family -> mpy-cross architecture.
 TARGETS = {
@@ -57,8 +55,7 @@ def device_sources() -> list[Path]:
     return sorted(p for p in (LIB / "spot").glob("*.py") if p.name not in HOST_ONLY)
 
 
-FIRMWARE = ROOT / "firmware"
-UMQTT = BUILD / "deps" / "umqtt" / "simple.py"
+UMQTT = DEPS / "umqtt" / "simple.py"
 
 
 def firmware_sources() -> list[Path]:

@@ -58,7 +58,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host_tools import build
+from host_tools.board import build
 
 ROOT = build.ROOT
 BOARDS = ROOT / "boards"
@@ -82,7 +82,7 @@ TARGET_FOR_ARCH = {2: "unix", 4: "rp2040", 5: "rp2350", 6: "rp2350", 7: "rp2350"
 BOARD_FOR_SYSNAME = {"esp32": "esp32_devkitc", "rp2": "rp2040_picow"}
 
 
-from host_tools.refusal import Refused  # noqa: E402 (callers also use it from here)
+from host_tools.board.refusal import Refused  # noqa: E402 (callers also use it from here)
 
 
 # --- what goes on the board ------------------------------------------------------------
@@ -118,7 +118,7 @@ def tree_files(arch: str) -> list[tuple[str, Path]]:
     """The build tree for arch as (remote path, local path), built or refreshed first."""
     if not build.UMQTT.exists():
         raise Refused(f"{build.UMQTT.relative_to(ROOT)} is missing: run `make setup` "
-                      f"(or `python -m host_tools.fetch_umqtt`) to fetch umqtt.simple")
+                      f"(or `python -m host_tools.board.fetch_umqtt`) to fetch umqtt.simple")
     try:
         outs = build.build_all([arch])[arch]
     except FileNotFoundError as e:
@@ -726,8 +726,8 @@ def deploy(port: str, target: str | None = None, role: str | None = None,
 def measure(chip: str = "esp32", role: str = "thermostat") -> dict[str, float]:
     """`make bench`'s figures: a full deploy to a fresh virtual board, then the same
     deploy again (nothing to copy), each timed from the command's start to its end."""
-    from host_tools.registry import Registry
-    from host_tools.virtual_board import VirtualBoardServer
+    from host_tools.cloud.registry import Registry
+    from host_tools.board.virtual_board import VirtualBoardServer
 
     with tempfile.TemporaryDirectory(prefix="spot-deploy-bench-") as tmp:
         reg = Registry(Path(tmp) / "registry.json")

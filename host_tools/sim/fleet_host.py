@@ -7,23 +7,18 @@ many devices can wake in one process: soak tests, fleet emulation.
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 from types import ModuleType
 
-from host_tools.build import BUILD, LIB, ROOT
-
-_PATHS = [str(LIB), str(ROOT / "firmware"), str(BUILD / "deps"), str(ROOT / "host_tools" / "cpython_shims")]
+from host_tools.paths import DEPS, FIRMWARE, board_import_path
 
 
 def firmware() -> ModuleType:
     """firmware/device.py as a module (its main() is not run)."""
-    for p in reversed(_PATHS):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    if not (BUILD / "deps" / "umqtt" / "simple.py").exists():
+    board_import_path(umqtt=True)
+    if not (DEPS / "umqtt" / "simple.py").exists():
         raise SystemExit("umqtt.simple is missing: run `make setup`")
-    spec = importlib.util.spec_from_file_location("spot_firmware_device", ROOT / "firmware" / "device.py")
+    spec = importlib.util.spec_from_file_location("spot_firmware_device", FIRMWARE / "device.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from host_tools import fleet_host, role_sim  # noqa: F401 (role_sim: the virtual board's path)
+from host_tools.sim import fleet_host, role_sim  # noqa: F401 (role_sim: the virtual board's path)
 
 ROLES = ("thermostat", "smart_plug", "heat_pump")
 WINDOW_S = 60.0  # every device of the fleet must complete its wake within this
@@ -45,8 +45,8 @@ class Fleet:
     """n provisioned devices (files under root) with their boards, and a controller."""
 
     def __init__(self, n: int, root: Path, port: int, site: str = "fleet") -> None:
-        from host_tools.controller import Controller
-        from host_tools.registry import Registry
+        from host_tools.cloud.controller import Controller
+        from host_tools.cloud.registry import Registry
 
         import board as vboard
 
@@ -71,19 +71,20 @@ class Fleet:
 
     def signals(self, every: int = 10) -> int:
         """A retained price forecast for the site, and a command to every tenth device."""
-        from spot import messages
+        from spot import builders, messages
+        from spot.objects import Analog
 
         now = int(time.time()) // 3600 * 3600
         prices = role_sim.day_prices(random.Random(1))
         group = self.reg.site_group(self.site)
-        self.ctl.send_signal(group, lambda seq, key: messages.price_forecast(
+        self.ctl.send_signal(group, lambda seq, key: builders.price_forecast(
             group, self.ctl.address, seq, now, 3600, prices, 0, key=key))
         sent = 0
         for i in range(0, len(self.addresses), every):
             a = self.addresses[i]
-            self.ctl.send_command(a, lambda seq, key, a=a: messages.demand(
+            self.ctl.send_command(a, lambda seq, key, a=a: builders.demand(
                 a, self.ctl.address, seq, messages.DR_REDUCE,
-                messages.Analog(20, 3), None, 7200, key=key), "reduce 20 % for 2 h")
+                Analog(20, 3), None, 7200, key=key), "reduce 20 % for 2 h")
             sent += 1
         time.sleep(0.2)  # queued at the broker before the devices wake
         return sent
@@ -102,7 +103,7 @@ class Fleet:
 
 def run(n: int, first: bool = True) -> Round:
     """Provision n devices, make their sessions (a first round), queue signals, time a round."""
-    from host_tools.broker import Broker
+    from host_tools.cloud.broker import Broker
 
     with tempfile.TemporaryDirectory(prefix="spot-fleet-") as tmp, Broker() as broker:
         fleet = Fleet(n, Path(tmp), broker.port)

@@ -34,15 +34,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from host_tools.build import BUILD, ROOT, build_all
+from host_tools.board.build import BUILD, ROOT, build_all
 
-if str(ROOT / "lib") not in sys.path:
-    sys.path.insert(0, str(ROOT / "lib"))
-
-from host_tools.broker import Broker, BrokerError  # noqa: E402
-from host_tools.controller import STATUS_NAMES, Controller, Uplink  # noqa: E402
-from host_tools.registry import Registry  # noqa: E402
-from spot import frame, messages  # noqa: E402
+from host_tools.cloud.broker import Broker, BrokerError  # noqa: E402
+from host_tools.cloud.controller import STATUS_NAMES, Controller, Uplink  # noqa: E402
+from host_tools.cloud.registry import Registry  # noqa: E402
+from spot import builders, frame, messages  # noqa: E402
+from spot.objects import Analog  # noqa: E402
 
 SITE = "demo"
 RUN_S = 50  # each device's own limit, should we never say stop
@@ -120,8 +118,8 @@ class Demo:
     # devices ---------------------------------------------------------------------------
     def start(self, d: DeviceRun, tmp: Path, port: int) -> None:
         """A virtual board: deployed (its own flash directory), then reset to run."""
-        from host_tools import deploy
-        from host_tools.virtual_board import VirtualBoardServer
+        from host_tools.board import deploy
+        from host_tools.board.virtual_board import VirtualBoardServer
 
         d.server = VirtualBoardServer(d.chip, d.role, tmp / f"flash-{d.address:08x}",
                                       seed=d.address).start()
@@ -262,15 +260,15 @@ def run(console: Console | None = None) -> int:
         hour = int(time.time()) // 3600 * 3600
         prices = [60, 55, 55, 55, 60, 80, 120, 160, 150, 110, 90, 70,
                   65, 70, 85, 100, 130, 180, 190, 160, 120, 100, 85, 70]
-        ctl.send_signal(group, lambda seq, key: messages.price_forecast(
+        ctl.send_signal(group, lambda seq, key: builders.price_forecast(
             group, ctl.address, seq, hour, 3600, prices, 0, key=key))
         demo.note("controller", "sent", "24 h price forecast to the site (retained, group key)")
         # 2. demand response to all three, each asleep
         pending = []
         for d in demo.devices:
             a = d.address
-            pending.append(ctl.send_command(a, lambda seq, key, a=a: messages.demand(
-                a, ctl.address, seq, messages.DR_REDUCE, messages.Analog(20, 3), None, 7200,
+            pending.append(ctl.send_command(a, lambda seq, key, a=a: builders.demand(
+                a, ctl.address, seq, messages.DR_REDUCE, Analog(20, 3), None, 7200,
                 key=key), "reduce 20 % for 2 h"))
             demo.note("controller", "sent", f"reduce 20 % for 2 h -> {d.role.replace('_', ' ')}")
             demo.note("broker", "queued", f"for {d.role.replace('_', ' ')} (asleep, radio off)")
@@ -279,10 +277,10 @@ def run(console: Console | None = None) -> int:
         hp, plug = demo.devices[2], demo.devices[1]
         last = len(hp.awake_at)
         _wait(lambda: len(hp.awake_at) > last, 10, demo)  # it just went back to sleep
-        ctl.send_command(hp.address, lambda seq, key: messages.device_command(
+        ctl.send_command(hp.address, lambda seq, key: builders.device_command(
             hp.address, ctl.address, seq, 3, 3, 3600, key=key), "SG Ready recommended")
         demo.note("controller", "sent", "SG Ready 'recommended' for 1 h -> heat pump (asleep)")
-        ctl.send_command(plug.address, lambda seq, key: messages.device_command(
+        ctl.send_command(plug.address, lambda seq, key: builders.device_command(
             plug.address, ctl.address, seq, 2, 1, key=key), "relay on")
         demo.note("controller", "sent", "relay on -> smart plug (asleep)")
         ok = _wait(lambda: not ctl.pending, 20, demo)

@@ -9,17 +9,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from host_tools.build import LIB
-
-if str(LIB) not in sys.path:  # the device library, which the host speaks with
-    sys.path.insert(0, str(LIB))
 
 
 def add_parser(sub: argparse._SubParsersAction, reg_help: str) -> None:
@@ -75,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _controller(args: argparse.Namespace, site: str | None = None, connect: bool = True):
-    from host_tools.controller import Controller
-    from host_tools.registry import Registry, parse_address
+    from host_tools.cloud.controller import Controller
+    from host_tools.cloud.registry import Registry, parse_address
 
     reg = Registry(args.registry)
     sender = parse_address(args.sender) if args.sender else reg.cloud
@@ -93,8 +88,8 @@ def _controller(args: argparse.Namespace, site: str | None = None, connect: bool
 
 
 def _command(args: argparse.Namespace) -> int:
-    from host_tools.registry import Registry, parse_address
-    from spot import messages
+    from host_tools.cloud.registry import Registry, parse_address
+    from spot import builders, messages
 
     reg = Registry(args.registry)
     device = parse_address(args.device)
@@ -104,7 +99,7 @@ def _command(args: argparse.Namespace) -> int:
     start = args.start or now
     until = now + args.valid_for if args.valid_for else None
     try:
-        p = c.send_command(device, lambda seq, key: messages.reduce_power(
+        p = c.send_command(device, lambda seq, key: builders.reduce_power(
             device, c.address, seq, args.reduce, start, args.duration, key=key, valid_until=until),
             f"reduce {args.reduce} % for {args.duration} s")
         print(f"sent: {p.label} to {device:08x}, seq {p.seq}, {len(p.frame)} B; "
@@ -118,7 +113,7 @@ def _command(args: argparse.Namespace) -> int:
                 print(f"no ACK within {args.wait:.0f} s: the device is asleep; `spot ctl pending` "
                       "shows it, `spot ctl resend` sends it again")
                 return 1
-            from host_tools.controller import STATUS_NAMES
+            from host_tools.cloud.controller import STATUS_NAMES
 
             status = acks[0].body.get(messages.K_ACK_STATUS)
             print(f"ACK from {device:08x}: {STATUS_NAMES.get(status, status)}")
@@ -128,7 +123,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _price(args: argparse.Namespace) -> int:
-    from spot import messages
+    from spot import builders, messages
 
     _, c = _controller(args, args.site)
     try:
@@ -138,7 +133,7 @@ def _price(args: argparse.Namespace) -> int:
     start = args.start or int(time.time()) // 3600 * 3600
     group = c.reg.site_group(args.site)
     try:
-        raw = c.send_signal(group, lambda seq, key: messages.price_forecast(
+        raw = c.send_signal(group, lambda seq, key: builders.price_forecast(
             group, c.address, seq, start, args.interval, prices, -2, key=key))
         print(f"sent: {len(prices)}-step price forecast to site {args.site} ({group:08x}), "
               f"{len(raw)} B, retained")
@@ -169,7 +164,7 @@ def _resend(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from host_tools.controller import STATUS_NAMES
+    from host_tools.cloud.controller import STATUS_NAMES
     from spot import messages
 
     console = Console()

@@ -2,12 +2,7 @@
 from __future__ import annotations
 
 import socket
-import sys
 
-from host_tools.build import LIB
-
-if str(LIB) not in sys.path:
-    sys.path.insert(0, str(LIB))
 
 
 def device_topic(site: str, address: int) -> str:

@@ -1,0 +1,1 @@
+"""The demos: the roles on virtual boards (make demo) and the security walk-through."""

@@ -1,0 +1,1 @@
+"""The specification's tools: its test vectors, generated from the library."""

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 UMQTT  := build/deps/umqtt/simple.py
 PYTEST_ARGS ?=
 
-.PHONY: all setup build test bench demo check-mosquitto clean
+.PHONY: all setup build test bench demo check-mosquitto check-chromium clean
 
 all: test
 
@@ -26,13 +26,23 @@ check-mosquitto:
 	@PATH="$$PATH:/usr/sbin:/usr/local/sbin" command -v mosquitto >/dev/null || \
 	  { echo "Mosquitto is missing: install it (Debian/Ubuntu: sudo apt-get install mosquitto)"; exit 1; }
 
-setup: $(STAMP) $(UMQTT) check-mosquitto
+# The dashboard's test drives a real browser: Debian's chromium (Playwright's own
+# browser download needs the internet). Installed here when we are root.
+check-chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { echo "installing chromium (for the dashboard's browser test)"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)); }; } || true
+	@command -v chromium >/dev/null || \
+	  echo "chromium is missing: the dashboard's browser test will be skipped (Debian/Ubuntu: sudo apt-get install chromium)"
+
+setup: $(STAMP) $(UMQTT) check-mosquitto check-chromium
 
 build: setup
 	$(PY) -m host_tools build
 
 test: build
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n 2 $(PYTEST_ARGS)
 	$(PY) -m pytest tests/hil --board virtual:rp2040 $(PYTEST_ARGS)
 
 bench: build

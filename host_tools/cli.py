@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_retire)
 
-    from host_tools.cloud import ctl_cli
+    from host_tools.cloud import cloud_cli, ctl_cli
 
     ctl_cli.add_parser(sub, reg_help)
     sub.choices["ctl"].set_defaults(func=ctl_cli.run)
+    cloud_cli.add_parser(sub)
+    sub.choices["cloud"].set_defaults(func=cloud_cli.run)
 
     from host_tools.board import deploy, emulate, flash
     from host_tools.sim import fleet

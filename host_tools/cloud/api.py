@@ -1,0 +1,296 @@
+"""The cloud's REST API (FastAPI): thin routes over the store, the command kinds and the bridge.
+
+Every route but /health needs a bearer token (`spot cloud token`) with the scope
+it names: read, command or admin. The live stream (/api/events, Server-Sent
+Events) also takes the token as ?token=, since a browser's EventSource cannot
+set headers. Errors are JSON {"detail": "..."} with a 4xx that says why; a
+database outage is a 503, never a 500.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+
+from host_tools.cloud import command_kinds
+from host_tools.cloud.command_kinds import Command, PriceForecast, Refused
+from host_tools.cloud.store import OPEN_STATES, Conflict, NotFound, Store
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+_ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{1,8}$")
+MAX_BODY = 16_384  # bytes: the largest command (a full weekly program) is far below
+
+
+def address(text: str) -> int:
+    if not _ADDRESS.match(text):
+        raise HTTPException(404, f"{text!r} is not a device address (up to 8 hex digits)")
+    return int(text, 16)
+
+
+class Accepted(BaseModel):
+    id: int
+    device: str
+    seq: int
+    kind: str
+    state: str
+    frame_bytes: int
+
+
+class Principal(BaseModel):
+    name: str
+    scopes: list[str]
+
+
+def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
+               started: Callable[[], None] | None = None) -> FastAPI:
+    app = FastAPI(title="SPOT cloud", version="1.0",
+                  description="Devices, their shadows and reports; commands tracked to the "
+                              "device's ACK; sites, price forecasts; keys (never their secrets).")
+    bearer = HTTPBearer(auto_error=False)
+
+    def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+        token = creds.credentials if creds else request.query_params.get("token")
+        if not token:
+            raise HTTPException(401, "a bearer token is needed (spot cloud token NAME --scopes read)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        found = store.token(token)
+        if found is None:
+            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        return Principal(name=found[0], scopes=sorted(found[1]))
+
+    def scope(name: str) -> Callable[..., Principal]:
+        def check(p: Principal = Depends(principal)) -> Principal:
+            if name not in p.scopes and "admin" not in p.scopes:
+                raise HTTPException(403, f"token {p.name!r} lacks the {name!r} scope")
+            return p
+        return check
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_r: Request, e: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, 404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_r: Request, e: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, 409)
+
+    @app.exception_handler(Refused)
+    async def _refused(_r: Request, e: Refused) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, 422)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_r: Request, e: OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "the database is unavailable; nothing was changed: "
+                                       + str(e.orig).splitlines()[0][:200]}, 503,
+                            headers={"Retry-After": "5"})
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        n = request.headers.get("content-length")
+        if n is not None and (not n.isdigit() or int(n) > MAX_BODY):
+            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, 413)
+        return await call_next(request)
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict:
+        """Liveness and the broker link; no token needed."""
+        return {"ok": True, "mqtt": bool(bridge and bridge.connected.is_set())}
+
+    @app.get("/api/whoami", tags=["service"])
+    def whoami(p: Principal = Depends(principal)) -> Principal:
+        return p
+
+    @app.get("/api/stats", tags=["service"])
+    def stats(_p: Principal = Depends(scope("read"))) -> dict:
+        """The uplink loop's counters: frames, duplicates, refusals by reason."""
+        return dict(bridge.stats.__dict__) if bridge else {}
+
+    # devices ---------------------------------------------------------------------
+    @app.get("/api/devices", tags=["devices"])
+    def list_devices(site: str | None = Query(None, max_length=64),
+                     _p: Principal = Depends(scope("read"))) -> list[dict]:
+        """Every device with its shadow (availability, last state, capabilities)."""
+        return [_device_view(d) for d in store.devices(site)]
+
+    @app.get("/api/devices/{device}", tags=["devices"])
+    def get_device(device: str, _p: Principal = Depends(scope("read"))) -> dict:
+        a = address(device)
+        d = store.shadow(a)
+        d["address"] = a
+        view = _device_view(d)
+        view["open_commands"] = store.commands(a, OPEN_STATES, 50)
+        return view
+
+    @app.get("/api/devices/{device}/reports", tags=["devices"])
+    def device_reports(device: str, since: float = Query(0, ge=0, le=1e10),
+                       limit: int = Query(500, ge=1, le=5000),
+                       kind: str | None = Query(None, pattern="^(state|meter|capabilities)$"),
+                       _p: Principal = Depends(scope("read"))) -> list[dict]:
+        a = address(device)
+        store.device(a)
+        return store.reports(a, since, limit, kind)
+
+    @app.get("/api/devices/{device}/commands", tags=["commands"])
+    def device_commands(device: str, limit: int = Query(100, ge=1, le=1000),
+                        _p: Principal = Depends(scope("read"))) -> list[dict]:
+        a = address(device)
+        store.device(a)
+        return [_command_view(c) for c in store.commands(a, None, limit)]
+
+    @app.post("/api/devices/{device}/commands", status_code=202, tags=["commands"],
+              response_model=Accepted, responses={404: {}, 409: {}, 422: {}, 503: {}})
+    def send_command(device: str, cmd: Command = Body(...),
+                     p: Principal = Depends(scope("command"))) -> Accepted:
+        """Accept a command: stored durably with its sealed frame before this answers 202,
+        then published to the device's queue; its state follows the device's ACK."""
+        a = address(device)
+        d = store.shadow(a)
+        caps = d.get("capabilities") or None
+        role = (caps or {}).get("role") or (d.get("state") or {}).get("role")
+        command_kinds.check(cmd, role, caps)
+        seal = command_kinds.sealer(cmd, int(time.time()))
+        params = cmd.model_dump(exclude={"kind"})
+        c = store.create_command(a, cmd.kind, params, p.name,
+                                 lambda seq, key: seal(a, 1, seq, _key(key)))
+        if bridge is not None and bridge.connected.is_set():
+            try:
+                bridge.publish_command(c)
+            except KeyError:
+                pass  # the resend sweep publishes it
+        if bus is not None:
+            bus.publish({"type": "command", "id": c["id"], "device": a, "kind": c["kind"], "state": "accepted"})
+        return Accepted(id=c["id"], device=f"{a:08x}", seq=c["seq"], kind=c["kind"], state=c["state"],
+                        frame_bytes=c["frame_bytes"])
+
+    # commands -------------------------------------------------------------------------
+    @app.get("/api/commands", tags=["commands"])
+    def list_commands(state: str | None = Query(None, pattern="^[a-z]{1,16}$"),
+                      limit: int = Query(100, ge=1, le=1000),
+                      _p: Principal = Depends(scope("read"))) -> list[dict]:
+        return [_command_view(c) for c in store.commands(None, [state] if state else None, limit)]
+
+    @app.get("/api/pending", tags=["commands"])
+    def pending(_p: Principal = Depends(scope("read"))) -> list[dict]:
+        """Commands not yet acknowledged: most wait in a sleeping device's queue."""
+        return [_command_view(c) for c in store.commands(None, OPEN_STATES, 1000)]
+
+    @app.get("/api/commands/{cid}", tags=["commands"])
+    def get_command(cid: int, _p: Principal = Depends(scope("read"))) -> dict:
+        return _command_view(store.command(cid))
+
+    @app.post("/api/commands/{cid}/cancel", tags=["commands"], responses={404: {}, 409: {}})
+    def cancel_command(cid: int, p: Principal = Depends(scope("command"))) -> dict:
+        """Cancel a command the broker has not yet been given (409 once it has)."""
+        return _command_view(store.cancel(cid, p.name))
+
+    # sites and keys ----------------------------------------------------------------------
+    @app.get("/api/sites", tags=["sites"])
+    def list_sites(_p: Principal = Depends(scope("read"))) -> list[dict]:
+        return [dict(s, group_address=f"{s['group_address']:08x}") for s in store.sites()]
+
+    @app.get("/api/sites/{site}", tags=["sites"])
+    def get_site(site: str, _p: Principal = Depends(scope("read"))) -> dict:
+        s = store.site(site)
+        return {"name": s["name"], "group_address": f"{s['group_address']:08x}",
+                "devices": [_device_view(d) for d in store.devices(site)]}
+
+    @app.post("/api/sites/{site}/prices", status_code=202, tags=["sites"], responses={404: {}, 503: {}})
+    def send_prices(site: str, fc: PriceForecast = Body(...), p: Principal = Depends(scope("command"))) -> dict:
+        """A price forecast to every device of the site (group key, retained for sleepers)."""
+        from spot import builders
+
+        start = fc.start if fc.start is not None else int(time.time()) // 3600 * 3600
+        cents = [round(x * 100) for x in fc.prices]
+        if any(abs(c) >= 1 << 31 for c in cents):
+            raise HTTPException(422, "prices must be within +-21 million per MWh")
+        group, raw = store.signal_frame(site, p.name, "prices", fc.model_dump(), lambda seq, key, g:
+                                        builders.price_forecast(g, 1, seq, start, fc.interval_s, cents, -2,
+                                                                key=_key(key, group=True)))
+        if bridge is None or not bridge.connected.is_set():
+            raise HTTPException(503, "the broker is unreachable: the forecast was not sent")
+        bridge.publish_signal(site, group, raw)
+        return {"site": site, "group": f"{group:08x}", "steps": len(cents), "frame_bytes": len(raw)}
+
+    @app.get("/api/keys", tags=["keys"])
+    def list_keys(device: str | None = Query(None), _p: Principal = Depends(scope("admin"))) -> list[dict]:
+        """Keys and pairings: who may send a device what. Never the secrets."""
+        a = address(device) if device else None
+        return [{"device": f"{k.device:08x}", "key_id": k.key_id, "peer": f"{k.peer:08x}",
+                 "classes": k.classes, "group": k.is_group, "admin": k.is_admin, "state": k.state}
+                for k in store.key_rows(a)]
+
+    @app.get("/api/audit", tags=["service"])
+    def audit_log(limit: int = Query(100, ge=1, le=1000), _p: Principal = Depends(scope("admin"))) -> list[dict]:
+        return store.audit_log(limit)
+
+    # the live stream ----------------------------------------------------------------------
+    @app.get("/api/events", tags=["devices"], response_class=StreamingResponse)
+    async def events(request: Request, _p: Principal = Depends(scope("read"))) -> StreamingResponse:
+        """Server-Sent Events: reports, availability and command states as they happen."""
+        if bus is None:
+            raise HTTPException(503, "no live stream in this process")
+        q = bus.subscribe()
+
+        async def stream() -> Any:
+            try:
+                yield ": connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        ev = await asyncio.wait_for(q.get(), 15)
+                    except asyncio.TimeoutError:
+                        yield ": keepalive\n\n"
+                        continue
+                    if "device" in ev and isinstance(ev["device"], int):
+                        ev = dict(ev, device=f"{ev['device']:08x}")
+                    yield f"event: {ev['type']}\ndata: {json.dumps(ev)}\n\n"
+            finally:
+                bus.unsubscribe(q)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # the dashboard --------------------------------------------------------------------------
+    if DASHBOARD.is_dir():
+        app.mount("/static", StaticFiles(directory=DASHBOARD), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def index() -> FileResponse:
+            return FileResponse(DASHBOARD / "index.html")
+
+    if started is not None:
+        app.router.on_startup.append(started)
+    return app
+
+
+def _key(row: Any, group: bool = False) -> Any:
+    from spot.keyring import GROUP_CLASSES, Key
+
+    if group:
+        return Key(row.key_id, row.device, row.secret, GROUP_CLASSES, group=True)
+    return Key(row.key_id, row.device, row.secret, 0xFF)
+
+
+def _device_view(d: dict) -> dict:
+    out = dict(d)
+    a = out.get("address")
+    if isinstance(a, int):
+        out["address"] = f"{a:08x}"
+    return out
+
+
+def _command_view(c: dict) -> dict:
+    out = dict(c)
+    out["device"] = f"{c['device']:08x}"
+    from host_tools.cloud.uplink import REASONS
+
+    out["reason_text"] = REASONS.get(c.get("reason") or 0)
+    return out

@@ -1,0 +1,343 @@
+"""The service's MQTT side: uplinks in (verified, deduplicated, stored in batches), frames out.
+
+One paho client per worker. Uplinks are taken with manual acknowledgement: the
+broker gets its PUBACK only after the batch holding the frame is committed, so a
+worker killed mid-batch loses nothing (the broker hands the frames over again
+when it reconnects). Time requests are answered at once, before the batch is
+written: a slow answer lengthens every device's wake.
+
+With several workers each subscribes through a shared subscription
+($share/<group>/...), so the broker spreads the uplinks over them; commands are
+published by whichever worker accepted them, and any worker resends what is
+still open, so a dead worker's commands are not stranded.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy.exc import OperationalError
+
+from host_tools.cloud import uplink
+from host_tools.cloud.store import CLOUD, Store, UplinkBatch
+from spot import builders, frame, messages, secure, topics
+from spot.errors import NOT_PAIRED, REPLAYED, SpotError
+from spot.filter_table import FilterTable
+from spot.keyring import Key, Keyring
+
+log = logging.getLogger("spot.cloud.mqtt")
+UPLINK_CLASSES = ((1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK) | (1 << frame.CLASS_DISCOVERY)
+                  | (1 << frame.CLASS_TIMESYNC))
+BATCH_MAX = 1000  # uplinks per transaction
+RESEND_ACCEPTED_AFTER_S = 10.0  # a command accepted but never published (its worker died)
+
+
+@dataclass
+class BridgeStats:
+    uplinks: int = 0
+    stored_batches: int = 0
+    duplicates: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    time_answers: int = 0
+    published: int = 0
+    db_retries: int = 0
+
+    def refuse(self, why: str) -> None:
+        self.refused[why] = self.refused.get(why, 0) + 1
+
+
+class Bridge:
+    def __init__(self, store: Store, broker: str, worker: str = "0", shared: str | None = None,
+                 on_event: Callable[[dict], None] | None = None) -> None:
+        self.store = store
+        host, _, port = broker.partition(":")
+        self.host, self.port = host or "127.0.0.1", int(port or 1883)
+        self.worker = worker
+        self.shared = shared
+        self.on_event = on_event or (lambda ev: None)
+        self.stats = BridgeStats()
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._published: queue.SimpleQueue = queue.SimpleQueue()  # command ids PUBACKed
+        self._mids: dict[int, int] = {}  # paho mid -> command id
+        self._mid_lock = threading.Lock()
+        self._keys_loaded = 0.0
+        self._sites: dict[int, str] = {}
+        self.table = FilterTable(CLOUD)
+        self.table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT, frame.CLASS_TIMESYNC))
+        self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
+        self.table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
+        self.ring = Keyring()
+        self.reload_keys()
+        self.client: Any = None
+        self._thread: threading.Thread | None = None
+
+    # keys ---------------------------------------------------------------------
+    def reload_keys(self) -> None:
+        """The keys uplinks are verified with (every device's keys with the cloud).
+        Replay windows of keys already held are kept."""
+        rows = self.store.key_rows()
+        for r in rows:
+            if r.peer == CLOUD and not r.is_group and self.ring.find(r.device, r.key_id) is None:
+                self.ring.add(Key(r.key_id, r.device, r.secret, UPLINK_CLASSES), save=False)
+        self._sites = {d["address"]: d["site"] for d in self.store.devices()}
+        self._keys_loaded = time.monotonic()
+
+    def site_of(self, device: int) -> str:
+        site = self._sites.get(device)
+        if site is None:
+            self.reload_keys()
+            site = self._sites.get(device)
+        if site is None:
+            raise KeyError(f"device {device:08x} is not in the registry")
+        return site
+
+    # connection -----------------------------------------------------------------
+    def start(self, timeout: float = 10.0) -> None:
+        import paho.mqtt.client as mqtt
+
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                      client_id=f"spot-cloud-{self.worker}", clean_session=False,
+                                      protocol=mqtt.MQTTv311, manual_ack=True)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(min_delay=0.1, max_delay=5)
+        c.on_message = lambda _c, _u, msg: self.inbox.put(msg)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_socket_open = lambda _c, _u, sock: _no_delay(sock)
+        c.connect_async(self.host, self.port, keepalive=30)
+        c.loop_start()
+        self._thread = threading.Thread(target=self._run, name="spot-uplinks", daemon=True)
+        self._thread.start()
+        if not self.connected.wait(timeout):
+            log.warning("no MQTT session with %s:%d yet; retrying in the background", self.host, self.port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _prefix(self, t: str) -> str:
+        return f"$share/{self.shared}/{t}" if self.shared else t
+
+    def _on_connect(self, client: Any, _u: Any, _flags: Any, rc: Any, _p: Any = None) -> None:
+        if getattr(rc, "is_failure", False):
+            log.error("the broker refused the cloud's connection: %s", rc)
+            return
+        client.subscribe([(self._prefix("spot/+/up/+"), 1), (self._prefix("spot/+/status/+"), 1)])
+        self.connected.set()
+        log.info("connected to %s:%d as worker %s", self.host, self.port, self.worker)
+        # Whatever was not acknowledged goes out again, as the identical frame: the broker
+        # may have lost its queue (a crash before its autosave), or we died before publishing.
+        threading.Thread(target=self.resend_open, name="spot-resend", daemon=True).start()
+
+    def _on_disconnect(self, *_a: Any) -> None:
+        if self.connected.is_set():
+            log.warning("lost the broker; reconnecting")
+        self.connected.clear()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, *_a: Any) -> None:
+        with self._mid_lock:
+            cid = self._mids.pop(mid, None)
+        if cid is not None:
+            self._published.put(cid)
+
+    # sending -------------------------------------------------------------------------
+    def publish_command(self, cmd: dict) -> None:
+        """Hand a stored command's frame to the broker (QoS 1, to the device's queue)."""
+        topic = topics.topic(self.site_of(cmd["device"]), cmd["device"])
+        info = self.client.publish(topic, cmd["frame"], qos=1)
+        with self._mid_lock:
+            self._mids[info.mid] = cmd["id"]
+        self.stats.published += 1
+
+    def publish_signal(self, site: str, group: int, raw: bytes, retain: bool = True) -> None:
+        self.client.publish(topics.topic(site, group), raw, qos=1, retain=retain)
+
+    def resend_open(self, only_accepted_older_than: float | None = None) -> int:
+        """Publish again the commands still waiting for their ACK."""
+        try:
+            rows = self.store.open_commands()
+        except OperationalError as e:
+            log.error("cannot read open commands (database): %s", e)
+            return 0
+        now = time.time()
+        n = 0
+        for r in rows:
+            if only_accepted_older_than is not None and not (
+                    r["state"] == "accepted" and now - r["created_at"] > only_accepted_older_than):
+                continue
+            try:
+                self.publish_command(r)
+                n += 1
+            except KeyError as e:
+                log.error("command %d: %s", r["id"], e)
+        if n:
+            log.info("resent %d open commands", n)
+        return n
+
+    # the uplink loop -------------------------------------------------------------------
+    def _run(self) -> None:
+        last_sweep = time.monotonic()
+        while not self._stop.is_set():
+            msgs = self._drain()
+            if msgs:
+                self._handle(msgs)
+            self._note_published()
+            if time.monotonic() - last_sweep > 5:
+                last_sweep = time.monotonic()
+                if self.connected.is_set():
+                    self.resend_open(only_accepted_older_than=RESEND_ACCEPTED_AFTER_S)
+
+    def _drain(self) -> list[Any]:
+        try:
+            first = self.inbox.get(timeout=0.05)
+        except queue.Empty:
+            return []
+        msgs = [first]
+        while len(msgs) < BATCH_MAX:
+            try:
+                msgs.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return msgs
+
+    def _note_published(self) -> None:
+        ids = []
+        while True:
+            try:
+                ids.append(self._published.get_nowait())
+            except queue.Empty:
+                break
+        if ids:
+            try:
+                self.store.mark_published(ids)
+            except OperationalError as e:  # the state is advisory; the resend does not need it
+                log.warning("could not mark %d commands published: %s", len(ids), e)
+            for cid in ids:
+                self.on_event({"type": "command", "id": cid, "state": "published"})
+
+    def _handle(self, msgs: list[Any]) -> None:
+        now = time.time()
+        batch = UplinkBatch()
+        events: list[dict] = []
+        for msg in msgs:
+            try:
+                if "/status/" in msg.topic:
+                    self._status(msg, batch, now, events)
+                else:
+                    self._uplink(msg, batch, now, events)
+            except Exception as e:  # one bad frame never stops the loop
+                log.exception("uplink on %s: %s", msg.topic, e)
+                self.stats.refuse("internal")
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                changed = self.store.store_uplinks(batch)
+                break
+            except OperationalError as e:
+                # The database is locked or gone: hold the PUBACKs (the broker keeps the
+                # frames) and try again, slower each time.
+                self.stats.db_retries += 1
+                log.error("database unavailable, %d uplinks held: %s", len(msgs), e)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        else:
+            return
+        self.stats.stored_batches += 1
+        for msg in msgs:
+            if msg.qos:
+                self.client.ack(msg.mid, msg.qos)
+        for c in changed:
+            events.append({"type": "command", "id": c["id"], "device": c["device"], "kind": c["kind"],
+                           "state": c["state"], "reason": c["reason"],
+                           "reason_text": uplink.REASONS.get(c["reason"] or 0)})
+        for ev in events:
+            self.on_event(ev)
+
+    def _status(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict]) -> None:
+        try:
+            device = int(msg.topic.rsplit("/", 1)[1], 16)
+        except ValueError:
+            self.stats.refuse("bad status topic")
+            return
+        text = bytes(msg.payload[:64]).decode("ascii", "replace").split()
+        if not text:
+            return  # a cleared retained message
+        if text[0] == "asleep":
+            nxt = float(text[1]) if len(text) > 1 and text[1].isdigit() else None
+            batch.shadow(device, availability="asleep", availability_at=now, next_wake=nxt)
+        elif text[0] in ("lost", "online"):
+            batch.shadow(device, availability=text[0], availability_at=now)
+        else:
+            self.stats.refuse("bad status")
+            return
+        events.append({"type": "availability", "device": device, "availability": text[0]})
+
+    def _uplink(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict]) -> None:
+        self.stats.uplinks += 1
+        try:
+            f = secure.open_frame(msg.payload, self.table, self.ring)
+            body = messages.read_payload(f)
+        except SpotError as e:
+            if e.code == REPLAYED:
+                self.stats.duplicates += 1  # delivered twice: counted once
+            elif e.code == NOT_PAIRED and time.monotonic() - self._keys_loaded > 1.0:
+                self.reload_keys()  # a device provisioned since we loaded the keys
+                self.inbox.put(msg)  # once more, with the new keys (rate-limited above)
+                self.stats.uplinks -= 1
+            else:
+                self.stats.refuse(f"spot error {e.code}")  # codes, not details: a bounded set
+            return
+        what, value = uplink.classify(f, body)
+        if what == "timesync":
+            self._answer_time(f.src, value)
+        elif what == "ack":
+            seq, status, reason = value
+            batch.acks.append((f.src, seq, status, reason, now))
+        elif what in ("state", "meter", "capabilities"):
+            batch.reports.append((f.src, f.seq, now, what, value))
+            fields: dict[str, Any] = {what: value}
+            if what == "state":
+                fields["state_at"] = now
+                if value.get("reset_cause"):
+                    fields["reset_cause"] = value["reset_cause"]
+            elif what == "capabilities":
+                fields["capabilities_at"] = now
+            batch.shadow(f.src, **fields)
+            events.append({"type": what, "device": f.src, "body": value, "t": now})
+        batch.seen[f.src] = now
+        batch.shadow(f.src, last_seen=now, uplink_seq=f.seq, availability="online", availability_at=now)
+
+    def _answer_time(self, device: int, echo: int) -> None:
+        received_ms = time.time_ns() // 1_000_000
+        try:
+            site = self.site_of(device)
+            key = self.ring.for_peer(device)  # the newest key with the device seals the answer
+            if key is None:
+                raise KeyError(f"no key with {device:08x}")
+            raw = builders.time_answer(device, CLOUD, self.store.next_seq(CLOUD, device), echo,
+                                       received_ms, time.time_ns() // 1_000_000, key=key)
+        except (KeyError, OperationalError) as e:
+            self.stats.refuse("time answer: %s" % e)
+            return
+        self.client.publish(topics.topic(site, device), raw, qos=1)
+        self.stats.time_answers += 1
+
+
+def _no_delay(sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass

@@ -1,0 +1,56 @@
+"""The live event stream: what the uplink loop saw, fanned out to API listeners (SSE).
+
+The uplink loop runs in its own thread; listeners are asyncio queues on the
+server's loop. Each listener's queue is bounded: a listener too slow to keep up
+loses its oldest events (each event is numbered, so it sees the gap), never the
+service's memory.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+QUEUE_MAX = 256
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: set[asyncio.Queue] = set()
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(QUEUE_MAX)
+        with self._lock:
+            self._listeners.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        with self._lock:
+            self._listeners.discard(q)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """From any thread."""
+        with self._lock:
+            self._n += 1
+            event = dict(event, n=self._n)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, event)
+        except RuntimeError:  # the loop closed meanwhile (shutting down)
+            pass
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for q in listeners:
+            if q.full():
+                q.get_nowait()  # the oldest goes; the listener sees a gap in "n"
+            q.put_nowait(event)

@@ -1,0 +1,101 @@
+"""`spot cloud serve`: the store, the MQTT bridge, the API and the dashboard in one process.
+
+A worker is this process. One holds a few thousand devices; more run the same
+code side by side (`--workers N` starts them, or a process manager does), each
+with its own --worker id, sharing the uplinks through an MQTT shared subscription
+and the state through PostgreSQL.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from host_tools.cloud.api import create_app
+from host_tools.cloud.bridge import Bridge
+from host_tools.cloud.events import EventBus
+from host_tools.cloud.store import Store
+
+log = logging.getLogger("spot.cloud")
+
+
+@dataclass
+class Settings:
+    db: str = "build/cloud.sqlite"  # a path (SQLite) or postgresql://...
+    broker: str = "127.0.0.1:1883"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    worker: str = "0"
+    shared: str | None = None  # the shared-subscription group, when several workers run
+    retention_days: float = 30.0
+
+
+def serve(s: Settings) -> int:
+    import asyncio
+
+    import uvicorn
+
+    store = Store(s.db)
+    bus = EventBus()
+    bridge = Bridge(store, s.broker, s.worker, s.shared, on_event=bus.publish)
+
+    def started() -> None:
+        bus.bind(asyncio.get_running_loop())
+        bridge.start(timeout=0)
+        threading.Thread(target=_prune, args=(store, s.retention_days), daemon=True).start()
+        print(f"spot cloud: worker {s.worker} on http://{s.host}:{s.port}/ (API /docs), "
+              f"broker {s.broker}, database {s.db}", flush=True)
+
+    app = create_app(store, bridge, bus, started)
+    config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        bridge.stop()
+        store.close()
+    return 0
+
+
+def _prune(store: Store, days: float) -> None:
+    while True:
+        try:
+            n = store.prune(days * 86400)
+            if n:
+                log.info("pruned %d reports older than %g days", n, days)
+        except Exception as e:  # noqa: BLE001 - the next pass tries again
+            log.warning("pruning reports: %s", e)
+        time.sleep(3600)
+
+
+def serve_workers(s: Settings, n: int) -> int:
+    """N workers on ports port..port+n-1, sharing the uplinks; Ctrl-C stops them all."""
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "host_tools", "cloud", "serve", "--db", s.db, "--broker", s.broker,
+               "--host", s.host, "--port", str(s.port + i), "--worker", str(i), "--shared", s.shared or "spot"]
+        procs.append(subprocess.Popen(cmd))
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return max((p.returncode or 0) for p in procs)
+
+
+def default_db() -> str:
+    return os.environ.get("SPOT_CLOUD_DB", Settings.db)

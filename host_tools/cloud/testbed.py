@@ -1,0 +1,170 @@
+"""A cloud on this machine for tests, benches and demos: a private Mosquitto, a registry,
+the service as its own process (so it can be killed), and an API client.
+
+    with CloudTestbed(tmp) as tb:
+        tb.provision("home", 0x3101)
+        tb.start()
+        tb.api("POST", "/api/devices/00003101/commands", {"kind": "relay", "on": True})
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.registry import Registry
+from host_tools.paths import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class CloudTestbed:
+    def __init__(self, tmp: Path, db: str | None = None, broker: Broker | None = None) -> None:
+        self.tmp = Path(tmp)
+        self.db = db or str(self.tmp / "cloud.sqlite")
+        self.reg = Registry(self.tmp / "registry" / "registry.json")
+        self._own_broker = broker is None
+        self.broker = broker or Broker()
+        self.procs: list[subprocess.Popen] = []
+        self.port = 0
+        self.token = ""
+        self.log = self.tmp / "cloud.log"
+
+    def __enter__(self) -> "CloudTestbed":
+        if self._own_broker:
+            self.broker.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+        if self._own_broker:
+            self.broker.__exit__(*exc)
+
+    @property
+    def broker_addr(self) -> str:
+        return f"127.0.0.1:{self.broker.port}"
+
+    def provision(self, site: str, dev: int, fs: Path | None = None) -> Path:
+        """A device in the JSON registry, its files written for deploying; imported at start()."""
+        self.reg.provision(site, dev)
+        self.reg.save()
+        fs = fs or self.tmp / f"fs-{dev:08x}"
+        self.reg.write_device_files(dev, fs)
+        return fs
+
+    def cli(self, *args: str) -> str:
+        p = subprocess.run([sys.executable, "-m", "host_tools", "cloud", *args, "--db", self.db],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+        if p.returncode:
+            raise RuntimeError(f"spot cloud {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
+        return p.stdout.strip()
+
+    def start(self, worker: str = "0", shared: str | None = None, port: int | None = None,
+              wait: bool = True) -> subprocess.Popen:
+        if self.reg.path.exists():
+            self.cli("import", str(self.reg.path))
+        if not self.token:
+            self.token = self.cli("token", f"test-{os.getpid()}-{time.monotonic_ns()}",
+                                  "--scopes", "read,command,admin").splitlines()[-1]
+        self.port = port or self.port or free_port()
+        cmd = [sys.executable, "-m", "host_tools", "cloud", "serve", "--db", self.db, "--broker",
+               self.broker_addr, "--port", str(self.port), "--worker", worker]
+        if shared:
+            cmd += ["--shared", shared]
+        out = open(self.log, "a")
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        if wait:
+            self.wait_ready(port=self.port)
+        return p
+
+    def wait_ready(self, timeout: float = 20.0, port: int | None = None) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if self.api("GET", "/health", port=port).get("mqtt"):
+                    return
+            except (OSError, ApiError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"the cloud did not come up; its log:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self, p: subprocess.Popen | None = None) -> None:
+        p = p or self.procs[-1]
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        self.procs.clear()
+
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None,
+            port: int | None = None) -> Any:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=10)
+        headers = {"Content-Type": "application/json"}
+        tok = self.token if token is None else token
+        if tok:
+            headers["Authorization"] = f"Bearer {tok}"
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        r = conn.getresponse()
+        data = r.read()
+        conn.close()
+        value = json.loads(data) if data else None
+        if r.status >= 400:
+            raise ApiError(r.status, (value or {}).get("detail") if isinstance(value, dict) else value)
+        return value
+
+    def wait_command(self, cid: int, states: tuple[str, ...], timeout: float = 10.0) -> dict:
+        end = time.monotonic() + timeout
+        c: dict = {}
+        while time.monotonic() < end:
+            c = self.api("GET", f"/api/commands/{cid}")
+            if c["state"] in states:
+                return c
+            time.sleep(0.05)
+        raise TimeoutError(f"command {cid} is {c.get('state')}, not {states}")
+
+
+def run_device(tmp: Path, fs: Path, broker_port: int, role: str, cycles: int, chip: str = "esp32",
+               wake_ms: int = 100, timeout: float = 60, **extra: Any) -> list[dict]:
+    """The built firmware under the MicroPython unix port for some wake cycles; its events."""
+    micropython = Path(sys.executable).parent / "micropython"
+    conf = {"dir": str(fs), "broker": {"host": "127.0.0.1", "port": broker_port}, "cycles": cycles,
+            "wake_ms": wake_ms, "run_s": 30, "role": role, "control_ms": 50,
+            "board": {"chip": chip, "clock": "wall", "seed": 3}, **extra}
+    path = tmp / f"device-{fs.name}.json"
+    path.write_text(json.dumps(conf))
+    image = ROOT / "build" / "mpy" / "x64"
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(image), str(ROOT / "build" / "virtual")]))
+    p = subprocess.run([str(micropython), str(image / "main.py"), str(path)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=timeout)
+    if p.returncode:
+        raise RuntimeError(p.stdout[-2000:] + p.stderr[-2000:])
+    return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as FPath
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +29,7 @@ from host_tools.cloud.store import OPEN_STATES, Conflict, NotFound, Store
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
 _ADDRESS = re.compile(r"^(0x)?[0-9a-fA-F]{1,8}$")
+SITE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # as MQTT topic levels allow, and no NUL for PostgreSQL
 MAX_BODY = 16_384  # bytes: the largest command (a full weekly program) is far below
 
 
@@ -116,7 +118,7 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
 
     # devices ---------------------------------------------------------------------
     @app.get("/api/devices", tags=["devices"])
-    def list_devices(site: str | None = Query(None, max_length=64),
+    def list_devices(site: str | None = Query(None, pattern=SITE_NAME),
                      _p: Principal = Depends(scope("read"))) -> list[dict]:
         """Every device with its shadow (availability, last state, capabilities)."""
         return [_device_view(d) for d in store.devices(site)]
@@ -184,11 +186,11 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         return [_command_view(c) for c in store.commands(None, OPEN_STATES, 1000)]
 
     @app.get("/api/commands/{cid}", tags=["commands"])
-    def get_command(cid: int, _p: Principal = Depends(scope("read"))) -> dict:
+    def get_command(cid: int = FPath(ge=1, le=2**31 - 1), _p: Principal = Depends(scope("read"))) -> dict:
         return _command_view(store.command(cid))
 
     @app.post("/api/commands/{cid}/cancel", tags=["commands"], responses={404: {}, 409: {}})
-    def cancel_command(cid: int, p: Principal = Depends(scope("command"))) -> dict:
+    def cancel_command(cid: int = FPath(ge=1, le=2**31 - 1), p: Principal = Depends(scope("command"))) -> dict:
         """Cancel a command the broker has not yet been given (409 once it has)."""
         return _command_view(store.cancel(cid, p.name))
 
@@ -198,13 +200,13 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         return [dict(s, group_address=f"{s['group_address']:08x}") for s in store.sites()]
 
     @app.get("/api/sites/{site}", tags=["sites"])
-    def get_site(site: str, _p: Principal = Depends(scope("read"))) -> dict:
+    def get_site(site: str = FPath(pattern=SITE_NAME), _p: Principal = Depends(scope("read"))) -> dict:
         s = store.site(site)
         return {"name": s["name"], "group_address": f"{s['group_address']:08x}",
                 "devices": [_device_view(d) for d in store.devices(site)]}
 
     @app.post("/api/sites/{site}/prices", status_code=202, tags=["sites"], responses={404: {}, 503: {}})
-    def send_prices(site: str, fc: PriceForecast = Body(...), p: Principal = Depends(scope("command"))) -> dict:
+    def send_prices(site: str = FPath(pattern=SITE_NAME), fc: PriceForecast = Body(...), p: Principal = Depends(scope("command"))) -> dict:
         """A price forecast to every device of the site (group key, retained for sleepers)."""
         from spot import builders
 
@@ -233,7 +235,9 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         return store.audit_log(limit)
 
     # the live stream ----------------------------------------------------------------------
-    @app.get("/api/events", tags=["devices"], response_class=StreamingResponse)
+    # A stream, not a request and answer: kept out of the OpenAPI document (generated
+    # requests would hang on it); the module docstring and the README describe it.
+    @app.get("/api/events", tags=["devices"], response_class=StreamingResponse, include_in_schema=False)
     async def events(request: Request, _p: Principal = Depends(scope("read"))) -> StreamingResponse:
         """Server-Sent Events: reports, availability and command states as they happen."""
         if bus is None:

@@ -21,6 +21,8 @@ try:
 except ImportError:
     from spot._cpython import const, ticks_diff
 
+from spot.messages import is_int  # a boolean is no integer, on every interpreter (SPEC 6)
+
 # ACK statuses (spot.messages) repeated as private consts: free at run time.
 APPLIED = const(0)
 ADAPTED = const(1)
@@ -238,7 +240,7 @@ class Role:
             if k not in self.DEFAULTS:
                 return REFUSED, _R_UNKNOWN_SETTING
             lo, hi = RANGES[k]
-            if not isinstance(v, int) or not lo <= v <= hi:
+            if not is_int(v) or not lo <= v <= hi:
                 return REFUSED, R_RANGE
         for k, v in settings.items():
             self.cfg[str(k)] = v
@@ -275,7 +277,7 @@ class Role:
         start = body.get(2)
         dur = body.get(3, 0)
         until = body.get(4)
-        if (start is not None and not isinstance(start, Time)) or not isinstance(dur, int) or (
+        if (start is not None and not isinstance(start, Time)) or not is_int(dur) or (
                 until is not None and not isinstance(until, Time)) or dur < 0:
             return REFUSED, R_RANGE
         if until is not None and now_ms // 1000 > until.seconds:
@@ -298,7 +300,7 @@ class Role:
             return self.configure(body.get(K_DEV_SETTINGS))
         value = body.get(K_DEV_VALUE)
         dur = body.get(K_DEV_DURATION, 0)
-        if not isinstance(dur, int) or dur < 0:
+        if not is_int(dur) or dur < 0:
             return REFUSED, R_RANGE
         return self.act(kind, value, dur, now_ms)
 

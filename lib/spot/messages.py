@@ -101,6 +101,15 @@ KNOWN_KEYS = {
 }
 
 
+def is_int(v):
+    """True for an integer field's value: a CBOR integer, never a boolean.
+
+    bool is an int on CPython but not on MicroPython; SPEC 6 says a boolean is
+    never an integer, so both interpreters refuse `true` where a number belongs.
+    """
+    return isinstance(v, int) and v is not True and v is not False
+
+
 def read_payload(f, limits=cbor.DEFAULT_LIMITS):
     """The payload map of a decoded Frame, checked for must-understand keys."""
     body = cbor.decode(f.payload, limits)

@@ -8,7 +8,8 @@ from spot import cbor, frame
 from spot.errors import BAD_VALUE, SpotError
 from spot.messages import (CORE_KEY_ADD, CORE_KEY_RETIRE, CURRENCY_EUR, DR_REDUCE,
                            FC_ENERGY_PRICE, K_ACK_REASON, K_ACK_SEQ, K_ACK_STATUS,
-                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE,
+                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE, K_DISC_ROLE,
+                           K_DISC_SERVICES,
                            K_DR_AMOUNT, K_DR_DURATION, K_DR_HIGH, K_DR_LOW, K_DR_START,
                            K_DR_VALID_UNTIL,
                            K_FC_CURRENCY, K_FC_SCHEDULE, K_KEY_CLASSES, K_KEY_FLAGS,
@@ -169,6 +170,17 @@ def time_answer(dst, src, seq, echo_ms, received_ms, sent_ms, key=None):
 
 def discovery(dst, src, seq, key=None):
     return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, key=key)
+
+
+def discovery_answer(dst, src, seq, services, role=0, key=None):
+    """The answer to a discovery request (SPEC 6): what the device keeps.
+
+    services: (service id, class mask, lowest version, highest version) for each
+    service kept, as in its filter table; role: SPEC 12.4 key 1, 0 for none."""
+    body = {K_DISC_SERVICES: [[s, c, lo, hi] for s, c, lo, hi in services]}
+    if role:
+        body[K_DISC_ROLE] = role
+    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, body, key=key)
 
 
 def key_add(dst, src, seq, key, new_id, peer, secret, classes, group=False, admin=False):

@@ -212,6 +212,12 @@ class Node:
     def _apply(self, f, body):
         """(ack status, reason code); emits what was applied."""
         kind = body.get(messages.K_KIND)
+        if kind is not None and not messages.is_int(kind) and (
+                f.service != messages.SVC_CORE or f.cls == frame.CLASS_COMMAND):
+            # SPEC 6: a kind is an integer, never a boolean or anything else
+            self.emit("refused", what="kind %r is not an integer" % (kind,), svc=f.service,
+                      status=messages.ACK_REFUSED, reason=BAD_VALUE)
+            return messages.ACK_REFUSED, BAD_VALUE
         if self.role is not None and f.service in (messages.SVC_DR, messages.SVC_DEVICE,
                                                    messages.SVC_PRICE):
             return self._role_apply(f.service, kind, body)

@@ -38,8 +38,8 @@ def apply(ring, f, body):
     if sender is None or not sender.admin:
         return messages.ACK_REFUSED, NOT_PERMITTED
     kind = body.get(messages.K_KIND)
-    if not messages.is_int(kind):
-        return messages.ACK_REFUSED, BAD_VALUE
+    if kind is not None and not messages.is_int(kind):
+        return messages.ACK_REFUSED, BAD_VALUE  # a missing kind is unknown: unsupported
     if kind != messages.CORE_KEY_ADD and kind != messages.CORE_KEY_RETIRE:
         return messages.ACK_UNSUPPORTED, 0
     key_id = body.get(messages.K_KEY_ID)

@@ -212,6 +212,12 @@ class Node:
     def _apply(self, f, body):
         """(ack status, reason code); emits what was applied."""
         kind = body.get(messages.K_KIND)
+        if kind is not None and not messages.is_int(kind) and (
+                f.service != messages.SVC_CORE or f.cls == frame.CLASS_COMMAND):
+            # SPEC 6: a kind is an integer, never a boolean or anything else
+            self.emit("refused", what="kind %r is not an integer" % (kind,), svc=f.service,
+                      status=messages.ACK_REFUSED, reason=BAD_VALUE)
+            return messages.ACK_REFUSED, BAD_VALUE
         if self.role is not None and f.service in (messages.SVC_DR, messages.SVC_DEVICE,
                                                    messages.SVC_PRICE):
             return self._role_apply(f.service, kind, body)
@@ -288,7 +294,7 @@ class Node:
         if kind in (messages.DR_REDUCE, messages.DR_LIMIT) and not isinstance(amount, Analog):
             self.emit("refused", what=name + " without an amount")
             return messages.ACK_REFUSED, BAD_VALUE
-        if (start is not None and not isinstance(start, Time)) or not isinstance(duration, int) or (
+        if (start is not None and not isinstance(start, Time)) or not messages.is_int(duration) or (
                 until is not None and not isinstance(until, Time)):
             self.emit("refused", what=name + " with a bad start, duration or validity")
             return messages.ACK_REFUSED, BAD_VALUE
@@ -363,8 +369,8 @@ class Node:
                 dur = body.get(messages.K_SCH_DURATION)
                 win = body.get(messages.K_SCH_WINDOW, 0)
                 ident = body.get(messages.K_SCH_ID)
-                if not isinstance(start, Time) or not isinstance(dur, int) or not isinstance(
-                        win, int) or not isinstance(ident, int):
+                if not isinstance(start, Time) or not messages.is_int(dur) or not messages.is_int(
+                        win) or not messages.is_int(ident):
                     raise ScheduleError("an event needs an id, a start, a duration")
                 sch.add_event(ident, start.seconds * 1000, dur * 1000, win * 1000,
                               body.get(messages.K_SCH_VALUE, 1))
@@ -372,7 +378,7 @@ class Node:
             elif kind == messages.SCH_PRICE_RULE:
                 thr = body.get(messages.K_SCH_THRESHOLD)
                 steps = body.get(messages.K_SCH_DURATION, 1)
-                if not isinstance(thr, int) or not isinstance(steps, int) or steps < 1:
+                if not messages.is_int(thr) or not messages.is_int(steps) or steps < 1:
                     raise ScheduleError("a price rule needs a threshold and a run of 1 or more")
                 app["rule"] = [thr, steps]
                 what = "price rule: run under %d for %d steps or more" % (thr, steps)
@@ -392,7 +398,7 @@ class Node:
             echo = body.get(messages.K_TS_ECHO)
             t2 = body.get(messages.K_TS_RECEIVED)
             t3 = body.get(messages.K_TS_SENT)
-            if echo != self.asked or not isinstance(t2, int) or not isinstance(t3, int):
+            if echo != self.asked or not messages.is_int(t2) or not messages.is_int(t3):
                 self.emit("refused", what="time answer to no question of this wake")
                 return messages.ACK_REFUSED, BAD_VALUE
             code = self.time.add(echo, t2, t3, self.local_ms())

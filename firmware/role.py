@@ -21,6 +21,8 @@ try:
 except ImportError:
     from spot._cpython import const, ticks_diff
 
+from spot.messages import is_int  # a boolean is no integer, on every interpreter (SPEC 6)
+
 # ACK statuses (spot.messages) repeated as private consts: free at run time.
 APPLIED = const(0)
 ADAPTED = const(1)
@@ -30,6 +32,7 @@ _UNSUPPORTED = const(4)
 
 # ACK reasons a role gives (SPEC.md 12.3). Codes under 32 are the codec's (errors.py).
 R_RANGE = const(32)  # a value outside what the device can do
+_BAD_VALUE = const(9)  # a field of the wrong type (spot.errors.BAD_VALUE; SPEC 6)
 R_MIN_TIMES = const(33)  # delayed or shortened by minimum on/off (run/off) times
 R_FROST = const(34)  # frost protection keeps heating whatever was asked
 R_MAX_BLOCK = const(35)  # a blocked (shed) period shortened to the device's maximum
@@ -238,13 +241,17 @@ class Role:
 
     def configure(self, settings):
         """A DEV_CONFIG command: all of it or none of it. (status, reason)."""
-        if not isinstance(settings, dict) or not settings:
+        if not isinstance(settings, dict):
+            return REFUSED, _BAD_VALUE
+        if not settings:
             return REFUSED, R_RANGE
         for k, v in settings.items():
             if k not in self.DEFAULTS:
                 return REFUSED, _R_UNKNOWN_SETTING
+            if not is_int(v):
+                return REFUSED, _BAD_VALUE
             lo, hi = RANGES[k]
-            if not isinstance(v, int) or not lo <= v <= hi:
+            if not lo <= v <= hi:
                 return REFUSED, R_RANGE
         for k, v in settings.items():
             self.cfg[str(k)] = v
@@ -277,12 +284,16 @@ class Role:
         """A demand-response command (SVC_DR): checked here, carried out by plan()."""
         from spot.objects import Analog, Time
 
+        if not is_int(kind) or not 1 <= kind <= 5:  # SPEC 6: an unknown kind is unsupported
+            return _UNSUPPORTED, 0
         amount = body.get(1)
         start = body.get(2)
         dur = body.get(3, 0)
         until = body.get(4)
-        if (start is not None and not isinstance(start, Time)) or not isinstance(dur, int) or (
-                until is not None and not isinstance(until, Time)) or dur < 0:
+        if (start is not None and not isinstance(start, Time)) or not is_int(dur) or (
+                until is not None and not isinstance(until, Time)):
+            return REFUSED, _BAD_VALUE  # SPEC 6: a known field of the wrong type
+        if dur < 0:
             return REFUSED, R_RANGE
         if until is not None and now_ms // 1000 > until.seconds:
             return _EXPIRED, 0
@@ -290,7 +301,7 @@ class Role:
             self.st["dr"] = None
             return APPLIED, 0
         if amount is not None and not isinstance(amount, Analog):
-            return REFUSED, R_RANGE
+            return REFUSED, _BAD_VALUE
         t0 = start.seconds * 1000 if start else now_ms
         # Without a duration it holds until a restore, a day at most.
         return self.plan(kind, amount, body, t0, t0 + (dur or 86400) * 1000, now_ms)
@@ -304,7 +315,9 @@ class Role:
             return self.configure(body.get(K_DEV_SETTINGS))
         value = body.get(K_DEV_VALUE)
         dur = body.get(K_DEV_DURATION, 0)
-        if not isinstance(dur, int) or dur < 0:
+        if not is_int(dur):
+            return REFUSED, _BAD_VALUE
+        if dur < 0:
             return REFUSED, R_RANGE
         return self.act(kind, value, dur, now_ms)
 

@@ -19,11 +19,11 @@ PLAIN = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(KEYS, inner, max_size=6)),
     max_leaves=20)
 OBJECTS = st.one_of(
-    st.builds(Analog, INT64, st.integers(0, 300), st.integers(-24, 24)),
+    st.builds(Analog, INT64, st.integers(0, 255), st.integers(-24, 24)),  # SPEC 5.2 ranges
     st.builds(Time, st.integers(0, 2**40)),
     st.integers(1, 40).flatmap(lambda n: st.builds(
-        Schedule, st.integers(0, 2**33),
-        st.lists(st.integers(0, 2**31), min_size=n, max_size=n, unique=True).map(sorted),
+        Schedule, st.integers(0, 2**32 - 1),
+        st.lists(st.integers(0, 2**30 - 1), min_size=n, max_size=n, unique=True).map(sorted),
         st.lists(st.one_of(st.integers(-(2**40), 2**40), st.booleans()), min_size=n, max_size=n),
         st.integers(0, 20), st.integers(-9, 9))),
     st.builds(Unknown, st.integers(60000, 2**32), SCALARS),

@@ -13,6 +13,7 @@ from conftest import provision
 from host_tools.sim import fleet_host
 from host_tools.cloud.registry import CLOUD, Registry
 from spot import builders, cbor, errors, frame, messages, secure
+from spot.objects import Schedule
 
 DEV = 0x00006001
 WEEK0 = 1795651200  # a Thursday, 00:00 UTC
@@ -46,8 +47,15 @@ def test_program_event_and_price_rule_survive_a_reboot_bad_ones_are_refused(dev)
             key, messages.SVC_SCHEDULE, 1, frame.CLASS_COMMAND, DEV, CLOUD, seq, p,
             frame.FLAG_ACK_WANTED)) == messages.ACK_REFUSED
         assert node.journal.inbox[-1][3] == errors.BAD_VALUE
-    assert _send(reg, node, lambda seq, key: builders.weekly_program(
-        DEV, CLOUD, seq, WEEK0, list(range(0, 49 * 60, 60)), [1] * 49, key=key)) == messages.ACK_REFUSED
+    # More steps than a device holds (SPEC 9.2): the builder refuses, naming the
+    # limit; built by hand, the device refuses it with a reason.
+    with pytest.raises(errors.SpotError, match="MAX_STEPS 48"):
+        builders.weekly_program(DEV, CLOUD, 1, WEEK0, list(range(0, 49 * 60, 60)), [1] * 49)
+    payload = cbor.encode({0: messages.SCH_PROGRAM, 1: Schedule.uniform(WEEK0, 60, [1] * 49)})
+    assert _send(reg, node, lambda seq, key: secure.seal(
+        key, messages.SVC_SCHEDULE, 1, frame.CLASS_COMMAND, DEV, CLOUD, seq, payload,
+        frame.FLAG_ACK_WANTED)) == messages.ACK_REFUSED
+    assert node.journal.inbox[-1][3] == errors.BAD_VALUE
     assert _send(reg, node, lambda seq, key: builders.timed_event(
         DEV, CLOUD, seq, 7, int(time.time()) + 600, -5, key=key)) == messages.ACK_REFUSED
     assert len(node.schedule.program) == 7 and node.schedule.program[0][1] == 210

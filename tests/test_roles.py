@@ -355,3 +355,49 @@ def test_acks_say_what_held_a_command_back(tmp_path):
         unit=4, scale=-1))])
     assert any(ev == "refused" and "5..30 C" in f["what"] for ev, f in th.events[n:])
     assert th.node.schedule.program == []
+
+
+@pytest.mark.parametrize("role", ["thermostat", "smart_plug", "heat_pump"])
+def test_a_day_of_quarter_hour_prices_reaches_every_role(tmp_path, role):
+    # SPEC 4.1 (v1.1): a 96-step forecast fits the default limits every role decodes with.
+    from vector_cases import PRICES96, T0 as V0
+
+    dev = device(tmp_path, role)
+    group, cloud = dev.reg.site_group("sim"), dev.reg.cloud
+    dev.wake([dev.frame(lambda seq, key: b.price_forecast(
+        group, cloud, seq, V0, 900, PRICES96, 0, key=dev.reg.group_key("sim")))])
+    assert sum(dev.node.drops) == 0 and dev.node.errors == 0, dev.node.drops
+    applied = [f for ev, f in dev.events if ev == "applied" and f.get("svc") == m.SVC_PRICE]
+    assert applied and applied[-1]["status"] == m.ACK_APPLIED, dev.events
+    # and one step more than the default item budget carries is refused, counted
+    from spot import cbor, errors, frame, secure
+    from spot.objects import Schedule
+
+    too_long = cbor.encode({0: 1, 1: Schedule.uniform(V0, 900, [90] * 117, 9), 2: 978})
+    dev.wake([dev.frame(lambda seq, key: secure.seal(
+        dev.reg.group_key("sim"), m.SVC_PRICE, 1, frame.CLASS_INFO, group, cloud, seq, too_long))])
+    assert dev.node.drops[errors.OVERSIZED] == 1
+
+
+@pytest.mark.parametrize("role", ["thermostat", "smart_plug", "heat_pump"])
+def test_wrong_types_and_unknown_kinds_get_the_spec_answers(tmp_path, role):
+    # SPEC 6 (v1.1): a known field of the wrong type refuses the command with
+    # reason 9 (bad value), a boolean being no integer on any interpreter; an
+    # unknown kind is answered unsupported (4).
+    from spot import frame
+
+    dev = device(tmp_path, role)
+    cloud = dev.reg.cloud
+
+    def raw(service, body):
+        return send(dev, lambda seq, key: b.build(service, frame.CLASS_COMMAND, dev.address, cloud,
+                                                  seq, body, frame.FLAG_ACK_WANTED, key=key))
+
+    assert raw(m.SVC_DR, {0: m.DR_REDUCE, 1: Analog(20, UNIT_PERCENT), 3: True}) == (2, 9)
+    assert raw(m.SVC_DR, {0: m.DR_REDUCE, 1: 20, 3: 600}) == (2, 9)
+    assert raw(m.SVC_DEVICE, {0: 4, 3: {1: True}}) == (2, 9)
+    assert raw(m.SVC_DEVICE, {0: 4, 3: [1]}) == (2, 9)
+    assert raw(m.SVC_DR, {0: 99})[0] == m.ACK_UNSUPPORTED
+    assert raw(m.SVC_DEVICE, {0: 99})[0] == m.ACK_UNSUPPORTED
+    assert raw(m.SVC_DR, {1: Analog(20, UNIT_PERCENT)})[0] == m.ACK_UNSUPPORTED  # no kind
+    assert raw(m.SVC_DR, {0: True, 1: Analog(20, UNIT_PERCENT)}) == (2, 9)  # true is no kind

@@ -143,3 +143,21 @@ def test_unknown_arguments_are_rejected() -> None:
         wc.competitor_bytes("nope", "json")
     with pytest.raises(ValueError):
         wc.competitor_bytes("shed", "protobuf")
+
+
+def test_price96_is_the_spec_vector_and_under_250_bytes() -> None:
+    # Issue 12's figure wire_bytes_price96: a day of quarter-hour prices, secured.
+    from spot import cbor, frame
+    from test_vectors import spec_vectors
+
+    raw = wc.spot_price96()
+    assert raw == {n: r for n, _o, r in spec_vectors()}["info-price-forecast-96"]
+    assert len(raw) < 250, len(raw)
+    s = cbor.decode(frame.decode(raw).payload)[1]
+    assert s.interval() == 900 and len(s.values) == 96 and s.scale == 0
+    # whole EUR/MWh, within half a euro of each quarter's interpolated price
+    cents = [round(p * 100) for p in wc.PRICE24["prices"]]
+    for i, v in enumerate(s.values):
+        h, k = divmod(i, 4)
+        exact = (cents[h] * (4 - k) + cents[min(h + 1, 23)] * k) / 400
+        assert abs(v - exact) <= 0.5, (i, v, exact)

@@ -42,6 +42,31 @@ TELEMETRY: dict[str, Any] = {
     "relay_on": True,
 }
 
+# A day of quarter-hour prices (EU day-ahead since 2025): each hour's price
+# stepped linearly towards the next hour's, in whole EUR/MWh. The same 96
+# prices as SPEC.md's vector info-price-forecast-96.
+_CENTS = [round(p * 100) for p in PRICE24["prices"]]
+PRICE96: dict[str, Any] = {
+    "start": PRICE24["start"], "interval_s": 900, "currency": "EUR", "unit": "MWh",
+    "prices": [(_CENTS[i // 4] * (4 - i % 4) + _CENTS[min(i // 4 + 1, 23)] * (i % 4) + 200) // 400
+               for i in range(96)],
+}
+
+
+def spot_price96() -> bytes:
+    """PRICE96 as a secured SPOT frame to a site group; len() is wire_bytes_price96.
+
+    Sealed like the spec's vector (published test group key, seq 1005), so the
+    bytes are that vector's; the size does not depend on the key."""
+    from spot import builders
+    from spot.keyring import GROUP_CLASSES, Key
+
+    p = PRICE96
+    key = Key(200, 0x00010001, bytes(range(32, 64)), GROUP_CLASSES, group=True)
+    return builders.price_forecast(0x80000001, 0x00010001, 1005, p["start"], p["interval_s"],
+                                   p["prices"], 0, key=key)
+
+
 CONTENTS: dict[str, dict[str, Any]] = {
     "price24": PRICE24, "shed": SHED, "telemetry": TELEMETRY}
 ENCODINGS = ("openadr", "json", "cbor")

@@ -23,7 +23,7 @@ def _cases():
     spec.loader.exec_module(vector_cases)
     from spot import builders, cbor, frame, messages, secure
     from spot.keyring import Key
-    from spot.objects import Unknown
+    from spot.objects import Schedule, Unknown
     CONTROLLER, PLUG, plug_keys, valid = (vector_cases.CONTROLLER, vector_cases.PLUG,
                                           vector_cases.plug_keys, vector_cases.valid)
 
@@ -65,6 +65,20 @@ def _cases():
         ("unknown-mandatory-key", "unknown-mandatory-field", raw(9, cbor.encode({0: 1, -5: 1}))),
         ("duplicate-key", "bad-payload", raw(10, bytes.fromhex("a200010002"))),
         ("payload-not-a-map", "bad-payload", raw(11, bytes.fromhex("83010203"))),
+        # Version 1.1: item budget, order of checks, ranges (SPEC 4, 5)
+        ("forecast-over-item-budget", "oversized", secure.seal(
+            group, messages.SVC_PRICE, 1, frame.CLASS_INFO, 0x80000001, CONTROLLER, 15, cbor.encode(
+                {0: 1, 1: Schedule.uniform(1795651200, 900, [90] * 117, 9), 2: 978}))),
+        ("text-map-key", "bad-payload", raw(16, bytes.fromhex("a1614101"))),
+        ("string-too-long-and-cut", "truncated", raw(17, bytes.fromhex("a1015841") + bytes(10))),
+        ("text-key-cut", "truncated", raw(18, bytes.fromhex("a1634101"))),
+        ("integer-beyond-int64", "oversized", raw(19, bytes.fromhex("a1011bffffffffffffffff"))),
+        ("analog-not-canonical", "bad-payload", raw(20, bytes.fromhex("a101d9d35083140300"))),
+        ("analog-shape-first", "bad-value", raw(21, bytes.fromhex("a101d9d35084fa3f800000010203"))),
+        ("analog-scale-25", "bad-value", raw(22, bytes.fromhex("a101d9d350831403" + "1819"))),
+        ("analog-unit-256", "bad-value", raw(23, bytes.fromhex("a101d9d3508214190100"))),
+        ("schedule-unsorted", "bad-value", raw(24, bytes.fromhex("a101d9d35188000000001910e001183c02"))),
+        ("schedule-offset-2-30", "bad-value", raw(25, bytes.fromhex("a101d9d3518700000" + "01a20000000010203"))),
     ]
     return [(n, "ok", r) for n, r in ok], bad
 

@@ -8,7 +8,8 @@ from spot import cbor, frame
 from spot.errors import BAD_VALUE, SpotError
 from spot.messages import (CORE_KEY_ADD, CORE_KEY_RETIRE, CURRENCY_EUR, DR_REDUCE,
                            FC_ENERGY_PRICE, K_ACK_REASON, K_ACK_SEQ, K_ACK_STATUS,
-                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE,
+                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE, K_DISC_ROLE,
+                           K_DISC_SERVICES,
                            K_DR_AMOUNT, K_DR_DURATION, K_DR_HIGH, K_DR_LOW, K_DR_START,
                            K_DR_VALID_UNTIL,
                            K_FC_CURRENCY, K_FC_SCHEDULE, K_KEY_CLASSES, K_KEY_FLAGS,
@@ -22,8 +23,16 @@ from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_PRICE_PER_MWH, Analog,
 
 
 def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encrypt=False):
-    """A frame carrying body; sealed (secured) under `key` if one is given."""
+    """A frame carrying body; sealed (secured) under `key` if one is given.
+
+    A sender never builds what a receiver with the default limits (SPEC 4.1)
+    refuses: such a body raises the receiver's own error, naming the limit.
+    """
     payload = cbor.encode(body)
+    try:
+        cbor.decode(payload)  # the default receiver's own check, so the two cannot differ
+    except SpotError as e:
+        raise SpotError(e.code, "a receiver with the default limits refuses it: " + e.detail)
     if key is None:
         if encrypt:
             raise SpotError(BAD_VALUE, "encryption needs a key")
@@ -31,6 +40,9 @@ def build(service, cls, dst, src, seq, body, flags=0, version=1, key=None, encry
     from spot import secure
 
     return secure.seal(key, service, version, cls, dst, src, seq, payload, flags, encrypt)
+
+
+_WEEK_S = 604800
 
 
 # Builders for the standard messages (the spec's test vectors use these). Each
@@ -115,7 +127,18 @@ def time_sync(dst, src, seq, seconds, millis, key=None):
 
 
 def weekly_program(dst, src, seq, week_origin, offsets_s, values, key=None, unit=0, scale=0):
-    """Set a device's weekly program: steps at offsets_s seconds into the week."""
+    """Set a device's weekly program: steps at offsets_s seconds into the week.
+
+    Refuses what every device refuses (SPEC 9.2): more than MAX_STEPS steps, or
+    a step outside the week."""
+    from spot.schedule import MAX_STEPS  # only controllers build programs
+
+    if len(offsets_s) > MAX_STEPS:
+        raise SpotError(BAD_VALUE, "a weekly program holds at most MAX_STEPS %d steps, not %d" % (
+            MAX_STEPS, len(offsets_s)))
+    for off in offsets_s:
+        if not isinstance(off, int) or not 0 <= off < _WEEK_S:
+            raise SpotError(BAD_VALUE, "step at %r s is outside the week" % (off,))
     return build(SVC_SCHEDULE, frame.CLASS_COMMAND, dst, src, seq, {
         K_KIND: SCH_PROGRAM, K_SCH_STEPS: Schedule(week_origin, offsets_s, values, unit, scale),
     }, frame.FLAG_ACK_WANTED, key=key)
@@ -147,6 +170,17 @@ def time_answer(dst, src, seq, echo_ms, received_ms, sent_ms, key=None):
 
 def discovery(dst, src, seq, key=None):
     return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, key=key)
+
+
+def discovery_answer(dst, src, seq, services, role=0, key=None):
+    """The answer to a discovery request (SPEC 6): what the device keeps.
+
+    services: (service id, class mask, lowest version, highest version) for each
+    service kept, as in its filter table; role: SPEC 12.4 key 1, 0 for none."""
+    body = {K_DISC_SERVICES: [[s, c, lo, hi] for s, c, lo, hi in services]}
+    if role:
+        body[K_DISC_ROLE] = role
+    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, body, key=key)
 
 
 def key_add(dst, src, seq, key, new_id, peer, secret, classes, group=False, admin=False):

@@ -21,19 +21,28 @@ _INT_MAX = const(0x7FFFFFFFFFFFFFFF)
 _INT_MIN = const(-0x8000000000000000)
 _ARG_MAX = const(0xFFFFFFFFFFFFFFFF)
 _SCALE_MAX = const(24)
+_UNIT_MAX = const(255)  # codes 11..255 are reserved for later units (SPEC 5.1)
+_BASE_MAX = const(0xFFFFFFFF)  # a schedule's base: unsigned 32-bit epoch seconds
+# Every offset of a schedule (explicit, or i * interval) stays a small int on a
+# 32-bit MicroPython port, whose small ints hold 31 bits: nothing allocates.
+_OFFSET_MAX = const(0x3FFFFFFF)
 
 
 class Limits:
     """What a receiver is willing to decode; bounds both work and memory.
 
-    max_items counts every data item (a map entry is two). Decoding allocates
-    at most about 256 bytes per item plus twice max_payload on a 64-bit port
-    (half that on 32-bit boards), whatever the input.
+    max_items counts data items as RFC 8949 defines them: every head is one
+    (an integer, a string, a simple value, an array, a map, a tag), so a map
+    entry is two and an interval-form schedule of n steps is 6 + n (SPEC 4.1).
+    The defaults carry a day of quarter-hour prices (96 steps) or a full weekly
+    program (48 steps). Decoding allocates at most about 256 bytes per item
+    plus twice max_payload on a 64-bit port (half that on 32-bit boards),
+    whatever the input.
     """
 
     __slots__ = ("max_payload", "max_depth", "max_items", "max_string")
 
-    def __init__(self, max_payload=512, max_depth=4, max_items=96, max_string=64):
+    def __init__(self, max_payload=512, max_depth=4, max_items=128, max_string=64):
         self.max_payload = max_payload
         self.max_depth = max_depth
         self.max_items = max_items
@@ -145,7 +154,8 @@ def _encode(out, v):
 
 
 def _analog(out, a):
-    if not _is_int(a.unit) or a.unit < 0 or not _is_int(a.scale) or not -_SCALE_MAX <= a.scale <= _SCALE_MAX:
+    if not _is_int(a.unit) or not 0 <= a.unit <= _UNIT_MAX or not _is_int(a.scale) or (
+            not -_SCALE_MAX <= a.scale <= _SCALE_MAX):
         raise SpotError(BAD_VALUE, "analog unit or scale out of range")
     # Canonical form: trailing scale 0, then unit 0, are left out.
     n = 3 if a.scale else (2 if a.unit else 1)
@@ -161,13 +171,14 @@ def _schedule(out, s):
     n = len(s.values)
     if n != len(s.offsets) or n == 0:
         raise SpotError(BAD_VALUE, "a schedule needs one offset per value, at least one")
-    if not _is_int(s.base) or s.base < 0 or not _is_int(s.unit) or s.unit < 0 or (
-            not _is_int(s.scale) or not -_SCALE_MAX <= s.scale <= _SCALE_MAX):
+    if not _is_int(s.base) or not 0 <= s.base <= _BASE_MAX or not _is_int(s.unit) or (
+            not 0 <= s.unit <= _UNIT_MAX) or not _is_int(s.scale) or (
+            not -_SCALE_MAX <= s.scale <= _SCALE_MAX):
         raise SpotError(BAD_VALUE, "schedule base, unit or scale out of range")
     last = -1
     for off in s.offsets:
-        if not _is_int(off) or off <= last:
-            raise SpotError(BAD_VALUE, "schedule offsets must increase from 0 or more")
+        if not _is_int(off) or off <= last or off > _OFFSET_MAX:
+            raise SpotError(BAD_VALUE, "schedule offsets must increase from 0 to 2^30-1")
         last = off
     for v in s.values:
         if not isinstance(v, int):  # int or bool, on both interpreters
@@ -276,12 +287,18 @@ class _Decoder:
     def _count(self, n):
         self.items += n
         if self.items > self.limits.max_items:
-            raise SpotError(OVERSIZED, "more than %d items" % self.limits.max_items)
+            raise SpotError(OVERSIZED, "more than max_items %d items" % self.limits.max_items)
 
     def _room(self, n, start):
         # Refuse a container before building it if its items cannot fit.
         if n > self.limits.max_items - self.items:
-            raise SpotError(OVERSIZED, "container of %d items at %d over the limit" % (n, start))
+            raise SpotError(OVERSIZED, "%d items at %d over max_items %d" % (
+                n, start, self.limits.max_items))
+
+    def _deeper(self, depth, start):
+        if depth <= 0:
+            raise SpotError(TOO_DEEP, "nesting at %d deeper than max_depth %d" % (
+                start, self.limits.max_depth))
 
     def _int(self):
         """An integer field of an object."""
@@ -324,11 +341,13 @@ class _Decoder:
                 raise SpotError(OVERSIZED, "integer out of 64-bit range at %d" % start)
             return -1 - arg
         if major == 2 or major == 3:
-            if arg > self.limits.max_string:
-                raise SpotError(OVERSIZED, "string of %d bytes at %d" % (arg, start))
+            # Every head: fits the bytes left first, then the receiver's limits.
             p = self.pos
-            if p + arg > self.end:
+            if arg > self.end - p:
                 raise SpotError(TRUNCATED, "payload ends inside a string")
+            if arg > self.limits.max_string:
+                raise SpotError(OVERSIZED, "string of %d bytes at %d over max_string %d" % (
+                    arg, start, self.limits.max_string))
             self.pos = p + arg
             if major == 3:
                 # Checked here, not by decode(): MicroPython's decoder is lenient.
@@ -336,11 +355,10 @@ class _Decoder:
                     raise SpotError(BAD_PAYLOAD, "invalid UTF-8 at %d" % start)
                 return str(self.buf[p:p + arg], "utf-8") if arg else ""
             return bytes(self.buf[p:p + arg]) if arg else b""
-        if depth <= 0:
-            raise SpotError(TOO_DEEP, "nesting deeper than %d at %d" % (self.limits.max_depth, start))
         if major == 4:
             if arg > self.end - self.pos:
                 raise SpotError(TRUNCATED, "array of %d items in %d bytes" % (arg, self.end - self.pos))
+            self._deeper(depth, start)
             self._room(arg, start)
             if not arg:
                 return []
@@ -351,6 +369,7 @@ class _Decoder:
         if major == 5:
             if 2 * arg > self.end - self.pos:
                 raise SpotError(TRUNCATED, "map of %d entries in %d bytes" % (arg, self.end - self.pos))
+            self._deeper(depth, start)
             self._room(2 * arg, start)
             d = {}
             for _ in range(arg):
@@ -363,6 +382,7 @@ class _Decoder:
                 d[k] = self.item(depth - 1)
             return d
         # major 6: a tag; the tag and its content each take a nesting level.
+        self._deeper(depth, start)
         if arg == TAG_TIME:
             at = self.pos
             ib = self.buf[at] if at < self.end else 0
@@ -381,26 +401,29 @@ class _Decoder:
         return Unknown(arg, content, bytes(self.buf[at:self.pos]))
 
     def _array_head(self, depth, start, what):
-        if depth <= 0:
-            raise SpotError(TOO_DEEP, what + " at %d too deep" % start)
+        # The same order as any head (SPEC 4.2): the head, the bytes left, the limits.
+        self._count(1)
         ib = self._byte()
         if ib >> 5 != 4:
             raise SpotError(BAD_VALUE, what + " at %d is not an array" % start)
         n = self._arg(ib & 31)
-        self._count(1)
         if n > self.end - self.pos:
             raise SpotError(TRUNCATED, what + " at %d is cut short" % start)
+        self._deeper(depth, start)
         return n
 
     def _analog(self, depth, start):
         n = self._array_head(depth, start, "analog value")
         if n < 1 or n > 3:
             raise SpotError(BAD_VALUE, "analog value at %d has %d fields" % (start, n))
+        # Each field is checked as soon as it is read: the first error in reading order wins.
         value = self._int()
         unit = self._int() if n > 1 else 0
+        if unit < 0 or unit > _UNIT_MAX:
+            raise SpotError(BAD_VALUE, "analog unit out of range at %d" % start)
         scale = self._int() if n > 2 else 0
-        if unit < 0 or scale < -_SCALE_MAX or scale > _SCALE_MAX:
-            raise SpotError(BAD_VALUE, "analog unit or scale out of range at %d" % start)
+        if scale < -_SCALE_MAX or scale > _SCALE_MAX:
+            raise SpotError(BAD_VALUE, "analog scale out of range at %d" % start)
         if (n == 3 and not scale) or (n == 2 and not unit):
             raise SpotError(BAD_PAYLOAD, "analog value at %d not in canonical form" % start)
         return Analog(value, unit, scale)
@@ -410,11 +433,17 @@ class _Decoder:
         if n < 4:
             raise SpotError(BAD_VALUE, "schedule at %d has %d fields" % (start, n))
         base = self._int()
+        if base < 0 or base > _BASE_MAX:
+            raise SpotError(BAD_VALUE, "schedule base out of range at %d" % start)
         unit = self._int()
+        if unit < 0 or unit > _UNIT_MAX:
+            raise SpotError(BAD_VALUE, "schedule unit out of range at %d" % start)
         scale = self._int()
+        if scale < -_SCALE_MAX or scale > _SCALE_MAX:
+            raise SpotError(BAD_VALUE, "schedule scale out of range at %d" % start)
         step = self._int()
-        if base < 0 or step < 0 or unit < 0 or scale < -_SCALE_MAX or scale > _SCALE_MAX:
-            raise SpotError(BAD_VALUE, "schedule head out of range at %d" % start)
+        if step < 0 or step > _OFFSET_MAX:
+            raise SpotError(BAD_VALUE, "schedule interval out of range at %d" % start)
         if not step and n & 1:
             raise SpotError(BAD_VALUE, "schedule at %d has an offset without a value" % start)
         count = n - 4 if step else (n - 4) >> 1
@@ -422,7 +451,10 @@ class _Decoder:
             raise SpotError(BAD_VALUE, "schedule at %d has no steps" % start)
         if step and count < 2:
             raise SpotError(BAD_PAYLOAD, "one-step schedule at %d not in canonical form" % start)
-        self._room(2 * count, start)
+        if step and step > _OFFSET_MAX // (count - 1):
+            raise SpotError(BAD_VALUE, "schedule at %d ends past offset 2^30-1" % start)
+        # Charged as the items the array holds: one per step here, two in pair form.
+        self._room(n - 4, start)
         offsets = [0] * count
         values = [0] * count
         last = -1
@@ -431,6 +463,8 @@ class _Decoder:
                 off = i * step
             else:
                 off = self._int()
+                if off > _OFFSET_MAX:
+                    raise SpotError(BAD_VALUE, "schedule offset at %d past 2^30-1" % start)
                 if off <= last:
                     raise SpotError(BAD_VALUE, "schedule steps at %d unsorted or overlapping" % start)
                 last = off
@@ -450,7 +484,8 @@ def decode(buf, limits=DEFAULT_LIMITS):
     if isinstance(buf, str):  # MicroPython would read a str's bytes: refuse on both
         raise TypeError("decode() takes bytes, not str")
     if len(buf) > limits.max_payload:
-        raise SpotError(OVERSIZED, "payload of %d bytes over %d" % (len(buf), limits.max_payload))
+        raise SpotError(OVERSIZED, "payload of %d bytes over max_payload %d" % (
+            len(buf), limits.max_payload))
     # Slices of a memoryview copy nothing until a string is kept.
     d = _Decoder(memoryview(buf), limits)
     v = d.item(limits.max_depth)

@@ -8,19 +8,43 @@ id in use is never overwritten by another key. Adding a key before
 retiring the old one is how keys rotate without losing queued messages:
 frames already queued under the old key still verify until it is retired.
 """
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
 from spot import frame, keyring, messages
 from spot.errors import BAD_VALUE, INSECURE, NOT_PERMITTED
 
 
+_PEER_MAX = const(0x7FFFFFFF)  # a device or controller, never a group (SPEC 1, 7.4)
+_FLAGS_KNOWN = const(0x03)  # bit 0 group, bit 1 admin
+
+
+def _field(v, lo, hi):
+    # SPEC 7.4: an integer in range; a boolean is no integer, on any interpreter.
+    return messages.is_int(v) and lo <= v <= hi
+
+
 def apply(ring, f, body):
-    """Carry out the key command in (frame f, payload body); (ack status, reason)."""
+    """Carry out the key command in (frame f, payload body); (ack status, reason).
+
+    Every field is checked before anything changes (SPEC 7.4): kind 1 or 2;
+    key id 0..255; peer 1..2^31-1; key a 32-byte string; class mask 1..255;
+    flags 0..3 (an unknown flag bit is refused, not ignored: it could restrict
+    the key). A field of the wrong type or out of range: refused, bad value.
+    """
     sender = ring.find(f.src, f.key_id) if f.flags & frame.FLAG_SECURED else None
     if sender is None or not sender.admin:
         return messages.ACK_REFUSED, NOT_PERMITTED
     kind = body.get(messages.K_KIND)
+    if kind is not None and not messages.is_int(kind):
+        return messages.ACK_REFUSED, BAD_VALUE  # a missing kind is unknown: unsupported
+    if kind != messages.CORE_KEY_ADD and kind != messages.CORE_KEY_RETIRE:
+        return messages.ACK_UNSUPPORTED, 0
     key_id = body.get(messages.K_KEY_ID)
     peer = body.get(messages.K_KEY_PEER)
-    if not isinstance(key_id, int) or not isinstance(peer, int):
+    if not _field(key_id, 0, 255) or not _field(peer, 1, _PEER_MAX):
         return messages.ACK_REFUSED, BAD_VALUE
     if kind == messages.CORE_KEY_ADD:
         if not f.flags & frame.FLAG_ENCRYPTED:
@@ -28,7 +52,8 @@ def apply(ring, f, body):
         secret = body.get(messages.K_KEY_SECRET)
         classes = body.get(messages.K_KEY_CLASSES)
         flags = body.get(messages.K_KEY_FLAGS, 0)
-        if not isinstance(secret, bytes) or not isinstance(classes, int) or not isinstance(flags, int):
+        if not isinstance(secret, bytes) or len(secret) != keyring.KEY_SIZE or not _field(
+                classes, 1, 255) or not _field(flags, 0, _FLAGS_KNOWN):
             return messages.ACK_REFUSED, BAD_VALUE
         held = ring.find(peer, key_id)
         if held is not None:
@@ -42,12 +67,10 @@ def apply(ring, f, body):
         except ValueError:
             return messages.ACK_REFUSED, BAD_VALUE
         return messages.ACK_APPLIED, 0
-    if kind == messages.CORE_KEY_RETIRE:
-        target = ring.find(peer, key_id)
-        if target is None:
-            return messages.ACK_APPLIED, 0  # already gone: a retire delivered again
-        if target.admin and sum(1 for k in ring.keys if k.admin) == 1:
-            return messages.ACK_REFUSED, NOT_PERMITTED  # never lock the device out
-        ring.retire(peer, key_id)
-        return messages.ACK_APPLIED, 0
-    return messages.ACK_UNSUPPORTED, 0
+    target = ring.find(peer, key_id)
+    if target is None:
+        return messages.ACK_APPLIED, 0  # already gone: a retire delivered again
+    if target.admin and sum(1 for k in ring.keys if k.admin) == 1:
+        return messages.ACK_REFUSED, NOT_PERMITTED  # never lock the device out
+    ring.retire(peer, key_id)
+    return messages.ACK_APPLIED, 0

@@ -75,6 +75,10 @@ K_TS_MILLIS = const(2)
 K_TS_ECHO = const(3)  # the requester's local clock (ms) when it asked, echoed back
 K_TS_RECEIVED = const(4)  # the answerer's true time (epoch ms) on receiving the request
 K_TS_SENT = const(5)  # the answerer's true time (epoch ms) on sending the answer
+# Discovery (SVC_CORE, CLASS_DISCOVERY): an empty map asks; the answer carries
+# what the device keeps (SPEC 6).
+K_DISC_SERVICES = const(1)  # [[service id, class mask, lowest version, highest version], ...]
+K_DISC_ROLE = const(2)  # SPEC 12.4 key 1: 1 thermostat, 2 smart plug, 3 heat pump
 # Key management (SVC_CORE, CLASS_COMMAND; admin keys only, key_add encrypted).
 CORE_KEY_ADD = const(1)
 CORE_KEY_RETIRE = const(2)
@@ -92,13 +96,22 @@ KNOWN_KEYS = {
     (SVC_METER, frame.CLASS_REPORT): (K_MR_TIME, K_MR_POWER, K_MR_ENERGY, K_MR_RELAY),
     (SVC_CORE, frame.CLASS_ACK): (K_ACK_SEQ, K_ACK_STATUS, K_ACK_REASON),
     (SVC_CORE, frame.CLASS_TIMESYNC): (K_TS_TIME, K_TS_MILLIS, K_TS_ECHO, K_TS_RECEIVED, K_TS_SENT),
-    (SVC_CORE, frame.CLASS_DISCOVERY): (),
+    (SVC_CORE, frame.CLASS_DISCOVERY): (K_DISC_SERVICES, K_DISC_ROLE),
     (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
                                       K_KEY_FLAGS),
     (SVC_DEVICE, frame.CLASS_COMMAND): (K_KIND, K_DEV_VALUE, K_DEV_DURATION, K_DEV_SETTINGS),
     (SVC_SCHEDULE, frame.CLASS_COMMAND): (K_KIND, K_SCH_STEPS, K_SCH_START, K_SCH_DURATION,
                                           K_SCH_WINDOW, K_SCH_VALUE, K_SCH_ID, K_SCH_THRESHOLD),
 }
+
+
+def is_int(v):
+    """True for an integer field's value: a CBOR integer, never a boolean.
+
+    bool is an int on CPython but not on MicroPython; SPEC 6 says a boolean is
+    never an integer, so both interpreters refuse `true` where a number belongs.
+    """
+    return isinstance(v, int) and v is not True and v is not False
 
 
 def read_payload(f, limits=cbor.DEFAULT_LIMITS):

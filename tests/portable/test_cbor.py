@@ -107,7 +107,9 @@ def test_limits_bound_the_work():
     # A huge claimed length fails at once, before anything is built.
     expect_error(TRUNCATED, cbor.decode, bytes.fromhex("9affffffff00"))
     expect_error(OVERSIZED, cbor.decode, bytes.fromhex("98ff") + bytes(255))
-    expect_error(OVERSIZED, cbor.decode, bytes.fromhex("5a00010000"))
+    # A string past the end is truncated whatever its length (SPEC 4.2: the bytes
+    # left are checked before the receiver's limits).
+    expect_error(TRUNCATED, cbor.decode, bytes.fromhex("5a00010000"))
 
 
 def test_deep_nesting_is_refused_not_recursed():
@@ -172,21 +174,33 @@ def test_decoder_allocation_is_bounded():
         raise Skip("gc.mem_alloc is MicroPython's")
     import gc
 
-    limits = cbor.Limits(max_payload=512, max_depth=4, max_items=96, max_string=64)
+    limits = cbor.DEFAULT_LIMITS  # what every role decodes with
+    n = limits.max_items - 1  # the most items an array may hold
+    m = n // 2  # the most entries a map may hold
+    steps = limits.max_items - 6  # the longest interval-form schedule
     hostile = [
         bytes.fromhex("98ff") + bytes(255),  # a long array
-        bytes.fromhex("985f") + b"\x58\x40" + bytes(64) + b"\x00" * 94,  # strings + ints
+        bytes((0x98, n)) + b"\x58\x40" + bytes(64) + b"\x00" * (n - 1),  # strings + ints
         b"\x84" + b"\x84" * 3 + bytes(4) * 50,  # deep and wide
         (b"\x58\x40" + bytes(64)) * 7,
-        bytes.fromhex("b82f") + b"".join(bytes([i, 0x80]) for i in range(23)) + b"\x18\x17\x80" * 24,
-        bytes.fromhex("985f") + b"\x00" * 95,  # the longest array the limits allow
-        b"\x98\x5f" + b"\x80" * 95,  # 95 empty arrays
-        b"\x98\x5f" + b"\x40" * 95,  # 95 empty byte strings
-        b"\x98\x5f" + bytes([0x61, 0x41]) * 95,  # 95 one-character texts
+        bytes((0xB8, m)) + b"".join(bytes((i, 0x80)) for i in range(24))
+        + b"".join(bytes((0x18, i, 0x80)) for i in range(24, m)),  # a map of empty arrays
+        bytes((0x98, n)) + b"\x00" * n,  # the longest array the limits allow
+        bytes((0x98, n)) + b"\x80" * n,  # empty arrays
+        bytes((0x98, n)) + b"\x40" * n,  # empty byte strings
+        bytes((0x98, n)) + bytes((0x61, 0x41)) * n,  # one-character texts
         b"\x98\x38" + b"\x3b\x7f\xff\xff\xff\xff\xff\xff\xfe" * 56,  # big negatives
-        bytes.fromhex("b82f") + b"".join(bytes([i, 0]) for i in range(23))
-        + b"".join(bytes([0x18, i, 0]) for i in range(24, 48)),  # the largest map
+        bytes((0xB8, m)) + b"".join(bytes((i, 0)) for i in range(24))
+        + b"".join(bytes((0x18, i, 0)) for i in range(24, m)),  # the largest map
+        # the longest schedule: one item per step, two lists built
+        bytes.fromhex("d9d351") + bytes((0x98, 4 + steps)) + bytes.fromhex("1a6b0776800900190384")
+        + b"\x00" * steps,
+        # a schedule of big values, as many as the payload holds
+        bytes.fromhex("d9d351") + bytes((0x98, 4 + 54)) + bytes.fromhex("1a6b0776800900190384")
+        + b"\x3b\x7f\xff\xff\xff\xff\xff\xff\xfe" * 54,
     ]
+    for raw in hostile[-2:]:  # the schedules are valid: they must decode, not be refused
+        assert len(cbor.decode(raw, limits).values) in (steps, 54)
     gc.collect()
     gc.disable()
     try:

@@ -12,10 +12,19 @@ SITE_GROUP = 0x80000001  # every device of one site
 T0 = 1795651200  # 2026-11-26T00:00:00Z
 PRICES = [8520, 8015, 7840, 7695, 7730, 8210, 9560, 11825, 13140, 12005, 10470, 9630,
           9215, 9080, 9445, 10360, 12590, 14830, 15275, 13910, 11745, 10120, 9385, 8860]
+# A day of quarter-hour prices (EU day-ahead since 2025): each hour's price
+# stepped linearly towards the next hour's, in whole EUR/MWh (scale 0).
+PRICES96 = [(PRICES[i // 4] * (4 - i % 4) + PRICES[min(i // 4 + 1, 23)] * (i % 4) + 200) // 400
+            for i in range(96)]
 PAIR_SECRET = bytes(range(32))  # controller <-> plug, key id 1
 GROUP_SECRET = bytes(range(32, 64))  # the site's group key, key id 200
 PAIR_ID = 1
 GROUP_ID = 200
+
+
+# What the plug keeps (its filter table), as its discovery answer says it:
+# core (COMMAND, TIMESYNC, DISCOVERY), demand response, forecasts, schedules, roles.
+PLUG_SERVICES = [(1, 0x31, 1, 1), (2, 0x01, 1, 1), (3, 0x02, 1, 1), (5, 0x01, 1, 1), (6, 0x01, 1, 1)]
 
 
 def plug_keys():
@@ -26,7 +35,8 @@ def plug_keys():
 
 def controller_keys():
     """The controller's view: what the plug may send it."""
-    return [Key(PAIR_ID, PLUG, PAIR_SECRET, (1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK))]
+    return [Key(PAIR_ID, PLUG, PAIR_SECRET, (1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK)
+                | (1 << frame.CLASS_DISCOVERY))]
 
 
 def valid():
@@ -43,4 +53,8 @@ def valid():
         ("ack-applied", builders.ack(CONTROLLER, PLUG, 79, 1001, messages.ACK_APPLIED, key=pair)),
         ("timesync", builders.time_sync(PLUG, CONTROLLER, 1003, T0 + 43200, 250, key=pair)),
         ("discovery-unsecured", builders.discovery(frame.BROADCAST, CONTROLLER, 1004)),
+        # Version 1.1
+        ("info-price-forecast-96", builders.price_forecast(SITE_GROUP, CONTROLLER, 1005, T0, 900, PRICES96, 0,
+                                                           key=group)),
+        ("discovery-answer", builders.discovery_answer(CONTROLLER, PLUG, 80, PLUG_SERVICES, 2, key=pair)),
     ]

@@ -13,7 +13,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as FPath
@@ -150,7 +150,7 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
 
     @app.post("/api/devices/{device}/commands", status_code=202, tags=["commands"],
               response_model=Accepted, responses={404: {}, 409: {}, 422: {}, 503: {}})
-    def send_command(device: str, cmd: Command = Body(...),
+    def send_command(device: str, cmd: Annotated[Command, Body()],
                      p: Principal = Depends(scope("command"))) -> Accepted:
         """Accept a command: stored durably with its sealed frame before this answers 202,
         then published to the device's queue; its state follows the device's ACK."""
@@ -214,9 +214,14 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         cents = [round(x * 100) for x in fc.prices]
         if any(abs(c) >= 1 << 31 for c in cents):
             raise HTTPException(422, "prices must be within +-21 million per MWh")
-        group, raw = store.signal_frame(site, p.name, "prices", fc.model_dump(), lambda seq, key, g:
-                                        builders.price_forecast(g, 1, seq, start, fc.interval_s, cents, -2,
-                                                                key=_key(key, group=True)))
+        from spot.errors import SpotError
+
+        try:
+            group, raw = store.signal_frame(site, p.name, "prices", fc.model_dump(), lambda seq, key, g:
+                                            builders.price_forecast(g, 1, seq, start, fc.interval_s, cents,
+                                                                    -2, key=_key(key, group=True)))
+        except SpotError as e:  # the builder refuses what a default receiver would (SPEC 1.1)
+            raise HTTPException(422, f"this forecast would not fit a device's limits: {e.detail}") from None
         if bridge is None or not bridge.connected.is_set():
             raise HTTPException(503, "the broker is unreachable: the forecast was not sent")
         bridge.publish_signal(site, group, raw)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from host_tools.cloud.uplink import R
 from spot import builders, messages
-from spot.objects import UNIT_PERCENT, UNIT_W, Analog
+from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_W, Analog
 
 Seal = Callable[[int, int, int, Any], bytes]  # (dst, src, seq, key) -> frame
 DAY = 86_400
@@ -85,7 +85,7 @@ class Program(_Cmd):
     """Thermostat: a weekly program, steps of [seconds into the week, setpoint C]."""
     kind: Literal["program"]
     week_origin: int = Field(ge=0, le=2**32 - 1, description="epoch s the week starts")
-    steps: list[tuple[int, float]] = Field(min_length=1, max_length=42)
+    steps: list[tuple[int, float]] = Field(min_length=1, max_length=48)  # SPEC 9.2
 
 
 class Event(_Cmd):
@@ -106,8 +106,10 @@ class PriceForecast(BaseModel):
     """A site's price forecast, sent to its group (retained, so sleepers get it at their wake)."""
     model_config = ConfigDict(extra="forbid")
     start: int | None = Field(None, ge=0, le=2**32 - 1, description="epoch s; default this hour")
-    interval_s: int = Field(3600, ge=300, le=DAY)
-    prices: list[float] = Field(min_length=1, max_length=48, description="per MWh, 2 decimals")
+    interval_s: int = Field(3600, ge=300, le=DAY, description="900 for quarter-hour prices")
+    # Bounded so the cents fit the frame's 32-bit integers (an unbounded float made a 500).
+    prices: list[Annotated[float, Field(ge=-21_000_000, le=21_000_000, allow_inf_nan=False)]] = Field(
+        min_length=1, max_length=96, description="per MWh, 2 decimals; 96 quarter-hours a day (SPEC 1.1)")
 
 
 SETTINGS = {"telemetry_s": R.CFG_TELEMETRY_S, "power_on": R.CFG_POWER_ON, "cal_u": R.CFG_CAL_U,
@@ -196,7 +198,7 @@ def sealer(cmd: Any, now: int) -> Seal:
         offsets = [s[0] for s in cmd.steps]
         values = [_deci(s[1]) for s in cmd.steps]
         return lambda d, s, q, key: builders.weekly_program(
-            d, s, q, cmd.week_origin, offsets, values, key=key, unit=1, scale=-1)
+            d, s, q, cmd.week_origin, offsets, values, key=key, unit=UNIT_CELSIUS, scale=-1)
     if k == "event":
         return lambda d, s, q, key: builders.timed_event(
             d, s, q, cmd.event_id, cmd.start, cmd.duration_s, cmd.window_s, cmd.value, key=key)

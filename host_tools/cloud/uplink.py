@@ -21,7 +21,8 @@ STATUS_NAMES = {messages.ACK_APPLIED: "applied", messages.ACK_ADAPTED: "adapted"
 ROLE_NAMES = {R.ROLE_THERMOSTAT: "thermostat", R.ROLE_SMART_PLUG: "smart_plug",
               R.ROLE_HEAT_PUMP: "heat_pump"}
 SG_NAMES = {1: "blocked", 2: "normal", 3: "recommended on", 4: "forced on"}
-REASONS = {R.R_RANGE: "outside the device's range", R.R_MIN_TIMES: "minimum on/off times",
+REASONS = {4: "bad payload", 5: "oversized", 7: "unknown mandatory field", 9: "a value the device cannot take",
+           R.R_RANGE: "outside the device's range", R.R_MIN_TIMES: "minimum on/off times",
            R.R_FROST: "frost protection", R.R_MAX_BLOCK: "longest block reached",
            R.R_POWER_FLOOR: "power floor (EnWG 14a)", R.R_OVERCURRENT: "over-current trip",
            R.R_SENSOR: "sensor fault", R.R_ON_OFF_ONLY: "on/off only",

@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi import Path as FPath
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 
-from host_tools.cloud import command_kinds
 from host_tools.cloud.command_kinds import Command, PriceForecast, Refused
+from host_tools.cloud.dispatch import BrokerDown, Dispatcher
 from host_tools.cloud.store import OPEN_STATES, Conflict, NotFound, Store
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
@@ -34,7 +34,7 @@ MAX_BODY = 16_384  # bytes: the largest command (a full weekly program) is far b
 
 
 def address(text: str) -> int:
-    if not _ADDRESS.match(text):
+    if not _ADDRESS.fullmatch(text):  # match() let "3101\n" through
         raise HTTPException(404, f"{text!r} is not a device address (up to 8 hex digits)")
     return int(text, 16)
 
@@ -59,6 +59,8 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
                   description="Devices, their shadows and reports; commands tracked to the "
                               "device's ACK; sites, price forecasts; keys (never their secrets).")
     bearer = HTTPBearer(auto_error=False)
+    dispatcher = Dispatcher(store, bridge, bus)
+    app.state.dispatcher = dispatcher
 
     def principal(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
         token = creds.credentials if creds else request.query_params.get("token")
@@ -95,11 +97,24 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
                                        + str(e.orig).splitlines()[0][:200]}, 503,
                             headers={"Retry-After": "5"})
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, e: RequestValidationError) -> Response:
+        # FastAPI's own answer echoes the input: a NaN or a lone surrogate in it made the
+        # answer itself fail (a 500), and a 16 kB body came back whole. Where and why only.
+        errors = [{"type": x.get("type"), "loc": list(x.get("loc", ())), "msg": x.get("msg"),
+                   **({"ctx": {k: v if isinstance(v, (int, str)) else str(v) for k, v in x["ctx"].items()}}
+                      if x.get("ctx") else {})} for x in e.errors()]
+        return Response(json.dumps({"detail": errors}, ensure_ascii=True), 422, media_type="application/json")
+
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
         n = request.headers.get("content-length")
         if n is not None and (not n.isdigit() or int(n) > MAX_BODY):
             return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, 413)
+        if n is None and "chunked" in request.headers.get("transfer-encoding", "").lower():
+            # A chunked body would slip past the limit above: a body must say its length.
+            return JSONResponse({"detail": f"a request body needs a Content-Length (at most {MAX_BODY} bytes)"},
+                                411)
         return await call_next(request)
 
     @app.get("/health", tags=["service"])
@@ -155,21 +170,7 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         """Accept a command: stored durably with its sealed frame before this answers 202,
         then published to the device's queue; its state follows the device's ACK."""
         a = address(device)
-        d = store.shadow(a)
-        caps = d.get("capabilities") or None
-        role = (caps or {}).get("role") or (d.get("state") or {}).get("role")
-        command_kinds.check(cmd, role, caps)
-        seal = command_kinds.sealer(cmd, int(time.time()))
-        params = cmd.model_dump(exclude={"kind"})
-        c = store.create_command(a, cmd.kind, params, p.name,
-                                 lambda seq, key: seal(a, 1, seq, _key(key)))
-        if bridge is not None and bridge.connected.is_set():
-            try:
-                bridge.publish_command(c)
-            except KeyError:
-                pass  # the resend sweep publishes it
-        if bus is not None:
-            bus.publish({"type": "command", "id": c["id"], "device": a, "kind": c["kind"], "state": "accepted"})
+        c = dispatcher.send_command(a, cmd, p.name)
         return Accepted(id=c["id"], device=f"{a:08x}", seq=c["seq"], kind=c["kind"], state=c["state"],
                         frame_bytes=c["frame_bytes"])
 
@@ -208,24 +209,10 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
     @app.post("/api/sites/{site}/prices", status_code=202, tags=["sites"], responses={404: {}, 503: {}})
     def send_prices(site: str = FPath(pattern=SITE_NAME), fc: PriceForecast = Body(...), p: Principal = Depends(scope("command"))) -> dict:
         """A price forecast to every device of the site (group key, retained for sleepers)."""
-        from spot import builders
-
-        start = fc.start if fc.start is not None else int(time.time()) // 3600 * 3600
-        cents = [round(x * 100) for x in fc.prices]
-        if any(abs(c) >= 1 << 31 for c in cents):
-            raise HTTPException(422, "prices must be within +-21 million per MWh")
-        from spot.errors import SpotError
-
         try:
-            group, raw = store.signal_frame(site, p.name, "prices", fc.model_dump(), lambda seq, key, g:
-                                            builders.price_forecast(g, 1, seq, start, fc.interval_s, cents,
-                                                                    -2, key=_key(key, group=True)))
-        except SpotError as e:  # the builder refuses what a default receiver would (SPEC 1.1)
-            raise HTTPException(422, f"this forecast would not fit a device's limits: {e.detail}") from None
-        if bridge is None or not bridge.connected.is_set():
-            raise HTTPException(503, "the broker is unreachable: the forecast was not sent")
-        bridge.publish_signal(site, group, raw)
-        return {"site": site, "group": f"{group:08x}", "steps": len(cents), "frame_bytes": len(raw)}
+            return dispatcher.send_prices(site, fc, p.name)
+        except BrokerDown as e:
+            raise HTTPException(503, str(e)) from None
 
     @app.get("/api/keys", tags=["keys"])
     def list_keys(device: str | None = Query(None), _p: Principal = Depends(scope("admin"))) -> list[dict]:
@@ -278,14 +265,6 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
     if started is not None:
         app.router.on_startup.append(started)
     return app
-
-
-def _key(row: Any, group: bool = False) -> Any:
-    from spot.keyring import GROUP_CLASSES, Key
-
-    if group:
-        return Key(row.key_id, row.device, row.secret, GROUP_CLASSES, group=True)
-    return Key(row.key_id, row.device, row.secret, 0xFF)
 
 
 def _device_view(d: dict) -> dict:

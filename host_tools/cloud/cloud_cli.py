@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="start N workers on consecutive ports, sharing the uplinks (needs PostgreSQL "
                         "for N > 1)")
     p.add_argument("--retention-days", type=float, default=30.0, help="keep reports this long")
+    p.add_argument("--plugins", metavar="FILE", help="a TOML file enabling plugins per site "
+                   "(OpenADR, S2, Home Assistant: see host_tools/cloud/plugins)")
     p.set_defaults(cloud=_serve)
 
     p = csub.add_parser("import", help="take a JSON registry (spot provision's) into the database")
@@ -72,7 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = Settings(db=args.db, broker=args.broker, host=args.host, port=args.port, worker=args.worker,
-                 shared=args.shared, retention_days=args.retention_days)
+                 shared=args.shared, retention_days=args.retention_days,
+                 plugins=args.plugins)
     if "://" not in s.db:
         Path(s.db).parent.mkdir(parents=True, exist_ok=True)
     if args.workers > 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Callable
 
 QUEUE_MAX = 256
 
@@ -20,9 +20,14 @@ class EventBus:
         self._listeners: set[asyncio.Queue] = set()
         self._lock = threading.Lock()
         self._n = 0
+        self._sinks: list[Callable[[dict[str, Any]], None]] = []
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+
+    def add_sink(self, sink: "Callable[[dict[str, Any]], None]") -> None:
+        """A callable given every event on the publishing thread (it must only hand it on)."""
+        self._sinks.append(sink)
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue(QUEUE_MAX)
@@ -39,6 +44,8 @@ class EventBus:
         with self._lock:
             self._n += 1
             event = dict(event, n=self._n)
+        for sink in self._sinks:
+            sink(event)
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -18,13 +18,20 @@ from host_tools.cloud import schema
 Step = Callable[[Connection], None]
 
 
+_V1 = ("sites", "devices", "keys", "counters", "commands", "shadows", "reports", "audit", "tokens")
+
+
 def _v1(conn: Connection) -> None:
-    tables = [t for t in schema.metadata.sorted_tables if t.name != "schema_version"]
-    schema.metadata.create_all(conn, tables=tables)
+    schema.metadata.create_all(conn, tables=[schema.metadata.tables[n] for n in _V1])
+
+
+def _v2(conn: Connection) -> None:
+    schema.plugin_state.create(conn)
 
 
 STEPS: list[tuple[int, str, Step]] = [
     (1, "registry, counters, commands, shadows, reports, audit, tokens", _v1),
+    (2, "plugin state", _v2),
 ]
 LATEST = STEPS[-1][0]
 _LOCK_ID = 0x5907  # PostgreSQL advisory lock: one migrating worker at a time

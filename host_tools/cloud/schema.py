@@ -131,3 +131,14 @@ tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
 )
+
+# What each plugin keeps across restarts (registrations, open events, report
+# subscriptions): JSON by (plugin, site, key). Added by migration 2.
+plugin_state = Table(
+    "plugin_state", metadata,
+    Column("plugin", String(64), primary_key=True),
+    Column("site", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)

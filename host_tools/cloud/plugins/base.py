@@ -1,0 +1,114 @@
+"""What a plugin is: the interface every plugin implements, and the context it is given.
+
+A plugin receives the cloud's events (reports, shadows' availability, command
+states) for the devices of its sites, and may send commands and forecasts, only
+through the cloud's tracked path (`ctx.send_command`, `ctx.send_prices`): the same
+checks, the same audit, the same resend after a crash as the API. It keeps what
+must outlive a restart (registrations, open events, report subscriptions) in the
+cloud's database through `ctx.state`. It runs on its own thread and event loop:
+blocking there stalls that plugin only, and a plugin that fails or hangs never
+takes the cloud down (host.py).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+
+class PluginContext:
+    """The cloud as one plugin sees it; every method is safe to call from the plugin's thread."""
+
+    def __init__(self, name: str, sites: list[str], options: dict, store: Any, dispatcher: Any,
+                 bridge: Any | None) -> None:
+        self.name = name
+        self.sites = list(sites)
+        self.options = dict(options)
+        self.log = logging.getLogger(f"spot.cloud.plugin.{name}")
+        self._store = store
+        self._dispatcher = dispatcher
+        self._bridge = bridge
+        self._post: Callable[..., Any] = lambda fn, *a: fn(*a)  # the host makes it the plugin's loop
+
+    @property
+    def who(self) -> str:
+        """How the audit log and the command history name this plugin."""
+        return f"plugin:{self.name}"
+
+    # what the cloud knows ------------------------------------------------------------
+    def devices(self, site: str | None = None) -> list[dict]:
+        """The devices of this plugin's sites (or of one of them), with their shadows."""
+        out = []
+        for s in ([site] if site else self.sites):
+            if s in self.sites:
+                out += [dict(d, address=d["address"]) for d in self._store.devices(s)]
+        return out
+
+    def shadow(self, device: int) -> dict:
+        d = self._store.shadow(device)
+        self._mine(device, d)
+        return d
+
+    def command(self, cid: int) -> dict:
+        return self._store.command(cid)
+
+    def _mine(self, device: int, d: dict | None = None) -> None:
+        d = d or self._store.device(device)
+        if d.get("site") not in self.sites:
+            raise PermissionError(f"device {device:08x} is not in the sites of plugin {self.name!r}")
+
+    # what a plugin may do ----------------------------------------------------------------
+    def send_command(self, device: int, body: dict) -> dict:
+        """A command through the tracked path; raises command_kinds.Refused with the reason
+        when the device's role or capabilities rule it out."""
+        self._mine(device)
+        return self._dispatcher.send_command(device, body, self.who)
+
+    def send_prices(self, site: str, body: dict) -> dict:
+        if site not in self.sites:
+            raise PermissionError(f"site {site!r} is not one of plugin {self.name!r}'s")
+        return self._dispatcher.send_prices(site, body, self.who)
+
+    def mqtt_publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        """For standards that speak MQTT themselves (Home Assistant's discovery and states).
+        The spot/ namespace is the devices': a plugin cannot publish there."""
+        if topic.startswith("spot/") or topic.startswith("$"):
+            raise PermissionError(f"plugins do not publish on {topic!r}: commands go through send_command")
+        if self._bridge is None:
+            raise RuntimeError("no broker in this process")
+        self._bridge.client.publish(topic, payload, qos=1, retain=retain)
+
+    def mqtt_subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Messages on topic_filter (outside spot/) go to handler(topic, payload) on the plugin's thread."""
+        if topic_filter.startswith("spot/") or topic_filter.startswith("$"):
+            raise PermissionError(f"plugins do not subscribe to {topic_filter!r}")
+        if self._bridge is None:
+            raise RuntimeError("no broker in this process")
+        self._bridge.subscribe_extra(topic_filter, lambda t, p: self._post(handler, t, p))
+
+    # what survives a restart ------------------------------------------------------------
+    def state_get(self, key: str, site: str = "") -> Any:
+        return self._store.plugin_get(self.name, site, key)
+
+    def state_put(self, key: str, value: Any, site: str = "") -> None:
+        """Store a JSON value (None deletes it)."""
+        self._store.plugin_put(self.name, site, key, value)
+
+    def state_items(self, site: str = "") -> dict[str, Any]:
+        return self._store.plugin_items(self.name, site)
+
+
+class Plugin:
+    """Subclass this in plugins/<name>/plugin.py as `Plugin`. Every hook is optional."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        """Connect to the outside peer, restore what ctx.state kept."""
+
+    async def stop(self) -> None:
+        """Close connections; state is already kept."""
+
+    async def on_event(self, event: dict) -> None:
+        """A cloud event for one of this plugin's devices: {"type": "state" | "meter" |
+        "capabilities" | "availability" | "command", "device": int, ...}."""

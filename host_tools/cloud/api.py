@@ -54,7 +54,7 @@ class Principal(BaseModel):
 
 
 def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
-               started: Callable[[], None] | None = None) -> FastAPI:
+               started: Callable[[], None] | None = None, plugins: Any | None = None) -> FastAPI:
     app = FastAPI(title="SPOT cloud", version="1.0",
                   description="Devices, their shadows and reports; commands tracked to the "
                               "device's ACK; sites, price forecasts; keys (never their secrets).")
@@ -125,6 +125,11 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
     @app.get("/api/whoami", tags=["service"])
     def whoami(p: Principal = Depends(principal)) -> Principal:
         return p
+
+    @app.get("/api/plugins", tags=["service"])
+    def plugin_status(_p: Principal = Depends(scope("read"))) -> list[dict]:
+        """Each enabled plugin: running, failed or hung; events, errors, drops."""
+        return plugins.status() if plugins is not None else []
 
     @app.get("/api/stats", tags=["service"])
     def stats(_p: Principal = Depends(scope("read"))) -> dict:

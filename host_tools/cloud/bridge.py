@@ -37,6 +37,30 @@ BATCH_MAX = 1000  # uplinks per transaction
 RESEND_ACCEPTED_AFTER_S = 10.0  # a command accepted but never published (its worker died)
 
 
+class CloudKeyring(Keyring):
+    """Every device's keys with the cloud, found by (device, key id) in a dict.
+
+    A device's Keyring is a short list (16 keys at most, searched in order); the
+    cloud holds thousands of devices' keys and looks one up for every uplink."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_id: dict[tuple[int, int], Key] = {}
+        self._newest: dict[int, Key] = {}
+
+    def find(self, peer: int, key_id: int) -> Key | None:
+        return self._by_id.get((peer, key_id))
+
+    def for_peer(self, peer: int) -> Key | None:
+        return self._newest.get(peer)
+
+    def add(self, key: Key, save: bool = False) -> Key:
+        self._by_id[(key.peer, key.key_id)] = key
+        if not key.group:
+            self._newest[key.peer] = key  # as Keyring: the key added last is the one to send with
+        return key
+
+
 @dataclass
 class BridgeStats:
     uplinks: int = 0
@@ -73,9 +97,10 @@ class Bridge:
         self.table.set_service(messages.SVC_CORE, (frame.CLASS_ACK, frame.CLASS_REPORT, frame.CLASS_TIMESYNC))
         self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
         self.table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
-        self.ring = Keyring()
+        self.ring = CloudKeyring()
         self.reload_keys()
         self.client: Any = None
+        self.extra: list[tuple[str, Callable[[str, bytes], None]]] = []
         self._thread: threading.Thread | None = None
 
     # keys ---------------------------------------------------------------------
@@ -108,7 +133,7 @@ class Bridge:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=0.1, max_delay=5)
-        c.on_message = lambda _c, _u, msg: self.inbox.put(msg)
+        c.on_message = self._on_message
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -136,11 +161,34 @@ class Bridge:
             log.error("the broker refused the cloud's connection: %s", rc)
             return
         client.subscribe([(self._prefix("spot/+/up/+"), 1), (self._prefix("spot/+/status/+"), 1)])
+        for topic_filter, _h in self.extra:
+            client.subscribe(topic_filter, qos=1)
         self.connected.set()
         log.info("connected to %s:%d as worker %s", self.host, self.port, self.worker)
         # Whatever was not acknowledged goes out again, as the identical frame: the broker
         # may have lost its queue (a crash before its autosave), or we died before publishing.
         threading.Thread(target=self.resend_open, name="spot-resend", daemon=True).start()
+
+    def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
+        if msg.topic.startswith("spot/"):
+            self.inbox.put(msg)  # acknowledged once stored
+            return
+        import paho.mqtt.client as mqtt
+
+        for topic_filter, handler in self.extra:  # plugins' own topics (Home Assistant's commands)
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    handler(msg.topic, bytes(msg.payload))
+                except Exception as e:  # noqa: BLE001 - a plugin's handler never stops the link
+                    log.error("handler for %s: %s", msg.topic, e)
+        if msg.qos:
+            client.ack(msg.mid, msg.qos)
+
+    def subscribe_extra(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Messages outside spot/ for a plugin: handler(topic, payload), on the MQTT thread."""
+        self.extra.append((topic_filter, handler))
+        if self.client is not None and self.connected.is_set():
+            self.client.subscribe(topic_filter, qos=1)
 
     def _on_disconnect(self, *_a: Any) -> None:
         if self.connected.is_set():
@@ -232,15 +280,18 @@ class Bridge:
         now = time.time()
         batch = UplinkBatch()
         events: list[dict] = []
+        asks: list[tuple[int, int, int]] = []  # this batch's time requests
         for msg in msgs:
             try:
                 if "/status/" in msg.topic:
                     self._status(msg, batch, now, events)
                 else:
-                    self._uplink(msg, batch, now, events)
+                    self._uplink(msg, batch, now, events, asks)
             except Exception as e:  # one bad frame never stops the loop
                 log.exception("uplink on %s: %s", msg.topic, e)
                 self.stats.refuse("internal")
+        if asks:
+            self._answer_times(asks)  # before the batch is written: a device waits for these
         delay = 0.1
         while not self._stop.is_set():
             try:
@@ -285,7 +336,8 @@ class Bridge:
             return
         events.append({"type": "availability", "device": device, "availability": text[0]})
 
-    def _uplink(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict]) -> None:
+    def _uplink(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict],
+                asks: list[tuple[int, int, int]]) -> None:
         self.stats.uplinks += 1
         try:
             f = secure.open_frame(msg.payload, self.table, self.ring)
@@ -302,7 +354,7 @@ class Bridge:
             return
         what, value = uplink.classify(f, body)
         if what == "timesync":
-            self._answer_time(f.src, value)
+            asks.append((f.src, value, time.time_ns() // 1_000_000))
         elif what == "ack":
             seq, status, reason = value
             batch.acks.append((f.src, seq, status, reason, now))
@@ -320,20 +372,29 @@ class Bridge:
         batch.seen[f.src] = now
         batch.shadow(f.src, last_seen=now, uplink_seq=f.seq, availability="online", availability_at=now)
 
-    def _answer_time(self, device: int, echo: int) -> None:
-        received_ms = time.time_ns() // 1_000_000
+    def _answer_times(self, asks: list[tuple[int, int, int]]) -> None:
+        """Answer time requests (device, echo, received ms): their counters reserved in one
+        transaction (a transaction per answer was most of an answer's time), then each
+        answer sealed and published."""
         try:
-            site = self.site_of(device)
-            key = self.ring.for_peer(device)  # the newest key with the device seals the answer
-            if key is None:
-                raise KeyError(f"no key with {device:08x}")
-            raw = builders.time_answer(device, CLOUD, self.store.next_seq(CLOUD, device), echo,
-                                       received_ms, time.time_ns() // 1_000_000, key=key)
-        except (KeyError, OperationalError) as e:
-            self.stats.refuse("time answer: %s" % e)
+            seqs = self.store.next_seqs(CLOUD, [a[0] for a in asks])
+        except OperationalError as e:
+            self.stats.refuse("time answer: database unavailable")
+            log.error("no counters for %d time answers: %s", len(asks), e)
             return
-        self.client.publish(topics.topic(site, device), raw, qos=1)
-        self.stats.time_answers += 1
+        for (device, echo, received_ms), seq in zip(asks, seqs):
+            try:
+                site = self.site_of(device)
+                key = self.ring.for_peer(device)  # the newest key with the device seals the answer
+                if key is None:
+                    raise KeyError(f"no key with {device:08x}")
+            except KeyError as e:
+                self.stats.refuse("time answer: %s" % e)
+                continue
+            raw = builders.time_answer(device, CLOUD, seq, echo, received_ms,
+                                       time.time_ns() // 1_000_000, key=key)
+            self.client.publish(topics.topic(site, device), raw, qos=1)
+            self.stats.time_answers += 1
 
 
 def _no_delay(sock: Any) -> None:

@@ -15,11 +15,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from host_tools.cloud.api import create_app
-from host_tools.cloud.bridge import Bridge
-from host_tools.cloud.events import EventBus
-from host_tools.cloud.store import Store
+if TYPE_CHECKING:  # imported by serve(): every `spot` command imports this module, few serve
+    from host_tools.cloud.store import Store
 
 log = logging.getLogger("spot.cloud")
 
@@ -33,6 +32,7 @@ class Settings:
     worker: str = "0"
     shared: str | None = None  # the shared-subscription group, when several workers run
     retention_days: float = 30.0
+    plugins: str | None = None  # a TOML file enabling plugins per site (plugins/__init__.py)
 
 
 def serve(s: Settings) -> int:
@@ -40,23 +40,39 @@ def serve(s: Settings) -> int:
 
     import uvicorn
 
+    from host_tools.cloud.api import create_app
+    from host_tools.cloud.bridge import Bridge
+    from host_tools.cloud.events import EventBus
+    from host_tools.cloud.store import Store
+
     store = Store(s.db)
     bus = EventBus()
     bridge = Bridge(store, s.broker, s.worker, s.shared, on_event=bus.publish)
+    plugins = None
+    if s.plugins:
+        from host_tools.cloud.dispatch import Dispatcher
+        from host_tools.cloud.plugins.host import PluginHost, load_config
+
+        plugins = PluginHost(load_config(s.plugins), store, Dispatcher(store, bridge, bus), bridge)
+        bus.add_sink(plugins.sink)
 
     def started() -> None:
         bus.bind(asyncio.get_running_loop())
         bridge.start(timeout=0)
+        if plugins is not None:
+            plugins.start()
         threading.Thread(target=_prune, args=(store, s.retention_days), daemon=True).start()
         print(f"spot cloud: worker {s.worker} on http://{s.host}:{s.port}/ (API /docs), "
               f"broker {s.broker}, database {s.db}", flush=True)
 
-    app = create_app(store, bridge, bus, started)
+    app = create_app(store, bridge, bus, started, plugins)
     config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run()
     finally:
+        if plugins is not None:
+            plugins.stop()
         bridge.stop()
         store.close()
     return 0
@@ -79,6 +95,8 @@ def serve_workers(s: Settings, n: int) -> int:
     for i in range(n):
         cmd = [sys.executable, "-m", "host_tools", "cloud", "serve", "--db", s.db, "--broker", s.broker,
                "--host", s.host, "--port", str(s.port + i), "--worker", str(i), "--shared", s.shared or "spot"]
+        if s.plugins and i == 0:
+            cmd += ["--plugins", s.plugins]  # one worker runs the plugins: each peer sees one VEN, one RM
         procs.append(subprocess.Popen(cmd))
     try:
         while all(p.poll() is None for p in procs):

@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, insert, select, update
+from sqlalchemy import (Connection, Engine, and_, bindparam, create_engine, event, func, insert, select,
+                        update)
 from sqlalchemy.exc import IntegrityError
 
 from host_tools.cloud import migrations
-from host_tools.cloud.schema import (audit, commands, counters, devices, keys, reports, shadows,
-                                     sites, tokens)
+from host_tools.cloud.schema import (audit, commands, counters, devices, keys, plugin_state, reports,
+                                     shadows, sites, tokens)
 
 CLOUD = 0x00000001  # the cloud's own logical address (as in the JSON registry)
 DEVICE_KEY_ID = 1
@@ -50,7 +51,9 @@ def database_url(db: str) -> str:
 def make_engine(db: str) -> Engine:
     url = database_url(db)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # A locked database fails a request after 5 s (a 503 the client sees) rather than
+        # 30 s, past any client's timeout, when a late commit would answer a closed socket.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -61,7 +64,7 @@ def make_engine(db: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -95,6 +98,8 @@ class Store:
         # Counter blocks this process holds: (sender, receiver) -> (next, end, reserved_at).
         self._blocks: dict[tuple[int, int], tuple[int, int, float]] = {}
         self._block_lock = threading.Lock()
+        self._shadow_upserts: dict[tuple[str, ...], Any] = {}  # field names -> statement
+        self._reserve_stmt: Any = None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -234,37 +239,71 @@ class Store:
 
     def reserve(self, conn: Connection, sender: int, receiver: int, n: int = 1) -> int:
         """Reserve n counters (committed with conn's transaction); the first of them."""
-        if self.engine.dialect.name == "postgresql":
-            # Take the row lock first, so two workers queue up instead of racing the insert.
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-            conn.execute(pg_insert(counters).values(sender=sender, receiver=receiver, next=1)
-                         .on_conflict_do_nothing())
-        else:
-            from sqlalchemy.dialects.sqlite import insert as lite_insert
-            conn.execute(lite_insert(counters).values(sender=sender, receiver=receiver, next=1)
-                         .on_conflict_do_nothing())
-        first = conn.execute(update(counters).where(and_(counters.c.sender == sender,
-                                                         counters.c.receiver == receiver))
-                             .values(next=counters.c.next + n).returning(counters.c.next)).scalar_one() - n
-        return int(first)
+        if self._reserve_stmt is None:
+            # One statement, built once: insert the row at 1 + n, or add n to it, and return
+            # the new next. The upsert takes the row lock, so two workers queue up instead
+            # of racing. (Building a statement per call cost more than running it.)
+            if self.engine.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            ins = dialect_insert(counters).values(sender=bindparam("s"), receiver=bindparam("r"),
+                                                  next=bindparam("fresh"))
+            self._reserve_stmt = ins.on_conflict_do_update(
+                index_elements=[counters.c.sender, counters.c.receiver],
+                set_={"next": counters.c.next + bindparam("n")}).returning(counters.c.next)
+        nxt = conn.execute(self._reserve_stmt, {"s": sender, "r": receiver, "fresh": 1 + n, "n": n}).scalar_one()
+        return int(nxt) - n
 
     BLOCK = 8
     BLOCK_LIFETIME_S = 2.0
+    WINDOW = 64  # a device's replay window (spot.keyring.WINDOW)
 
     def next_seq(self, sender: int, receiver: int) -> int:
         """A counter for a frame that need not be stored (a time answer), from a block this
-        process reserved. A block is used for at most BLOCK_LIFETIME_S: another worker may be
-        sending to the same device meanwhile, and the device's replay window (64) must still
-        hold every counter either of us sends."""
+        process reserved. Another worker may be sending to the same device meanwhile, and
+        the device's replay window (64) must still hold every counter either of us sends:
+        a block is used freely for BLOCK_LIFETIME_S, and after that only while the
+        counters reserved since (the database's next) stay within half the window of it."""
+        return self.next_seqs(sender, [receiver])[0]
+
+    def next_seqs(self, sender: int, receivers: list[int]) -> list[int]:
+        """next_seq for each of receivers (a batch's time answers). A device wakes every
+        few minutes, so most of its blocks are older than the lifetime: one read checks
+        them all, and one transaction reserves every block needed, in address order
+        (PostgreSQL row locks taken in one order by every worker never deadlock). A
+        reservation per answer (a commit, an fsync on PostgreSQL) was most of its time."""
         now = time.monotonic()
         with self._block_lock:
-            nxt, end, at = self._blocks.get((sender, receiver), (0, 0, 0.0))
-            if nxt >= end or now - at > self.BLOCK_LIFETIME_S:
-                with self.engine.begin() as conn:
-                    nxt = self.reserve(conn, sender, receiver, self.BLOCK)
-                end, at = nxt + self.BLOCK, now
-            self._blocks[(sender, receiver)] = (nxt + 1, end, at)
-            return nxt
+            def usable(r: int) -> bool:
+                nxt, end, _ = self._blocks.get((sender, r), (0, 0, 0.0))
+                return nxt < end
+
+            old = sorted({r for r in receivers if usable(r)
+                          and now - self._blocks[(sender, r)][2] > self.BLOCK_LIFETIME_S})
+            if old:
+                with self.engine.connect() as conn:
+                    reserved = dict(conn.execute(select(counters.c.receiver, counters.c.next).where(and_(
+                        counters.c.sender == sender, counters.c.receiver.in_(old)))).all())
+                for r in old:
+                    nxt, end, _ = self._blocks[(sender, r)]
+                    if reserved.get(r, end) - nxt <= self.WINDOW // 2:
+                        self._blocks[(sender, r)] = (nxt, end, now)
+                    else:
+                        del self._blocks[(sender, r)]
+            out = []
+            fresh = sorted({r for r in receivers if not usable(r)})
+            for r in receivers:
+                if not usable(r):  # new, spent, or others sent too much since
+                    with self.engine.begin() as conn:
+                        for f in fresh or [r]:
+                            first = self.reserve(conn, sender, f, self.BLOCK)
+                            self._blocks[(sender, f)] = (first, first + self.BLOCK, now)
+                    fresh = []
+                nxt, end, at = self._blocks[(sender, r)]
+                self._blocks[(sender, r)] = (nxt + 1, end, at)
+                out.append(nxt)
+            return out
 
     # commands -----------------------------------------------------------------
     def create_command(self, device: int, kind: str, params: dict, who: str,
@@ -358,14 +397,19 @@ class Store:
                 ins = self._insert_ignore(reports)
                 conn.execute(ins, [dict(device=r[0], seq=r[1], t=r[2], kind=r[3], body=_dump(r[4]))
                                    for r in batch.reports])
-            for device, fields in batch.shadows.items():
-                self._upsert_shadow(conn, device, fields)
-            for device, seen in batch.seen.items():
+            self._upsert_shadows(conn, batch.shadows)
+            if batch.seen:
                 # A device that speaks has drained its queue: what was published before
-                # its wake began has reached it.
-                conn.execute(update(commands).where(and_(
-                    commands.c.device == device, commands.c.state == "published",
-                    commands.c.published_at <= seen)).values(state="delivered", delivered_at=seen))
+                # its wake began has reached it. One query finds them (usually none).
+                rows = conn.execute(select(commands.c.id, commands.c.device, commands.c.published_at)
+                                    .where(and_(commands.c.state == "published",
+                                                commands.c.device.in_(sorted(batch.seen))))).all()
+                due = [{"cid": r.id, "seen": batch.seen[r.device]} for r in rows
+                       if r.published_at is not None and r.published_at <= batch.seen[r.device]]
+                if due:
+                    conn.execute(update(commands).where(and_(
+                        commands.c.id == bindparam("cid"), commands.c.state == "published"))
+                        .values(state="delivered", delivered_at=bindparam("seen")), due)
             for device, seq, status, reason, t in batch.acks:
                 row = conn.execute(update(commands).where(and_(
                     commands.c.device == device, commands.c.seq == seq,
@@ -384,6 +428,36 @@ class Store:
             return pg_insert(table).on_conflict_do_nothing()
         from sqlalchemy.dialects.sqlite import insert as lite_insert
         return lite_insert(table).on_conflict_do_nothing()
+
+    def _upsert_shadows(self, conn: Connection, by_device: dict[int, dict]) -> None:
+        """Many devices' shadow fields: one executemany per set of field names (a batch's
+        reports mostly share one), rows in address order (so two workers lock rows in
+        one order and never deadlock). Building a statement per device cost more than
+        the database's work."""
+        groups: dict[tuple[str, ...], list[dict]] = {}
+        for device in sorted(by_device):
+            fields = by_device[device]
+            row = {k: (_dump(v) if k in ("state", "meter", "capabilities") else v) for k, v in fields.items()}
+            row["device"] = device
+            groups.setdefault(tuple(sorted(fields)), []).append(row)
+        for names, rows in groups.items():
+            stmt = self._shadow_upserts.get(names)
+            if stmt is None:
+                if self.engine.dialect.name == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert as pg_insert
+                    ins = pg_insert(shadows)
+                else:
+                    from sqlalchemy.dialects.sqlite import insert as lite_insert
+                    ins = lite_insert(shadows)
+                set_ = {k: ins.excluded[k] for k in names}
+                if "uplink_seq" in set_:
+                    # Another worker may have stored a later frame: keep the highest.
+                    highest = func.max if self.is_sqlite else func.greatest
+                    set_["uplink_seq"] = highest(func.coalesce(shadows.c.uplink_seq, 0),
+                                                 ins.excluded.uplink_seq)
+                stmt = self._shadow_upserts[names] = ins.on_conflict_do_update(
+                    index_elements=[shadows.c.device], set_=set_)
+            conn.execute(stmt, rows)
 
     def _upsert_shadow(self, conn: Connection, device: int, fields: dict) -> None:
         values = {k: (_dump(v) if k in ("state", "meter", "capabilities") else v) for k, v in fields.items()}
@@ -465,6 +539,30 @@ class Store:
         with self.engine.begin() as conn:
             if not conn.execute(update(tokens).where(tokens.c.name == name).values(revoked=True)).rowcount:
                 raise NotFound(f"no token called {name!r}")
+
+    # plugin state ----------------------------------------------------------------------
+    def plugin_get(self, plugin: str, site: str, key: str) -> Any:
+        with self.engine.connect() as conn:
+            v = conn.execute(select(plugin_state.c.value).where(and_(
+                plugin_state.c.plugin == plugin, plugin_state.c.site == site,
+                plugin_state.c.key == key))).scalar()
+        return _load(v)
+
+    def plugin_put(self, plugin: str, site: str, key: str, value: Any) -> None:
+        where = and_(plugin_state.c.plugin == plugin, plugin_state.c.site == site, plugin_state.c.key == key)
+        with self.engine.begin() as conn:
+            if value is None:
+                conn.execute(plugin_state.delete().where(where))
+            elif conn.execute(update(plugin_state).where(where).values(
+                    value=_dump(value), updated_at=time.time())).rowcount == 0:
+                conn.execute(insert(plugin_state).values(plugin=plugin, site=site, key=key,
+                                                         value=_dump(value), updated_at=time.time()))
+
+    def plugin_items(self, plugin: str, site: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(plugin_state.c.key, plugin_state.c.value).where(and_(
+                plugin_state.c.plugin == plugin, plugin_state.c.site == site))).all()
+        return {k: _load(v) for k, v in rows}
 
     # views ---------------------------------------------------------------------------
     @staticmethod

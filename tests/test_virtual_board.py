@@ -1,4 +1,4 @@
-"""The virtual board (host_tools/virtual_board.py) driven by the stock mpremote CLI.
+"""The virtual board (host_tools/board/virtual_board/) driven by the stock mpremote CLI.
 
 Every test talks to a VirtualBoardServer through the real `mpremote` (a
 subprocess, as a person would run it) over socket:// or the pty, and checks

@@ -1,4 +1,4 @@
-"""`machine` for a virtual board served by host_tools/virtual_board.py (MIT licence).
+"""`machine` for a virtual board served by host_tools/board/virtual_board/ (MIT licence).
 
 Runs inside the MicroPython unix port that plays the board's chip. The unix
 port's own `machine` has no pins, RTC or sleep, so the board's boot script puts

@@ -4,7 +4,7 @@ Each board is the MicroPython unix port behind a serial endpoint (TCP, and a
 pty with --pty) that behaves like a board's USB REPL: friendly and raw REPL,
 soft reboot, a flash directory that persists, a `machine` module with the
 board's pins, RTC and deep sleep, and the peripheral models of its role
-(host_tools/virtual_board.py). Deploy to one with `spot deploy --port URL`.
+(host_tools/board/virtual_board/). Deploy to one with `spot deploy --port URL`.
 
     spot emulate                                   # esp32:thermostat rp2040:smart_plug esp32:heat_pump
     spot emulate --board rp2040:smart_plug --pty

@@ -6,7 +6,7 @@
 
 The same tests run on a real board (a serial port) and on a virtual one (the
 MicroPython unix port behind a REPL that stock mpremote drives,
-host_tools/virtual_board.py). They deploy the firmware with `spot deploy`, run
+host_tools/board/virtual_board/). They deploy the firmware with `spot deploy`, run
 it and talk to it through its REPL (mpremote) and over MQTT. Tests that need a
 real board carry `@pytest.mark.real_board` and are skipped, saying so, on a
 virtual one. Installed as a pytest plugin by the project (pyproject.toml).

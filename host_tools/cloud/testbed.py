@@ -78,7 +78,8 @@ class CloudTestbed:
         return p.stdout.strip()
 
     def start(self, worker: str = "0", shared: str | None = None, port: int | None = None,
-              wait: bool = True) -> subprocess.Popen:
+              wait: bool = True, plugins: str | Path | None = None) -> subprocess.Popen:
+        """The service as a subprocess; plugins: a TOML file enabling plugins (see cloud/plugins)."""
         if self.reg.path.exists():
             self.cli("import", str(self.reg.path))
         if not self.token:
@@ -89,6 +90,8 @@ class CloudTestbed:
                self.broker_addr, "--port", str(self.port), "--worker", worker]
         if shared:
             cmd += ["--shared", shared]
+        if plugins:
+            cmd += ["--plugins", str(plugins)]
         out = open(self.log, "a")
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(p)

@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         return demo.main()
     from host_tools.demo import roles as role_demo
 
-    return role_demo.main()
+    return role_demo.main(stay=args.stay)
 
 
 def _registry(args: argparse.Namespace):
@@ -151,12 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for tests)")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo against a local Mosquitto",
+    p = sub.add_parser("demo", help="run the end-to-end demo: the cloud service, a private Mosquitto",
                        description="Three virtual boards (thermostat, smart plug, heat pump) run "
-                                   "the firmware under the MicroPython unix port; a controller "
-                                   "sends prices, demand response and commands while they sleep.")
+                                   "the firmware under the MicroPython unix port; the cloud service "
+                                   "(build/demo-cloud.sqlite) sends prices, demand response and "
+                                   "commands through its API while they sleep.")
     p.add_argument("--security", action="store_true",
                    help="instead: one device, and the frames an attacker could send it")
+    p.add_argument("--stay", action="store_true",
+                   help="keep the boards and the cloud running after the scenario, until Ctrl-C "
+                        "(to look around in the dashboard and with spot ctl)")
     p.set_defaults(func=_demo)
 
     reg_help = "the pairing registry (default $SPOT_REGISTRY or ~/.config/spot/registry.json)"

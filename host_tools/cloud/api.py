@@ -149,7 +149,7 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         d = store.shadow(a)
         d["address"] = a
         view = _device_view(d)
-        view["open_commands"] = store.commands(a, OPEN_STATES, 50)
+        view["open_commands"] = [_command_view(c) for c in store.commands(a, OPEN_STATES, 50)]
         return view
 
     @app.get("/api/devices/{device}/reports", tags=["devices"])

@@ -1,27 +1,33 @@
-"""The fleet demo (`make demo`): three virtual boards, a controller, a private broker.
+"""The fleet demo (`make demo`): three virtual boards run by the cloud service, through its API.
 
 A thermostat on a virtual ESP32, a smart plug on a virtual Pico W (RP2040) and a
 heat-pump adapter on a virtual ESP32: each board is the MicroPython unix port
-behind a REPL endpoint (host_tools/virtual_board.py), provisioned, given the
-built firmware with `spot deploy` and reset, as a real board would be; the
-firmware runs from its main.py on the board's peripheral models (a room, a
-fridge behind the plug, a heat pump with its store) and the demo reads its serial console. The
+behind a REPL endpoint (host_tools/board/virtual_board.py), provisioned, given
+the built firmware with `spot deploy` and reset, as a real board would be; the
+firmware runs on the board's peripheral models (a room, a fridge behind the
+plug, a heat pump with its store) and the demo reads its serial console. The
 boards sleep between wakes, their radios off, their roles still in control.
-The controller (paho-mqtt, the cloud):
+
+The cloud is the real service (`spot cloud serve`, its database in
+build/demo-cloud.sqlite, fresh each run) on a private Mosquitto, with the demo's
+registry imported and a token made for it; the dashboard's address is printed.
+Everything is sent through the cloud's REST API, as `spot ctl` would:
   1. a 24 h price forecast, retained under the site's group key;
   2. "reduce 20 % for 2 h" to all three: each carries it out its own way and
      says so in its ACK (the plug can only switch: adapted);
   3. while the heat pump sleeps, "SG Ready recommended for 1 h", and the plug's
      relay on: queued at the broker, applied at the next wake, then reported.
-Prints the timeline (sent, queued, delivered, applied, acknowledged, reported)
-and a summary table; returns 0 only if every command got its answer. Takes
-about 20 s and leaves nothing running.
+The timeline shows each side: the cloud's view from its live event stream
+(accepted -> published -> applied / adapted, with the device's reason) and the
+boards' from their consoles. A summary from the API follows; the run returns 0
+only if every command reached its ACK. About 20 s; nothing is left running
+(with --stay, everything keeps running until Ctrl-C, to look around).
 """
 from __future__ import annotations
 
 import json
-import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -29,53 +35,37 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
 
 from host_tools.board.build import BUILD, ROOT, build_all
-
-from host_tools.cloud.broker import Broker, BrokerError  # noqa: E402
-from host_tools.cloud.controller import STATUS_NAMES, Controller, Uplink  # noqa: E402
-from host_tools.cloud.registry import Registry  # noqa: E402
-from spot import builders, frame, messages  # noqa: E402
-from spot.objects import Analog  # noqa: E402
+from host_tools.cloud.api_client import (ACK_STATES, FINAL_STATES, CloudClient, CloudError, Event, describe,
+                                         outcome, state_text)
+from host_tools.cloud.broker import BrokerError
+from host_tools.cloud.registry import Registry
+from host_tools.cloud.testbed import CloudTestbed
+from host_tools.cloud.uplink import REASONS, STATUS_NAMES
+from spot import frame
 
 SITE = "demo"
-RUN_S = 50  # each device's own limit, should we never say stop
+DB = BUILD / "demo-cloud.sqlite"
 DEVICES = (  # address, role, chip, wake every (ms)
     (0x1101, "thermostat", "esp32", 2500),
     (0x1102, "smart_plug", "rp2040", 2000),
     (0x1103, "heat_pump", "esp32", 4000),
 )
+PRICES = [60, 55, 55, 55, 60, 80, 120, 160, 150, 110, 90, 70,  # per MWh, the next 24 h
+          65, 70, 85, 100, 130, 180, 190, 160, 120, 100, 85, 70]
 KINDS = {  # (service, kind) of what a role applied, as a person would say it
     (2, 1): "demand response: reduce", (2, 2): "demand response: limit",
     (2, 3): "demand response: restore", (2, 4): "demand response: shut down",
     (2, 5): "demand response: keep a band", (3, 1): "price forecast", (6, 1): "setpoint",
     (6, 2): "relay", (6, 3): "SG Ready state", (6, 4): "settings"}
-ROLE_NAMES = {1: "thermostat", 2: "smart plug", 3: "heat pump"}
-SG_NAMES = {1: "blocked", 2: "normal", 3: "recommended", 4: "forced"}
-REASONS = {0: "", 32: "out of range", 33: "minimum times", 34: "frost protection",
-           35: "longest shed", 36: "4.2 kW floor", 37: "over-current", 38: "sensor",
-           39: "on/off only", 40: "safe mode", 41: "unknown setting", 42: "store temperature",
-           43: "demand response in force"}
-
-
-def _state_text(b: dict[int, Any]) -> str:
-    role = b.get(1)
-    if role == 1:
-        t = b.get(2)
-        return (f"room {t / 10:.1f} C, target {b.get(3, 0) / 10:.1f} C, heater "
-                f"{'on' if b.get(4) else 'off'}" if t is not None else "sensor fault")
-    if role == 2:
-        shed = " (shedding: demand response)" if b.get(10) and not b.get(4) else ""
-        return f"relay {'on' if b.get(4) else 'off'}{shed}, {b.get(5, 0)} W, {b.get(6, 0)} Wh"
-    if role == 3:
-        t = b.get(2)
-        return (f"SG Ready {SG_NAMES.get(b.get(7), '?')}, store "
-                f"{t / 10:.1f} C" if t is not None else "store sensor fault")
-    return str(b)
+COLOURS = {"accepted": "cyan", "published": "yellow", "delivered": "white", "applied": "green",
+           "adapted": "yellow", "refused": "red", "expired": "red", "unsupported": "red",
+           "report": "magenta", "boot": "blue", "deployed": "blue", "cloud": "blue", "ready": "blue"}
 
 
 @dataclass
@@ -91,6 +81,34 @@ class DeviceRun:
     summary: dict[str, Any] = field(default_factory=dict)
     awake_at: list[float] = field(default_factory=list)
 
+    @property
+    def who(self) -> str:
+        return self.role.replace("_", " ")
+
+    @property
+    def hex(self) -> str:
+        return f"{self.address:08x}"
+
+
+@dataclass
+class DemoResult:
+    """What a run did, for tests: its status, the cloud it used and every process it started."""
+    code: int
+    url: str = ""  # the dashboard, with the demo's token after '#token='
+    db: Path | None = None
+    commands: list[dict] = field(default_factory=list)  # GET /api/commands at the end
+    devices: list[dict] = field(default_factory=list)  # GET /api/devices at the end
+    pids: list[int] = field(default_factory=list)  # the cloud, the broker, every board's interpreter
+
+
+@dataclass
+class Sent:
+    """A command the demo sent, as the cloud's event stream follows it."""
+    id: int
+    device: DeviceRun
+    what: str
+    state: str = "accepted"
+
 
 class Demo:
     def __init__(self, console: Console) -> None:
@@ -98,7 +116,11 @@ class Demo:
         self.t0 = time.monotonic()
         self.q: queue.Queue[tuple[float, str, str, str]] = queue.Queue()
         self.devices = [DeviceRun(*d) for d in DEVICES]
+        self.by_hex = {d.hex: d for d in self.devices}
         self.lock = threading.Lock()
+        self.sent: dict[int, Sent] = {}
+        self.board_pids: list[int] = []  # every interpreter the boards ran, for the caller to check
+        self.known: set[str] = set()  # devices whose capability record the cloud holds
 
     # the timeline ------------------------------------------------------------------
     def note(self, who: str, what: str, detail: str = "") -> None:
@@ -110,12 +132,10 @@ class Demo:
                 t, who, what, detail = self.q.get_nowait()
             except queue.Empty:
                 return
-            colour = {"sent": "cyan", "queued": "yellow", "delivered": "white", "applied": "green",
-                      "adapted": "yellow", "refused": "red", "ack": "green",
-                      "report": "magenta", "boot": "blue", "deployed": "blue"}.get(what.split()[0], "white")
-            self.console.print(f"{t:6.2f}s  [bold]{who:<12}[/] [{colour}]{what:<14}[/] {detail}")
+            colour = COLOURS.get(what.split()[0], "white")
+            self.console.print(f"{t:6.2f}s  [bold]{who:<12}[/] [{colour}]{what:<11}[/] {detail}")
 
-    # devices ---------------------------------------------------------------------------
+    # the boards --------------------------------------------------------------------------
     def start(self, d: DeviceRun, tmp: Path, port: int) -> None:
         """A virtual board: deployed (its own flash directory), then reset to run."""
         from host_tools.board import deploy
@@ -125,7 +145,7 @@ class Demo:
                                       seed=d.address).start()
         virtual = ROOT / "boards" / "virtual"
         d.deployed = deploy.deploy(
-            d.server.url, target="unix", role=d.role, device_dir=tmp / f"{d.address:08x}",
+            d.server.url, target="unix", role=d.role, device_dir=tmp / d.hex,
             board_files=[virtual / "board.py", virtual / "models.py"],
             broker=f"127.0.0.1:{port}", wake_ms=d.wake_ms, show=False,
             board_options={"chip": d.chip, "clock": "wall", "seed": d.address},
@@ -140,7 +160,7 @@ class Demo:
         threading.Thread(target=self._read, args=(d,), daemon=True).start()
         d.server.reset()
 
-    def _lines(self, d: DeviceRun):
+    def _lines(self, d: DeviceRun) -> Iterator[str]:
         buf = b""
         while True:
             try:
@@ -157,7 +177,7 @@ class Demo:
                 yield line.decode(errors="replace").strip()
 
     def _read(self, d: DeviceRun) -> None:
-        who = d.role.replace("_", " ")
+        """The board's console: what the device itself says it did."""
         for line in self._lines(d):
             if not line.startswith("{"):
                 continue  # the board's banner, its prompt
@@ -169,43 +189,68 @@ class Demo:
                 d.events.append(e)
             ev = e.get("ev")
             if ev == "boot":
-                self.note(who, "boot", f"{e['board']}, reset cause {e['cause']}")
+                self.note(d.who, "boot", f"{e['board']}, reset cause {e['cause']}")
             elif ev == "kept" and e.get("cls") == frame.CLASS_COMMAND:
-                self.note(who, "delivered", f"command seq {e['seq']} at its wake")
+                self.note(d.who, "delivered", f"command seq {e['seq']} at its wake")
             elif ev in ("applied", "refused") and "status" in e:
                 status = STATUS_NAMES.get(e["status"], str(e["status"]))
-                why = REASONS.get(e.get("reason", 0), str(e.get("reason")))
+                r = e.get("reason")
+                why = REASONS.get(r, f"reason {r}") if r else ""  # in the cloud's words too
                 what = KINDS.get((e.get("svc"), e.get("kind")), e.get("what", ""))
-                self.note(who, status, what + (f" ({why})" if why else ""))
+                self.note(d.who, status, what + (f" ({why})" if why else ""))
             elif ev == "cycle":
                 d.awake_at.append(time.monotonic() - self.t0)
                 d.summary["cycles"] = d.summary.get("cycles", 0) + 1
                 d.summary["bytes_out"] = d.summary.get("bytes_out", 0) + e.get("bytes_out", 0)
 
-    def stop(self) -> None:
+    def stop_boards(self) -> None:
         for d in self.devices:
             if d.console is not None:
                 d.console.close()
+                d.console = None
             if d.server is not None:
                 d.server.stop()  # the board's interpreter goes with it
+                self.board_pids += d.server.pids
+                d.server = None
 
-    # the controller ----------------------------------------------------------------
-    def uplink(self, up: Uplink) -> None:
-        d = next((x for x in self.devices if x.address == up.src), None)
-        who = d.role.replace("_", " ") if d else f"{up.src:08x}"
-        if up.cls == frame.CLASS_ACK:
-            status = STATUS_NAMES.get(up.body.get(messages.K_ACK_STATUS), "?")
-            why = REASONS.get(up.body.get(messages.K_ACK_REASON, 0), "")
-            self.note("controller", "ack", f"from {who}: seq {up.body.get(messages.K_ACK_SEQ)} "
-                                            f"{status}{' (' + why + ')' if why else ''}")
-        elif up.body.get(0) == 1 and up.body.get(1) in ROLE_NAMES:
-            self.note("controller", "report", f"{who}: {_state_text(up.body)}")
-        elif up.body.get(0) == 2 and up.body.get(1) in ROLE_NAMES:
-            self.note("controller", "report", f"{who}: capabilities, nominal {up.body.get(3)} W, "
-                                               f"can shed {up.body.get(4)} W now")
+    # the cloud's view: its live event stream (what the dashboard shows) ----------------------
+    def cloud_event(self, ev: Event) -> None:
+        d = self.by_hex.get(str(ev.data.get("device", "")))
+        if ev.type == "command":
+            with self.lock:
+                s = self.sent.get(ev.data.get("id"))
+            state = ev.data.get("state", "?")
+            if s is None or state == "accepted":
+                return  # not ours, or already shown from the API's 202
+            s.state = state
+            why = f" ({ev.data['reason_text']})" if ev.data.get("reason_text") else ""
+            where = {"published": f"into {s.device.who}'s queue at the broker",
+                     "delivered": f"reached {s.device.who}"}.get(state, f"ACK from {s.device.who}")
+            self.note("cloud", state, f"command {s.id} ({s.what}): {where}{why}")
+        elif d is not None and ev.type == "state":
+            self.note("cloud", "report", f"{d.who}: {state_text(ev.data.get('body'))}")
+        elif d is not None and ev.type == "capabilities":
+            b = ev.data.get("body") or {}
+            with self.lock:
+                self.known.add(d.hex)
+            self.note("cloud", "report", f"{d.who}: capabilities, nominal {b.get('nominal_w')} W, "
+                                         f"can shed {b.get('shed_w')} W now")
+
+    def send(self, cloud: CloudClient, d: DeviceRun, body: dict[str, Any]) -> Sent:
+        """A command through the API (POST /api/devices/{address}/commands): 202 and its id."""
+        what = describe(body["kind"], body)
+        with self.lock:  # the stream may say "published" before we hear the 202: it waits for this
+            a = cloud.send(d.address, body)
+            s = self.sent[a["id"]] = Sent(a["id"], d, what)
+            self.note("cloud", "accepted", f"command {s.id} ({what}) -> {d.who}: 202, {a['frame_bytes']} B sealed")
+        return s
+
+    def answered(self, ids: list[int]) -> bool:
+        with self.lock:
+            return all(self.sent[i].state in FINAL_STATES for i in ids)
 
 
-def _wait(cond, timeout: float, demo: Demo) -> bool:
+def _wait(cond: Callable[[], bool], timeout: float, demo: Demo) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         demo.flush()
@@ -216,103 +261,201 @@ def _wait(cond, timeout: float, demo: Demo) -> bool:
     return cond()
 
 
-def run(console: Console | None = None) -> int:
+def _fresh(db: Path) -> None:
+    """A fresh database each run: the demo's devices get new keys every time."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def _cloud(tb: CloudTestbed, reg: Registry, db: Path, out: dict[str, Any]) -> None:
+    """The cloud's set-up, as `spot cloud import` and `spot cloud token` do it, then the service."""
+    from host_tools.cloud.store import Store
+
+    try:
+        store = Store(str(db))
+        try:
+            out["imported"] = store.import_registry(reg.data)
+            tb.token = store.create_token("demo", ["read", "command"])
+        finally:
+            store.close()
+        tb.start()  # `spot cloud serve`, its own process; back when it is up and has the broker
+    except Exception as e:  # noqa: BLE001 - reported by the main thread
+        out["error"] = e
+
+
+def _sigterm_raises(stack: ExitStack) -> None:
+    """A SIGTERM unwinds the demo as Ctrl-C does, so the boards, the cloud and the broker
+    are stopped on the way out, not left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def raise_interrupt(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    stack.callback(signal.signal, signal.SIGTERM, old)
+
+
+def run_demo(console: Console | None = None, db: Path | None = None, stay: bool = False) -> DemoResult:
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     build_all(["x64"])
     demo = Demo(console)
-    console.rule("SPOT demo: a thermostat, a smart plug and a heat pump on virtual boards")
+    db = Path(db) if db else DB
+    result = DemoResult(1, db=db)
+    console.rule("SPOT demo: a thermostat, a smart plug and a heat pump, run by the cloud")
+    _fresh(db)
+    try:
+        return _run(console, demo, db, stay, result)
+    except CloudError as e:  # the API refused something, or the service died: say which, in one line
+        demo.flush()
+        console.print(f"[red]the cloud: {e}[/]")
+        return result
+    finally:
+        result.pids += demo.board_pids
+
+
+def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult) -> DemoResult:
     with ExitStack() as stack:
+        _sigterm_raises(stack)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spot-demo-")))
         try:
-            broker = stack.enter_context(Broker())
+            (tmp / "cloud").mkdir()
+            tb = stack.enter_context(CloudTestbed(tmp / "cloud", db=str(db)))  # its own Mosquitto
         except BrokerError as e:
             console.print(f"[red]{e}[/]")
-            return 2
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spot-demo-")))
+            result.code = 2
+            return result
+        result.pids.append(tb.broker.proc.pid)
         reg = Registry(tmp / "registry.json")
         for d in demo.devices:
             reg.provision(SITE, d.address)
-            reg.write_device_files(d.address, tmp / f"{d.address:08x}")
+            reg.write_device_files(d.address, tmp / d.hex)
         reg.save()
-        ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
-        ctl.on_uplink = demo.uplink
-        ctl.connect()
-        stack.callback(ctl.close)
-        stack.callback(demo.stop)
-        starts = [threading.Thread(target=demo.start, args=(d, tmp, broker.port))
-                  for d in demo.devices]
-        for t in starts:
+        stack.callback(demo.stop_boards)
+        # The cloud comes up while the boards are deployed: neither needs the other yet.
+        up: dict[str, Any] = {}
+        jobs = [threading.Thread(target=_cloud, args=(tb, reg, db, up))]
+        jobs += [threading.Thread(target=demo.start, args=(d, tmp, tb.broker.port)) for d in demo.devices]
+        for t in jobs:
             t.start()
-        for t in starts:
+        for t in jobs:
             t.join()
+        result.pids += [p.pid for p in tb.procs]
+        if "error" in up or not tb.procs:
+            console.print(f"[red]the cloud did not start: {up.get('error')}[/]")
+            return result
+        n = up["imported"]
+        where = db.relative_to(ROOT) if db.is_relative_to(ROOT) else db
+        demo.note("cloud", "ready", f"spot cloud serve, {where}: {n['sites']} site, {n['devices']} devices, "
+                                    f"{n['keys']} keys imported")
         for d in demo.devices:
             if not d.deployed:
                 console.print(f"[red]spot deploy to the {d.role} failed[/]")
-                return 1
-            demo.note(d.role.replace("_", " "), "deployed",
-                      f"{d.deployed['copied']} files, {d.deployed['bytes']:,} bytes to "
-                      f"{d.server.url} in {d.deployed['seconds']:.1f} s")
-            demo.boot(d)
-        if not _wait(lambda: all(d.awake_at for d in demo.devices), 20, demo):
-            console.print("[red]the devices did not wake[/]")
-            return 1
-        # 1. the day's prices, retained for whoever wakes next
-        group = reg.site_group(SITE)
-        hour = int(time.time()) // 3600 * 3600
-        prices = [60, 55, 55, 55, 60, 80, 120, 160, 150, 110, 90, 70,
-                  65, 70, 85, 100, 130, 180, 190, 160, 120, 100, 85, 70]
-        ctl.send_signal(group, lambda seq, key: builders.price_forecast(
-            group, ctl.address, seq, hour, 3600, prices, 0, key=key))
-        demo.note("controller", "sent", "24 h price forecast to the site (retained, group key)")
-        # 2. demand response to all three, each asleep
-        pending = []
+                return result
+            demo.note(d.who, "deployed", f"{d.deployed['copied']} files, {d.deployed['bytes']:,} bytes to "
+                                         f"{d.server.url} in {d.deployed['seconds']:.1f} s")
+        base = f"http://127.0.0.1:{tb.port}"
+        result.url = f"{base}/#token={tb.token}"
+        demo.flush()
+        console.print(f"[bold]dashboard:[/] {result.url}  (up while the demo runs; --stay keeps it)",
+                      soft_wrap=True)  # whole, to copy
+        cloud = stack.enter_context(CloudClient(base, tb.token))
+        stream = cloud.events()  # subscribed from here on
+        stack.callback(stream.close)  # before the cloud stops: an open stream would delay it
+
+        def follow() -> None:
+            try:
+                for ev in stream:
+                    demo.cloud_event(ev)
+            except CloudError:
+                pass  # the cloud went away: the demo's own checks say what that broke
+
+        threading.Thread(target=follow, name="demo-events", daemon=True).start()
         for d in demo.devices:
-            a = d.address
-            pending.append(ctl.send_command(a, lambda seq, key, a=a: builders.demand(
-                a, ctl.address, seq, messages.DR_REDUCE, Analog(20, 3), None, 7200,
-                key=key), "reduce 20 % for 2 h"))
-            demo.note("controller", "sent", f"reduce 20 % for 2 h -> {d.role.replace('_', ' ')}")
-            demo.note("broker", "queued", f"for {d.role.replace('_', ' ')} (asleep, radio off)")
-        _wait(lambda: not ctl.pending, 15, demo)
+            demo.boot(d)
+        if not _wait(lambda: all(d.awake_at for d in demo.devices) and len(demo.known) == 3, 20, demo):
+            console.print("[red]the devices did not wake, or the cloud did not hear them[/]")
+            return result
+        # 1. the day's prices, retained for whoever wakes next
+        p = cloud.send_prices(SITE, [float(x) for x in PRICES], 3600)
+        demo.note("cloud", "accepted", f"24 h price forecast -> site {SITE} (group {p['group']}, "
+                                       f"{p['frame_bytes']} B, retained)")
+        # 2. demand response to all three, each asleep
+        ids = [demo.send(cloud, d, {"kind": "reduce", "percent": 20, "duration_s": 7200}).id
+               for d in demo.devices]
+        _wait(lambda: demo.answered(ids), 15, demo)
         # 3. while the heat pump sleeps: a new SG Ready state; the plug: relay on
         hp, plug = demo.devices[2], demo.devices[1]
         last = len(hp.awake_at)
         _wait(lambda: len(hp.awake_at) > last, 10, demo)  # it just went back to sleep
-        ctl.send_command(hp.address, lambda seq, key: builders.device_command(
-            hp.address, ctl.address, seq, 3, 3, 3600, key=key), "SG Ready recommended")
-        demo.note("controller", "sent", "SG Ready 'recommended' for 1 h -> heat pump (asleep)")
-        ctl.send_command(plug.address, lambda seq, key: builders.device_command(
-            plug.address, ctl.address, seq, 2, 1, key=key), "relay on")
-        demo.note("controller", "sent", "relay on -> smart plug (asleep)")
-        ok = _wait(lambda: not ctl.pending, 20, demo)
-        time.sleep(0.5)
+        ids.append(demo.send(cloud, hp, {"kind": "sg_state", "state": 3, "duration_s": 3600}).id)
+        ids.append(demo.send(cloud, plug, {"kind": "relay", "on": True}).id)
+        _wait(lambda: demo.answered(ids), 20, demo)
+        time.sleep(0.3)
         demo.flush()
-        demo.stop()
-        table = Table(title="summary")
-        for col in ("device", "board", "wakes", "commands", "applied", "adapted", "reports",
-                    "bytes out", "last state"):
-            table.add_column(col)
-        with ctl.lock:
-            acks = list(ctl.stats.acks)
-            reports = list(ctl.stats.reports)
-        for d in demo.devices:
-            mine = [a.body.get(messages.K_ACK_STATUS) for a in acks if a.src == d.address]
-            states = [r.body for r in reports if r.src == d.address and r.body.get(0) == 1
-                      and r.body.get(1) in ROLE_NAMES]
-            table.add_row(d.role.replace("_", " "), d.chip,
-                          str(d.summary.get("cycles", "?")), str(len(mine)),
-                          str(mine.count(messages.ACK_APPLIED)), str(mine.count(messages.ACK_ADAPTED)),
-                          str(sum(1 for r in reports if r.src == d.address)),
-                          f"{d.summary.get('bytes_out', 0):,}",
-                          _state_text(states[-1]) if states else "-")
-        console.print(table)
-        left = [p.label for p in ctl.pending.values()]
+        # What the API says now: the commands' final states, the devices' shadows.
+        result.commands = [c for c in cloud.commands(limit=100) if c["id"] in ids]
+        result.devices = cloud.devices(SITE)
+        reports = {d.hex: len(cloud.reports(d.address)) for d in demo.devices}
+        if not stay:
+            demo.stop_boards()
+        _summary(console, demo, result, reports)
+        open_ = [c for c in result.commands if c["state"] not in ACK_STATES]
         errors = [e for d in demo.devices for e in d.events if e.get("ev") == "error"]
-        if not ok or left or errors:
-            console.print(f"[red]unanswered: {left}; device errors: {errors}[/]")
-            return 1
-        console.print(f"[green]every command answered; {time.monotonic() - demo.t0:.1f} s[/]")
-        return 0
+        if len(result.commands) != len(ids) or open_ or errors:
+            console.print(f"[red]unanswered: {[(c['id'], c['state']) for c in open_]}; "
+                          f"device errors: {errors}[/]")
+            return result
+        result.code = 0
+        console.print(f"[green]every command answered, through the cloud's API; "
+                      f"{time.monotonic() - demo.t0:.1f} s[/]")
+        if stay:
+            _stay(console, demo, result)
+    return result
 
 
-def main() -> int:
-    return run()
+def _summary(console: Console, demo: Demo, result: DemoResult, reports: dict[str, int]) -> None:
+    shadows = {d["address"]: d for d in result.devices}
+    table = Table(title="devices (GET /api/devices)")
+    for col in ("device", "board", "wakes", "commands", "applied", "adapted", "reports",
+                "bytes out", "last state"):
+        table.add_column(col)
+    for d in demo.devices:
+        mine = [c["state"] for c in result.commands if c["device"] == d.hex]
+        table.add_row(f"{d.who} {d.hex}", d.chip, str(d.summary.get("cycles", "?")), str(len(mine)),
+                      str(mine.count("applied")), str(mine.count("adapted")), str(reports.get(d.hex, 0)),
+                      f"{d.summary.get('bytes_out', 0):,}", state_text(shadows.get(d.hex, {}).get("state")))
+    console.print(table)
+    table = Table(title="commands (GET /api/commands)")
+    for col in ("id", "device", "command", "state", "sends", "accepted -> ACK"):
+        table.add_column(col)
+    for c in sorted(result.commands, key=lambda c: c["id"]):
+        took = f"{c['acked_at'] - c['created_at']:.1f} s" if c.get("acked_at") else "-"
+        table.add_row(str(c["id"]), demo.by_hex[c["device"]].who, describe(c["kind"], c["params"]),
+                      outcome(c), str(c["sends"]), took)
+    console.print(table)
+
+
+def _stay(console: Console, demo: Demo, result: DemoResult) -> None:
+    base, _, token = result.url.partition("/#token=")
+    console.print(f"[bold]everything keeps running until Ctrl-C:[/] the boards waking, the cloud answering.\n"
+                  f"  the dashboard: {result.url}\n"
+                  f"  spot ctl, in another shell:\n"
+                  f"    export SPOT_CLOUD_URL={base} SPOT_CLOUD_TOKEN={token}\n"
+                  f"    spot ctl devices; spot ctl setpoint 00001101 21.5 --wait 10; spot ctl watch",
+                  soft_wrap=True)
+    try:
+        while True:
+            time.sleep(0.5)
+            demo.flush()
+    except KeyboardInterrupt:
+        console.print("stopping the boards, the cloud and the broker")
+
+
+def run(console: Console | None = None) -> int:
+    return run_demo(console).code
+
+
+def main(stay: bool = False) -> int:
+    return run_demo(stay=stay).code

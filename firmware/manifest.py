@@ -2,6 +2,9 @@
 # manifest includes this file; the ESP32's adds ota.py. Keep in step with firmware/.
 require("onewire")
 require("ds18x20")
+# Whatever umqtt.simple your micropython-lib checkout has: 1.3.4 (what `make build`
+# fetches) and 1.4 to 1.7.0 (whose connect() calls sock.settimeout()) all work, as
+# spot/mqtt_link.py hands umqtt its own bounded sockets (tests/test_frozen_umqtt.py).
 require("umqtt.simple")
 include("../lib/spot/manifest.py")
 for name in (

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
 UMQTT  := build/deps/umqtt/simple.py
 PYTEST_ARGS ?=
 
-.PHONY: all setup build test bench demo check-mosquitto check-chromium clean
+.PHONY: all setup build test bench demo check-mosquitto check-chromium mp32 clean
 
 all: test
 
@@ -41,7 +41,11 @@ setup: $(STAMP) $(UMQTT) check-mosquitto check-chromium
 build: setup
 	$(PY) -m host_tools build
 
-test: build
+# A 32-bit MicroPython (the WebAssembly port from npm, under node) into build/mp32.
+mp32: | $(STAMP)
+	@$(PY) tests/mp32_runner.py
+
+test: build mp32
 	$(PY) -m pytest tests -n 2 $(PYTEST_ARGS)
 	$(PY) -m pytest tests/hil --board virtual:rp2040 $(PYTEST_ARGS)
 

@@ -44,7 +44,6 @@ from spot import topics, wake
 from spot.counter import SendCounter
 from spot.journal import Journal
 from spot.keyring import Keyring
-from spot.mqtt_link import MqttLink
 
 _BACKOFF_MAX_MS = const(60000)
 _AWAKE_WAIT_MS = const(5000)  # an occurrence closer than this is waited for awake
@@ -205,9 +204,14 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     subs = [topics.topic(node.site, a) for a in node.table.addresses()]
     subs.append(topics.topic(node.site, 0xFFFFFFFF))
     own = topics.topic(node.site, node.address)
-    link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
-                    int(b.get("port", 1883)), subs, own, None,
-                    budget_ms=int(cfg.get("budget_ms", 5000)))
+    try:  # the transport on first use: a board without `socket` still runs its role
+        from spot.mqtt_link import MqttLink
+
+        link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
+                        int(b.get("port", 1883)), subs, own, None,
+                        budget_ms=int(cfg.get("budget_ms", 5000)))
+    except ImportError as e:  # no network stack: the wake fails, the report is journalled
+        link = wake.Offline(repr(e))
     link.fault = fault
     if node.role is not None:  # the role keeps control (an over-current) through the wake
         step = int(cfg.get("control_ms", 1000))

@@ -26,6 +26,8 @@ _WDT_MARGIN_MS = const(500)  # a sleep chunk ends this long before the watchdog 
 _RP2_WDT_MAX_MS = const(8388)  # RP2040 watchdog counter limit
 _DS_CONVERT_MAX_MS = const(800)  # 12-bit conversion is 750 ms at most
 _DS_POLL_MS = const(10)
+_OW_READ_ROM = const(0x33)
+_DS_FAMILIES = (0x10, 0x22, 0x28)  # DS18S20, DS1822, DS18B20: what ds18x20 reads
 _SEL_SETTLE_MS = const(100)  # CF1 is not valid right after SEL changes
 _SAMPLE_MS = const(2000)
 _BAUD = const(9600)
@@ -102,7 +104,14 @@ class Input:
 
 class DS18B20:
     """One DS18B20 on its own 1-Wire pin. read() -> float degrees C, or None when
-    the bus or the sensor fails in any way (no device, CRC error, timeout)."""
+    the bus or the sensor fails in any way (no device, CRC error, timeout).
+
+    One read is one bounded attempt, never retried within a control step: READ ROM
+    (a few ms) rather than onewire's scan(), which on a floating or shorted line
+    (no sensor fitted) searches up to 255 passes, seconds on rp2; then one
+    conversion of at most _DS_CONVERT_MAX_MS. A failed sensor costs a step about
+    that much, far below any watchdog (rp2's caps at 8.4 s).
+    """
 
     def __init__(self, pin, parasite=False):
         self._pin = pin
@@ -110,6 +119,19 @@ class DS18B20:
         self._ow = None
         self._ds = None
         self._rom = None
+
+    def _find(self):
+        """The sensor's ROM code by READ ROM (one device per pin), or None."""
+        ow = self._ow
+        if not ow.reset():
+            return None  # no presence pulse
+        ow.writebyte(_OW_READ_ROM)
+        rom = bytearray(8)
+        ow.readinto(rom)
+        # A floating line reads as zeros (whose CRC is 0 too): the family code decides.
+        if rom[0] not in _DS_FAMILIES or ow.crc8(rom):
+            return None
+        return rom
 
     def read(self):
         try:
@@ -122,10 +144,9 @@ class DS18B20:
                 self._ow = onewire.OneWire(Pin(self._pin))
                 ds = self._ds = ds18x20.DS18X20(self._ow)
             if self._rom is None:
-                roms = ds.scan()
-                if not roms:
+                self._rom = self._find()
+                if self._rom is None:
                     return None
-                self._rom = roms[0]
             ds.convert_temp()
             if self._parasite:
                 # on two wires the line is held up for the conversion: nothing to poll

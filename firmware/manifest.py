@@ -1,7 +1,12 @@
 # Freeze the device application (MicroPython manifest format): every board's
 # manifest includes this file; the ESP32's adds ota.py. Keep in step with firmware/.
+# Frozen into a unix port, the build needs MPY_CROSS_FLAGS=-march=x64 (or x86): the
+# hot path is viper code (boards/README.md, "Freezing into a firmware image").
 require("onewire")
 require("ds18x20")
+# Whatever umqtt.simple your micropython-lib checkout has: 1.3.4 (what `make build`
+# fetches) and 1.4 to 1.7.0 (whose connect() calls sock.settimeout()) all work, as
+# spot/mqtt_link.py hands umqtt its own bounded sockets (tests/test_frozen_umqtt.py).
 require("umqtt.simple")
 include("../lib/spot/manifest.py")
 for name in (

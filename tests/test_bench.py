@@ -41,3 +41,22 @@ def test_wake_cycle_figures() -> None:
     # Milliseconds against the naive two seconds: no machine is slow enough to blur that.
     assert figures["wake_cycle_speedup_vs_naive_wait"] >= 10
     assert 0 < figures["wake_cycle_bytes"] < 1000
+
+
+def test_a_heap_run_counts_only_if_its_wakes_succeeded() -> None:
+    good = [{"ev": "boot"}, {"ev": "cycle", "ok": True}, {"ev": "applied", "what": "x"},
+            {"ev": "cycle", "ok": True}, {"ev": "summary", "why": "cycles"}]
+    assert bench.wakes_succeeded(0, good, acked=True)
+    # Every wake failed (LinkError 71), yet the run ended with "cycles": not a heap figure.
+    failed = [{"ev": "cycle", "ok": False, "error": "LinkError(71)"}] * 3 + [
+        {"ev": "summary", "why": "cycles"}]
+    assert not bench.wakes_succeeded(0, failed, acked=True)
+    assert not bench.wakes_succeeded(0, good[:1] + good[3:], acked=True)  # nothing applied
+    assert not bench.wakes_succeeded(0, good, acked=False)  # the ACK never came
+    assert not bench.wakes_succeeded(1, good, acked=True)  # out of memory at the end
+
+
+def test_role_heap_figures_come_from_successful_wakes() -> None:
+    figures = bench.role_heap_figures()
+    for role in bench.ROLES:
+        assert 0 < figures[f"role_heap_min_kb_{role}"] <= 512, figures

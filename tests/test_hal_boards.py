@@ -430,10 +430,34 @@ def test_irq_handler_allocates_nothing_under_micropython(tmp_path):
 # ---------------------------------------------------------------------------
 # DS18B20
 # ---------------------------------------------------------------------------
+def _crc8(data: bytes) -> int:
+    """Dallas/Maxim 1-Wire CRC-8 (x^8 + x^5 + x^4 + 1, reflected)."""
+    crc = 0
+    for byte in data:
+        for _ in range(8):
+            mix = (crc ^ byte) & 1
+            crc >>= 1
+            if mix:
+                crc ^= 0x8C
+            byte >>= 1
+    return crc
+
+
+def _rom(serial: bytes) -> bytes:
+    body = b"\x28" + serial
+    return body + bytes((_crc8(body),))
+
+
+# A floating line (no sensor fitted, no pull-up) as rp2 saw it: reset() sees a
+# "presence" (the line is low), every read slot reads 0, and onewire's scan()
+# searches its 255 passes: about 3.4 s of bit slots (issue 15).
+_FLOATING_SCAN_MS = 3400
+
+
 @pytest.fixture
 def onewire_bus(monkeypatch):
-    bus = types.SimpleNamespace(roms=[b"\x28ROMROM1"], busy_reads=3, temp=21.5, fail=None,
-                                reads=0)
+    bus = types.SimpleNamespace(roms=[_rom(b"ROMROM")], busy_reads=3, temp=21.5, fail=None,
+                                reads=0, floating=False, scans=0)
 
     class OneWireError(Exception):
         pass
@@ -441,12 +465,31 @@ def onewire_bus(monkeypatch):
     class OneWire:
         def __init__(self, pin):
             self.pin = pin
+            self.cmd = None
+
+        def reset(self, required=False):
+            if bus.fail == "bus":
+                raise OneWireError()
+            hal.sleep_ms(1)
+            return bus.floating or bool(bus.roms)
+
+        def writebyte(self, b):
+            self.cmd = b
+
+        def readinto(self, buf):
+            src = bytes(len(buf)) if bus.floating else bus.roms[0]
+            if self.cmd == 0x33 and len(bus.roms) > 1:  # two devices answer at once: garbled
+                src = bytes(a & b for a, b in zip(bus.roms[0], bus.roms[1]))
+            buf[:] = src[:len(buf)]
+
+        def crc8(self, data):
+            return _crc8(bytes(data))
 
         def readbit(self):
             bus.reads += 1
             if bus.fail == "bus":
                 raise OneWireError()
-            if bus.busy_reads is None:
+            if bus.floating or bus.busy_reads is None:
                 return 0  # never finishes
             if bus.busy_reads:
                 bus.busy_reads -= 1
@@ -458,6 +501,10 @@ def onewire_bus(monkeypatch):
             self.ow = ow
 
         def scan(self):
+            bus.scans += 1
+            if bus.floating:
+                hal.sleep_ms(_FLOATING_SCAN_MS)
+                return [bytes(8)]
             return list(bus.roms)
 
         def convert_temp(self):
@@ -465,7 +512,7 @@ def onewire_bus(monkeypatch):
                 raise OneWireError()
 
         def read_temp(self, rom):
-            if bus.fail == "crc":
+            if bus.fail == "crc" or bus.floating:
                 raise Exception("CRC error")
             return bus.temp
 
@@ -482,7 +529,7 @@ def test_ds18b20_reads_after_conversion(hw, onewire_bus):
     m = hw("esp32")
     t = hal.DS18B20(4)
     assert t.read() == 21.5
-    assert m.clock[0] == 3 * hal._DS_POLL_MS  # polled until the sensor said done
+    assert m.clock[0] == 1 + 3 * hal._DS_POLL_MS  # a reset, then polled until done
     onewire_bus.temp = 85.0  # the power-on value passes through: the role judges it
     assert t.read() == 85.0
 
@@ -499,14 +546,62 @@ def test_ds18b20_none_on_any_bus_error(hw, onewire_bus, fault):
     t = hal.DS18B20(4)
     assert t.read() is None
     assert m.clock[0] <= hal._DS_CONVERT_MAX_MS + hal._DS_POLL_MS  # bounded wait
-    onewire_bus.roms, onewire_bus.busy_reads, onewire_bus.fail = [b"\x28ROMROM1"], 0, None
+    onewire_bus.roms, onewire_bus.busy_reads, onewire_bus.fail = [_rom(b"ROMROM")], 0, None
     assert t.read() == 21.5  # and it recovers once the bus does
 
 
 def test_ds18b20_parasite_waits_the_full_conversion(hw, onewire_bus):
     m = hw("rp2")
     assert hal.DS18B20(22, parasite=True).read() == 21.5
-    assert m.clock[0] == hal._DS_CONVERT_MAX_MS and onewire_bus.reads == 0
+    assert m.clock[0] == 1 + hal._DS_CONVERT_MAX_MS and onewire_bus.reads == 0
+
+
+@pytest.mark.parametrize("fault", ["floating", "two-sensors", "stuck"])
+def test_a_failed_sensor_costs_one_bounded_attempt(hw, onewire_bus, fault):
+    m = hw("rp2")
+    if fault == "floating":
+        onewire_bus.floating = True
+    elif fault == "two-sensors":
+        onewire_bus.roms = [_rom(b"ROMROM"), _rom(b"OTHER!")]
+    else:
+        onewire_bus.busy_reads = None
+    t = hal.DS18B20(4)
+    for _ in range(3):  # every control step tries once, and once only
+        t0 = m.clock[0]
+        assert t.read() is None
+        assert m.clock[0] - t0 <= hal._DS_CONVERT_MAX_MS + hal._DS_POLL_MS + 1
+    assert onewire_bus.scans == 0  # never the 255-pass search
+
+
+@pytest.mark.parametrize("port,name", [("rp2", "rp2040_picow"), ("esp32", "esp32_devkitc")])
+@pytest.mark.parametrize("role", ["thermostat", "heat_pump"])
+def test_a_control_step_with_no_sensor_fitted_stays_far_below_the_watchdog(
+        hw, onewire_bus, monkeypatch, port, name, role):
+    """With no DS18B20 on the bus (a floating line), one control step took about
+    6.2 s on rp2, whose watchdog caps at 8.4 s (issue 15). Now: about one sensor
+    attempt, and a Modbus timeout where the heat pump has one configured."""
+    import time as _time
+    from types import SimpleNamespace
+
+    import role as rolemod
+    from spot.schedule import Scheduler
+
+    m = hw(port)
+    onewire_bus.floating = True
+    b = load_board(name).make(role)
+    node = SimpleNamespace(journal=SimpleNamespace(app={"cfg": {}}), schedule=Scheduler(0x100))
+    r = rolemod.make(role, b, node, power_on=True)
+    if role == "heat_pump":
+        node.journal.app["cfg"][rolemod.CFG_MODBUS_UNIT] = 1  # a unit that never answers, too
+    worst = 0.0
+    for step in range(5):
+        t0, w0 = m.clock[0], _time.monotonic()
+        r.control(m.clock[0])
+        took = m.clock[0] - t0 + (_time.monotonic() - w0) * 1000  # hal sleeps + real waits
+        worst = max(worst, took)
+        m.clock[0] += 1000
+    assert worst < 2000, worst  # the watchdog's 8.4 s is four times that
+    assert onewire_bus.scans == 0
 
 
 # ---------------------------------------------------------------------------

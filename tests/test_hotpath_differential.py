@@ -61,11 +61,11 @@ def _inputs(rng: random.Random) -> list[bytes]:
 def _cpython_rows(frames: list[bytes], table: bytearray) -> list[str]:
     rows = []
     for raw in frames:
-        out = array("I", bytes(32))
+        out = array("H", bytes(2 * hotpath.FIELDS))
         c = hotpath.check(raw, len(raw))
         p = hotpath.parse(raw, len(raw), out)
         parsed = list(out)
-        out = array("I", bytes(32))
+        out = array("H", bytes(2 * hotpath.FIELDS))
         s = hotpath.screen(raw, len(raw), table, out)
         rows.append("%d %d %d %s %s" % (c, p, s, " ".join(map(str, parsed)), " ".join(map(str, out))))
     return rows
@@ -93,3 +93,34 @@ def test_native_bytecode_and_cpython_agree(tmp_path) -> None:
         codes.add(int(native.split()[2]))
     # The inputs reached every answer the filter can give.
     assert codes >= {0, 1, 2, 3, 5, 7, 8, 16, 17, 18, 19, 20}, sorted(codes)
+
+
+def test_bytecode_on_a_32bit_port_agrees_without_allocating(tmp_path) -> None:
+    """The bytecode build on a 32-bit MicroPython, screen() with the heap locked: site
+    groups (0x8000xxxx), broadcast and large sequence numbers must not become long
+    ints there (issue 15: MemoryError at the second frame)."""
+    import pytest
+
+    import mp32_runner
+
+    try:
+        mp32_runner.ensure()
+    except mp32_runner.Unavailable as e:
+        pytest.skip(str(e))
+    variants = build.build_variants()
+    frames = _inputs(random.Random(20261127))[:2500]
+    # Every 32-bit field past 2**30, kept and dropped alike.
+    big = [frame.encode(messages.SVC_PRICE, 1, frame.CLASS_INFO, a, 0xC0000001, 0xFFFFFFF0 + i, b"\xa0")
+           for i, a in enumerate((SITE_GROUP, 0x80000002, frame.BROADCAST, 0xFFFFFFFE))]
+    frames = big + frames
+    table = _table().buf
+    src = tmp_path / "frames.txt"
+    src.write_text("\n".join([table.hex()] + [f.hex() for f in frames]))
+    res = mp32_runner.run(ROOT / "tests" / "mp_hotpath_diff.py", ["/v", "/in/frames.txt"],
+                          files={"/v/hotpath_bytecode.py": variants["bytecode"].with_suffix(".py"),
+                                 "/in/frames.txt": src})
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert len(lines) == len(frames)
+    assert lines == _cpython_rows(frames, table)
+    assert sum(1 for x in lines[:4] if x.split()[2] == "0") >= 3  # the big ones were kept

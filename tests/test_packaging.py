@@ -41,3 +41,23 @@ def test_device_code_has_no_cpython_only_imports() -> None:
             continue
         for mod in re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", path.read_text(), re.M):
             assert mod in allowed, f"{path.relative_to(ROOT)} imports {mod}"
+
+
+def test_freezing_into_a_unix_port_names_its_arch() -> None:
+    """mpy-cross without -march refuses the viper hot path ("invalid arch"), and the
+    unix port's build passes none unless told: the freeze docs must say so (issue 15)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    cross = Path(sys.executable).parent / "mpy-cross"
+    src = ROOT / "lib" / "spot" / "hotpath.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = subprocess.run([str(cross), "-o", f"{tmp}/h.mpy", str(src)], capture_output=True, text=True)
+        named = subprocess.run([str(cross), "-march=x64", "-o", f"{tmp}/h.mpy", str(src)],
+                               capture_output=True, text=True)
+    assert bare.returncode and "invalid arch" in bare.stderr + bare.stdout
+    assert named.returncode == 0, named.stderr
+    for doc in ("boards/README.md", "firmware/manifest.py"):
+        assert "MPY_CROSS_FLAGS=-march=x64" in (ROOT / doc).read_text(), doc

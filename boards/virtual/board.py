@@ -186,14 +186,24 @@ def make(role, seed=1, clock=None, start_ms=None, chip="esp32", **params):
     if clock == "wall":  # a board under the unix port: its models keep the wall's time
         import time
 
+        try:
+            from time import ticks_diff, ticks_ms
+        except ImportError:
+            from spot._cpython import ticks_diff, ticks_ms
+
+        # The start from the wall (the models' time of day and season), the time since
+        # by ticks: time.time() counts whole seconds on some ports (rp2).
         t0 = time.time_ns() // 1000000 if hasattr(time, "time_ns") else int(time.time() * 1000)
-
-        def clock():
-            now = time.time_ns() // 1000000 if hasattr(time, "time_ns") else int(time.time() * 1000)
-            return start_ms + (now - t0)
-
         if start_ms is None:
             start_ms = t0
+        ticks = [ticks_ms(), start_ms]
+
+        def clock():
+            t = ticks_ms()
+            ticks[1] += ticks_diff(t, ticks[0])  # called far more often than ticks wrap
+            ticks[0] = t
+            return ticks[1]
+
     if start_ms is None:
         start_ms = clock() if clock is not None else START_MS
     if role == "thermostat":

@@ -68,6 +68,28 @@ def _mix(x):
     return x ^ (x >> 16)
 
 
+class Energy:
+    """An energy meter in integers: whole Wh and the mJ (W x ms) below one.
+
+    A float accumulator near 2,000 Wh loses every increment below about 1e-4 Wh
+    on a board with single-precision floats (rp2); integers lose none. Each step
+    adds round(W x ms) mJ, below 2**30 for any step the models take.
+    """
+
+    def __init__(self):
+        self.wh = 0
+        self.mj = 0
+
+    def add(self, watts, ms):
+        e = self.mj + int(watts * ms + 0.5)
+        self.wh += e // 3600000
+        self.mj = e % 3600000
+
+    def value(self):
+        """In Wh, as a float (exact for whole Wh whatever the float width)."""
+        return self.wh + self.mj / 3600000.0
+
+
 class _Model:
     """Shared: the seeded rng, the clock, outdoor weather and a DS18B20-like sensor."""
 
@@ -75,6 +97,11 @@ class _Model:
         self.seed = seed
         self._s = _mix(seed * 2654435761 + 12345) or 1  # small seeds spread apart
         self.now_ms = start_ms
+
+    @property
+    def energy_wh(self):
+        """Electrical energy so far (Wh); the count itself is self.energy (integers)."""
+        return self.energy.value()
 
     def _u(self):
         s = self._s  # xorshift32
@@ -157,7 +184,7 @@ class Room(_Model):
         self.window = False
         self._close_ms = 0
         self.temp = temp_c  # the true temperature
-        self.energy_wh = 0.0
+        self.energy = Energy()
         self.frost_ms = 0
         self._init_weather(out_mean, out_amp, out_noise)
         self._init_sensor(temp_c, lag_s, noise_c)
@@ -183,7 +210,7 @@ class Room(_Model):
             # Exact for constant inputs over the step: stable at any step size.
             self.temp = eq + (self.temp - eq) * math.exp(-h * 0.001 * ua / self.c)
             if self.heat:
-                self.energy_wh += self.heater_w * h / 3600000.0
+                self.energy.add(self.heater_w, h)
             self.now_ms += h
             if self.temp < self.frost_c:
                 self.frost_ms += h
@@ -230,7 +257,7 @@ class PlugLoad(_Model):
         self._lu, self._li, self._lp, self._ln = self.volts, 0.0, 0.0, 0
         self._over_ms = None  # end of the first over-limit sample of this episode
         self.overcurrent_late = 0
-        self.energy_wh = 0.0
+        self.energy = Energy()
         self.max_a = 0.0
 
     def _next_use(self):
@@ -313,7 +340,7 @@ class PlugLoad(_Model):
                     self.max_a = i
                 if self._over_ms is not None and self.now_ms + h > self._over_ms + self.sample_ms:
                     self._late = True  # still closed a full sample after the first over-limit one
-            self.energy_wh += p * h / 3600000.0
+            self.energy.add(p, h)
             self.now_ms += h
             ms -= h
             self._in += h
@@ -394,8 +421,8 @@ class HeatPump(_Model):
         self.power_w = 0.0
         self.store = store_c  # true store temperature
         self._since = start_ms - self.min_off_ms  # off "for ever" at power-on
-        self.energy_wh = 0.0
-        self.heat_wh = 0.0
+        self.energy = Energy()  # electrical
+        self.heat_out = Energy()  # heat delivered
         self.starts = 0
         self.min_run = self.min_off = self.blocked_too_long = self.store_overheat = 0
         self.cold_ms = 0
@@ -461,8 +488,8 @@ class HeatPump(_Model):
             if self.running:
                 cop = max(1.0, self.cop35 - self.cop_slope * (self.store - 35.0))
                 q_hp = self.p_el * cop
-                self.energy_wh += self.p_el * h / 3600000.0
-                self.heat_wh += q_hp * h / 3600000.0
+                self.energy.add(self.p_el, h)
+                self.heat_out.add(q_hp, h)
                 q = q_hp - q
             else:
                 q = -q
@@ -502,7 +529,7 @@ class HeatPump(_Model):
     def holding(self):
         """Holding registers 0..4: store 0.1 C (signed), running, W, SG state, kWh*10."""
         return (int(round(self.store * 10)) & 0xFFFF, 1 if self.running else 0,
-                int(self.power_w), self.state, int(self.energy_wh / 100) & 0xFFFF)
+                int(self.power_w), self.state, (self.energy.wh // 100) & 0xFFFF)
 
     def violations(self):
         return {"min_run": self.min_run, "min_off": self.min_off,

@@ -114,7 +114,7 @@ def decode(buf, table=None):
     """The Frame in buf, or SpotError: malformed, or dropped by `table` (a FilterTable)."""
     if isinstance(buf, str):  # MicroPython would read a str's bytes: refuse on both
         raise TypeError("decode() takes bytes, not str")
-    fields = array("I", bytes(4 * hotpath.FIELDS))
+    fields = array("H", bytes(2 * hotpath.FIELDS))
     n = len(buf)
     if table is None:
         code = hotpath.parse(buf, n, fields)
@@ -131,8 +131,14 @@ def decode(buf, table=None):
         key_id = buf[HEADER_SIZE + plen]
         tag = mv[HEADER_SIZE + plen + 1:]
     return Frame(flags, fields[hotpath.F_SERVICE], fields[hotpath.F_SERVICE_VERSION],
-                 fields[hotpath.F_CLASS], fields[hotpath.F_DST], fields[hotpath.F_SRC],
-                 fields[hotpath.F_SEQ], mv[HEADER_SIZE:HEADER_SIZE + plen], key_id, tag)
+                 fields[hotpath.F_CLASS], join(fields, hotpath.F_DST_HI),
+                 join(fields, hotpath.F_SRC_HI), join(fields, hotpath.F_SEQ_HI),
+                 mv[HEADER_SIZE:HEADER_SIZE + plen], key_id, tag)
+
+
+def join(fields, hi):
+    """The 32-bit header field whose high half is in fields[hi] (low half next)."""
+    return (fields[hi] << 16) | fields[hi + 1]
 
 
 def reason(code):

@@ -4,7 +4,12 @@ Precompiled with mpy-cross to native code (viper) for each board architecture;
 the same source runs as plain Python under CPython and, with the viper
 decorators stripped, as bytecode (the build makes that variant to measure the
 gain). Nothing here allocates: inputs are buffers, results are small ints and
-header fields written into a caller-owned array('I').
+header fields written into a caller-owned array('H') of FIELDS slots. The
+32-bit fields (destination, source, sequence) go out as two 16-bit halves:
+on a 32-bit MicroPython an int of 2**30 or more (a site group 0x8000xxxx,
+broadcast, a large sequence number) is a long int, and making one allocates,
+so the bytecode build of this module would allocate on such frames. Frames
+compare addresses byte by byte; only frame.decode() joins the halves.
 
 Header (19 bytes, big-endian), see SPEC.md:
   0 version | 1 flags | 2 service | 3 service version | 4 class |
@@ -18,7 +23,7 @@ try:
     import micropython
     from micropython import const
 except ImportError:
-    from spot._cpython import micropython, const, ptr8, ptr32
+    from spot._cpython import micropython, const, ptr8, ptr16
 
 TABLE_SIZE = const(808)
 OPT_BROADCAST = const(0x01)
@@ -28,11 +33,14 @@ F_FLAGS = const(0)
 F_SERVICE = const(1)
 F_SERVICE_VERSION = const(2)
 F_CLASS = const(3)
-F_DST = const(4)
-F_SRC = const(5)
-F_SEQ = const(6)
-F_LENGTH = const(7)
-FIELDS = const(8)
+F_DST_HI = const(4)  # each 32-bit field: high half, then low half
+F_DST_LO = const(5)
+F_SRC_HI = const(6)
+F_SRC_LO = const(7)
+F_SEQ_HI = const(8)
+F_SEQ_LO = const(9)
+F_LENGTH = const(10)
+FIELDS = const(11)
 
 # The codes returned are errors.py's, written as literals (with their names in
 # comments): viper needs constants it can see, and this module stands alone.
@@ -61,8 +69,8 @@ def check(buf: ptr8, n: int) -> int:
 
 
 @micropython.viper
-def parse(buf: ptr8, n: int, out: ptr32) -> int:
-    """check(), then the header fields into out[0..7]; 0 or an error code."""
+def parse(buf: ptr8, n: int, out: ptr16) -> int:
+    """check(), then the header fields into out[0..10]; 0 or an error code."""
     code = int(check(buf, n))
     if code:
         return code
@@ -70,15 +78,18 @@ def parse(buf: ptr8, n: int, out: ptr32) -> int:
     out[1] = buf[2]
     out[2] = buf[3]
     out[3] = buf[4]
-    out[4] = (buf[5] << 24) | (buf[6] << 16) | (buf[7] << 8) | buf[8]
-    out[5] = (buf[9] << 24) | (buf[10] << 16) | (buf[11] << 8) | buf[12]
-    out[6] = (buf[13] << 24) | (buf[14] << 16) | (buf[15] << 8) | buf[16]
-    out[7] = (buf[17] << 8) | buf[18]
+    out[4] = (buf[5] << 8) | buf[6]
+    out[5] = (buf[7] << 8) | buf[8]
+    out[6] = (buf[9] << 8) | buf[10]
+    out[7] = (buf[11] << 8) | buf[12]
+    out[8] = (buf[13] << 8) | buf[14]
+    out[9] = (buf[15] << 8) | buf[16]
+    out[10] = (buf[17] << 8) | buf[18]
     return 0
 
 
 @micropython.viper
-def screen(buf: ptr8, n: int, table: ptr8, out: ptr32) -> int:
+def screen(buf: ptr8, n: int, table: ptr8, out: ptr16) -> int:
     """Keep (0, fields parsed into out) or drop (a code) a received frame.
 
     Cheap refusals come first: a device on a busy bus spends its time here.
@@ -144,8 +155,11 @@ def screen(buf: ptr8, n: int, table: ptr8, out: ptr32) -> int:
     out[1] = buf[2]
     out[2] = ver
     out[3] = cls
-    out[4] = (buf[5] << 24) | (buf[6] << 16) | (buf[7] << 8) | buf[8]
-    out[5] = (buf[9] << 24) | (buf[10] << 16) | (buf[11] << 8) | buf[12]
-    out[6] = (buf[13] << 24) | (buf[14] << 16) | (buf[15] << 8) | buf[16]
-    out[7] = plen
+    out[4] = (buf[5] << 8) | buf[6]
+    out[5] = (buf[7] << 8) | buf[8]
+    out[6] = (buf[9] << 8) | buf[10]
+    out[7] = (buf[11] << 8) | buf[12]
+    out[8] = (buf[13] << 8) | buf[14]
+    out[9] = (buf[15] << 8) | buf[16]
+    out[10] = plen
     return 0

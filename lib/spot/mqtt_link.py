@@ -37,10 +37,18 @@ class LinkError(OSError):
 
 
 class BoundedSocket:
-    """A socket whose every operation ends by the wake's deadline; counts bytes."""
+    """A socket whose every operation ends by the wake's deadline; counts bytes.
+
+    It offers what every umqtt.simple a vendor may freeze calls on its socket:
+    1.3.4 (connect, write, read, close) and 1.4 to 1.7.0, whose connect() also
+    calls settimeout(timeout) (None by default) and whose wait_msg() calls
+    setblocking(). A timeout given that way can only shorten an operation; none
+    outlives the link's own op_timeout_ms or the wake's budget.
+    """
 
     def __init__(self, link):
         self.link = link
+        self.cap_ms = None  # umqtt's own timeout, if it set one
         self.raw = _socket.socket()
         link.raw = self.raw
         try:
@@ -54,11 +62,21 @@ class BoundedSocket:
         left = self.link.remaining_ms()
         if left <= 0:
             raise LinkError(110, "wake budget spent")
-        self.raw.settimeout(min(left, self.link.op_timeout_ms) / 1000)
+        ms = min(left, self.link.op_timeout_ms)
+        if self.cap_ms is not None and self.cap_ms < ms:
+            ms = self.cap_ms
+        self.raw.settimeout(ms / 1000)
         if self.link.idle is not None:  # slow socket steps too: the role keeps control
             self.link.idle()
         if self.link.fault:
             self.link.fault("net", self.link)
+
+    def settimeout(self, seconds):
+        """umqtt >= 1.4: None (blocking) leaves the link's bounds; a number caps them."""
+        self.cap_ms = None if seconds is None else max(0, int(seconds * 1000))
+
+    def setblocking(self, flag):
+        self.settimeout(None if flag else 0)
 
     def connect(self, addr):
         self._arm()

@@ -6,11 +6,11 @@ from spot.errors import NOT_FOR_ME, UNKNOWN_SERVICE
 
 from expect import Skip, on_micropython
 from test_frame import plug_table
-from vector_cases import CONTROLLER, PLUG, valid
+from vector_cases import CONTROLLER, PLUG, SITE_GROUP, valid
 
 
 def _fields():
-    return array("I", bytes(4 * hotpath.FIELDS))
+    return array("H", bytes(2 * hotpath.FIELDS))
 
 
 def test_parse_fills_every_field():
@@ -18,7 +18,8 @@ def test_parse_fills_every_field():
                        frame.FLAG_SECURED)
     out = _fields()
     assert hotpath.parse(raw, len(raw), out) == 0
-    assert list(out) == [1, 0x22, 3, 2, 0xFFFFFFFE, 0x80000001, 0xFFFFFFFF, 1]
+    assert list(out) == [1, 0x22, 3, 2, 0xFFFF, 0xFFFE, 0x8000, 0x0001, 0xFFFF, 0xFFFF, 1]
+    assert frame.join(out, hotpath.F_DST_HI) == 0xFFFFFFFE
 
 
 def test_screen_and_check_agree_on_structure():
@@ -41,7 +42,7 @@ def test_buffers_of_every_kind_are_accepted():
     for buf in (raw, bytearray(raw), memoryview(bytearray(raw))):
         out = _fields()
         assert hotpath.screen(buf, len(raw), t.buf, out) == 0
-        assert out[hotpath.F_SEQ] == 1001
+        assert frame.join(out, hotpath.F_SEQ_HI) == 1001
 
 
 def _drop_and_keep(screen, frames, table, out):
@@ -74,3 +75,31 @@ def test_drop_path_does_not_allocate():
         micropython.heap_unlock()
     assert codes == NOT_FOR_ME + UNKNOWN_SERVICE + 0
     assert one == NOT_FOR_ME
+
+
+def test_keep_path_does_not_allocate_for_large_u32_fields():
+    # On a 32-bit MicroPython an int >= 2**30 is a long int: a site group, broadcast
+    # or a late sequence number must still pass the bytecode build with the heap locked.
+    if not on_micropython():
+        raise Skip("heap_lock is MicroPython's")
+    import micropython
+
+    t = plug_table()
+    t.accept_broadcast(True)
+    out = _fields()
+    frames = [frame.encode(messages.SVC_PRICE, 1, frame.CLASS_INFO, dst, 0xC0000001, seq, b"\xa0")
+              for dst, seq in ((SITE_GROUP, 0x40000000), (frame.BROADCAST, 0xFFFFFFFF),
+                               (PLUG, 0x80000001))]
+    buf = t.buf
+    screen = hotpath.screen
+    parse = hotpath.parse
+    micropython.heap_lock()
+    try:
+        codes = _drop_and_keep(screen, frames, buf, out)
+        for raw in frames:
+            codes += parse(raw, len(raw), out)
+    finally:
+        micropython.heap_unlock()
+    assert codes == 0, codes
+    assert frame.join(out, hotpath.F_SEQ_HI) == 0x80000001
+    assert frame.join(out, hotpath.F_SRC_HI) == 0xC0000001

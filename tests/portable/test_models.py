@@ -22,6 +22,38 @@ def _run(m, ms, step_ms=10000):
         ms -= h
 
 
+def _f32(x):
+    """x rounded to a 32-bit float, as rp2's single-precision MicroPython holds it."""
+    from array import array
+
+    return array("f", (x,))[0]
+
+
+def test_energy_near_2000_wh_keeps_increments_a_32bit_float_would_drop():
+    # 0.2 W for 1 s is 5.6e-5 Wh: below half a float32 step at 2,000 Wh (1.2e-4), so a
+    # float accumulator on rp2 drops every one of these (issue 15). Integers keep them.
+    inc = 0.2 * 1000 / 3600000.0
+    acc = _f32(2000.0)
+    for _ in range(100):
+        acc = _f32(acc + inc)
+    assert acc == 2000.0  # the defect, as single precision has it
+    for make in (lambda: Room(heater_w=0.2, **_CALM), lambda: PlugLoad("heater", power_w=0.2)):
+        m = make()
+        m.energy.wh = 2000
+        for _ in range(18000):  # 5 h of 1 s steps: 1 Wh
+            m.energy.add(0.2, 1000)
+        assert m.energy.wh == 2001 and m.energy.mj == 0, (m.energy.wh, m.energy.mj)
+        assert _f32(m.energy_wh) == 2001.0
+    r = Room(heater_w=0.2, temp_c=3.0, out_mean=3.0, **_CALM)
+    r.energy.wh = 2000
+    r.heat = True
+    _run(r, 5 * H, 1000)  # the room's own steps
+    assert r.energy.wh == 2001 and r.energy.mj == 0
+
+
+_CALM = {"out_amp": 0.0, "out_noise": 0.0, "windows_per_day": 0, "gains_w": 0.0}
+
+
 # --- the room -------------------------------------------------------------------------
 
 def test_room_cools_toward_outdoor_with_its_time_constant():

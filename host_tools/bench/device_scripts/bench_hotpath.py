@@ -92,7 +92,7 @@ def loop_only(frames, lens, reps):
 
 def compare(frames, expect_drop):
     table = make_table().buf
-    out = array("I", bytes(32))
+    out = array("H", bytes(2 * hotpath.FIELDS))
     lens = [len(x) for x in frames]
     for x, n in zip(frames, lens):
         code = hotpath_native.screen(x, n, table, out)
@@ -110,7 +110,7 @@ def compare(frames, expect_drop):
 
 def alloc_per_frame(screen, frames):
     table = make_table().buf
-    out = array("I", bytes(32))
+    out = array("H", bytes(2 * hotpath.FIELDS))
     lens = [len(x) for x in frames]
     gc.collect()
     gc.disable()

@@ -39,7 +39,7 @@ def main():
     best_open = best_reject = 1 << 30
     seq = 1
     dropped = frame.encode(messages.SVC_DR, 1, frame.CLASS_COMMAND, 0x999, CONTROLLER, 1, bytes(36), 1)
-    out = array("I", bytes(32))
+    out = array("H", bytes(2 * hotpath.FIELDS))
     for _ in range(rounds):
         ring = Keyring()
         ring.add(Key(1, CONTROLLER, secret, 0xFF, admin=True), save=False)

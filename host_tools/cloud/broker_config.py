@@ -130,8 +130,7 @@ def conf_text(out: Path, port: int = 1883, bind: str = "0.0.0.0", tls_port: int 
         lines.append(f"listener {port} {bind}")
     if tls_port is not None:
         lines += [f"listener {tls_port} {bind}", f"cafile {out / 'tls' / 'ca.pem'}",
-                  f"certfile {out / 'tls' / 'server.pem'}", f"keyfile {out / 'tls' / 'server.key'}",
-                  "tls_version tlsv1.2"]
+                  f"certfile {out / 'tls' / 'server.pem'}", f"keyfile {out / 'tls' / 'server.key'}"]
     return "\n".join(lines) + "\n"
 
 

@@ -149,3 +149,11 @@ def test_a_refused_login_is_logged_and_backed_off(tmp_path: Path, account: str) 
     gaps = [b["t"] - a["t"] for a, b in zip(cycles, cycles[1:])]
     assert gaps[0] >= 400 and gaps[1] >= 800, gaps
     assert ev[-1]["ev"] == "summary" and ev[-1]["why"] == "cycles"
+
+
+def test_tls_wake_figures_count_the_handshake_on_the_wire() -> None:
+    f = bf.tls_wake_figures(rounds=1)
+    # A TLS 1.2 handshake with a certificate is over a kilobyte and two round trips.
+    assert f["wake_cycle_bytes_tls"] > f["wake_cycle_bytes_plain_auth"] + 1000, f
+    assert f["wake_cycle_round_trips_tls"] >= f["wake_cycle_round_trips_plain_auth"] + 2, f
+    assert 0 < f["wake_cycle_ms_plain_auth"] and 0 < f["wake_cycle_ms_tls"]

@@ -325,11 +325,15 @@ def violations(attempts: list[Attempt]) -> int:
 
 # TLS and the wake ------------------------------------------------------------------------
 class Relay:
-    """A TCP relay that counts the bytes each way and the round trips (a client's
-    send answered by the server) of one connection at a time."""
+    """A TCP relay that counts the bytes each way of one connection at a time, and the
+    round trips of its set-up: the TCP handshake and each client send answered by the
+    server, until the server's first application data (the CONNACK; with tls, the
+    first TLS record of type 23). After that both sides talk at once, and the link
+    counts its own round trips (CycleResult.round_trips)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, tls: bool = False) -> None:
         self.target = target_port
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -337,6 +341,8 @@ class Relay:
         self.port = self.sock.getsockname()[1]
         self.up = self.down = self.round_trips = 0
         self._last = ""
+        self._down = b""  # the server's bytes until the CONNACK (TLS records parsed)
+        self.setup_done = False
         self._lock = threading.Lock()
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -344,6 +350,8 @@ class Relay:
         with self._lock:
             self.up = self.down = self.round_trips = 0
             self._last = ""
+            self._down = b""
+            self.setup_done = False
 
     def _serve(self) -> None:
         while True:
@@ -368,10 +376,13 @@ class Relay:
                 with self._lock:
                     if way == "up":
                         self.up += len(data)
-                    else:
+                    elif not self.setup_done:
                         self.down += len(data)
                         if self._last == "up":  # the server answers what the client sent
                             self.round_trips += 1
+                        self.setup_done = self._connack(data)
+                    else:
+                        self.down += len(data)
                     self._last = way
                 dst.sendall(data)
         except OSError:
@@ -382,6 +393,18 @@ class Relay:
                     x.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def _connack(self, data: bytes) -> bool:
+        """True once the server's first application data went by."""
+        if not self.tls:
+            return True
+        self._down += data
+        i = 0
+        while i + 5 <= len(self._down):
+            if self._down[i] == 23:  # TLS application_data
+                return True
+            i += 5 + int.from_bytes(self._down[i + 3:i + 5], "big")
+        return False
 
     def close(self) -> None:
         self.sock.close()
@@ -440,7 +463,7 @@ def tls_wake_figures(rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="spot-tls-bench-") as t, \
             auth_device_world(Path(t)) as (_reg, broker, ctl, fs):
         tmp = Path(t)
-        relays = {False: Relay(broker.port), True: Relay(broker.tls_port or 0)}
+        relays = {False: Relay(broker.port), True: Relay(broker.tls_port or 0, tls=True)}
         try:
             run_device(tmp, fs, broker.port, False)  # the session, subscriptions made
 
@@ -459,10 +482,10 @@ def tls_wake_figures(rounds: int) -> dict[str, float]:
             for _ in range(rounds):
                 for tls in (False, True):
                     ms[tls].append(wake(tls, relay=False)["ms"])
-                    wake(tls, relay=True)
+                    c = wake(tls, relay=True)
                     time.sleep(0.05)  # the last bytes of the DISCONNECT counted
                     r = relays[tls]
-                    wire[tls].append((r.up + r.down, r.round_trips))
+                    wire[tls].append((r.up + r.down, r.round_trips + c["round_trips"]))
         finally:
             for r in relays.values():
                 r.close()

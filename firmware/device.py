@@ -13,7 +13,9 @@ board that `import board` finds (boards/<name>/board.py on a board;
 boards/virtual/board.py under the unix port, "board" holding its arguments);
 its control step runs every "control_ms" between wakes, the radio asleep.
 "dir" holds what `spot provision` wrote for this device (identity.json with its
-address, site, groups and cloud address; keys.json with its keys) and the
+address, site, groups, cloud address and broker account; keys.json with its
+keys; ca.der, the CA that signed the broker's certificate, when "broker" says
+"tls": true, with "ca" and "tls_name" to name another file or certificate name) and the
 device's own state (journal.json, counter.json). Every wake rebuilds the node
 from those files, as a board waking from deep sleep does. "cycles" > 0 stops
 after that many wakes; "run_s" bounds the whole run (0: for ever); with "stdin_stop" the
@@ -174,6 +176,7 @@ def make_node(cfg, power_on=False):
                 Journal(d + "/journal.json"), ident.get("groups", ()), clock=local_ms,
                 cloud=ident.get("cloud", 1), make_role=make_role)
     node.site = ident["site"]
+    node.broker_auth = ident.get("broker")  # {"user", "password"}: its broker account
     return node
 
 
@@ -207,9 +210,14 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     try:  # the transport on first use: a board without `socket` still runs its role
         from spot.mqtt_link import MqttLink
 
+        auth = node.broker_auth or {}
         link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
                         int(b.get("port", 1883)), subs, own, None,
-                        budget_ms=int(cfg.get("budget_ms", 5000)))
+                        budget_ms=int(cfg.get("budget_ms", 5000)),
+                        user=auth.get("user"), password=auth.get("password"),
+                        # TLS per deployment: "tls": true and the CA deployed in "dir"
+                        tls=cfg.get("dir", ".") + "/" + b.get("ca", "ca.der") if b.get("tls") else None,
+                        tls_name=b.get("tls_name"))
     except ImportError as e:  # no network stack: the wake fails, the report is journalled
         link = wake.Offline(repr(e))
     link.fault = fault
@@ -230,6 +238,12 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
         link.will = (st, b"lost")
         link.farewell = (st, b"asleep %d" % (node.now() + int(cfg.get("wake_ms", 1000)) // 1000))
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    refused = getattr(link, "refused", 0)  # an Offline link never reached a broker
+    if refused:  # wrong credentials or ACL: say why; main() backs off (no crash loop)
+        from spot.mqtt_link import REFUSALS
+
+        emit("broker_refused", code=refused, why=REFUSALS[refused],
+             user=(node.broker_auth or {}).get("user"))
     node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
     emit("cycle", **res.as_dict())

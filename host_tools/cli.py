@@ -66,9 +66,17 @@ def _provision(args: argparse.Namespace) -> int:
     address = reg.provision(args.site, parse_address(args.device) if args.device else None)
     reg.save()
     written = reg.write_device_files(address, args.out)
+    if args.tls:
+        from host_tools.cloud import broker_config
+
+        (args.out / "ca.der").write_bytes(broker_config.device_ca(reg))
     print(f"device {address:08x} provisioned in site {args.site!r} (registry {reg.path})")
+    print(f"  broker account {address:08x} (password in identity.json; broker files: "
+          "spot broker-config --out DIR)")
     for p in written:
         print(f"  {p}  (secret: deploy to the board, keep out of the repository)")
+    if args.tls:
+        print(f"  {args.out / 'ca.der'}  (the broker's CA, for TLS: deploy it too)")
     return 0
 
 
@@ -168,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("provision", help="create a device's identity and keys",
                        description="Register a device (id, device key, its site's group key) and "
-                                   "write identity.json and keys.json for deploying to it.")
+                                   "write identity.json (with its broker account) and keys.json for deploying to it.")
     p.add_argument("--site", required=True, help="the site (a group key is made per site)")
     p.add_argument("--device", help="the device address (default: the next free one)")
     p.add_argument("--out", required=True, type=Path, help="folder for the device's files")
+    p.add_argument("--tls", action="store_true",
+                   help="also write ca.der, the registry's CA, for a device that connects with "
+                        "TLS (its config: \"broker\": {..., \"tls\": true})")
     p.add_argument("--registry", type=Path, help=reg_help)
     p.set_defaults(func=_provision)
 
@@ -216,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_parser(sub)
     emulate.add_parser(sub)
     fleet.add_parser(sub)
+
+    from host_tools.cloud import broker_config
+
+    broker_config.add_parser(sub, reg_help)
 
     p = sub.add_parser("keys", help="list the registry's keys (never their secrets)")
     p.add_argument("--registry", type=Path, help=reg_help)

@@ -44,6 +44,7 @@ FLOORS = {
     "wire_ratio_price24_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_telemetry_vs_openadr": ("<=", 1 / 20),
+    "broker_acl_violations_accepted": ("<=", 0),
 }
 
 
@@ -378,6 +379,9 @@ def main(quick: bool = False) -> int:
     figures.update(fleet_figures(quick))
     figures.update(deploy_figures())
     figures.update(wire_figures())
+    from host_tools.bench import broker_figures  # the broker's ACL; the wake over TLS
+
+    figures.update(broker_figures.figures(quick))
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)
     BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)

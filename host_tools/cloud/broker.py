@@ -83,8 +83,14 @@ class Broker:
     """
 
     def __init__(self, port: int | None = None, workdir: Path | None = None,
-                 start_timeout: float = 10.0, bind: str = "127.0.0.1") -> None:
+                 start_timeout: float = 10.0, bind: str = "127.0.0.1",
+                 access: Path | None = None) -> None:
         self.exe = find_mosquitto()
+        # access: a folder `spot broker-config` wrote (passwd, acl, and tls/ for a TLS
+        # listener on tls_port): no anonymous clients, each account its topics.
+        self.access = Path(access).resolve() if access else None
+        self.tls = self.access is not None and (self.access / "tls" / "server.pem").exists()
+        self.tls_port = free_port() if self.tls else None
         self.bind = bind  # 0.0.0.0 for a bench whose real boards reach it over the LAN
         self._may_move = port is None  # until the first start succeeds
         self.port = port or free_port()
@@ -99,9 +105,16 @@ class Broker:
         self._write_config()
 
     def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} {self.bind}",
-            "allow_anonymous true",
+        lines = [f"listener {self.port} {self.bind}", "allow_anonymous true"]
+        if self.access is not None:
+            a = self.access
+            lines = ["per_listener_settings false", "allow_anonymous false",
+                     f"password_file {a / 'passwd'}", f"acl_file {a / 'acl'}",
+                     f"listener {self.port} {self.bind}"]
+            if self.tls:
+                lines += [f"listener {self.tls_port} {self.bind}", f"cafile {a / 'tls' / 'ca.pem'}",
+                          f"certfile {a / 'tls' / 'server.pem'}", f"keyfile {a / 'tls' / 'server.key'}"]
+        lines += [
             "persistence true",
             f"persistence_location {self.dir}/",
             "persistence_file mosquitto.db",
@@ -145,6 +158,8 @@ class Broker:
                 if not self._may_move or attempt == 2:
                     raise
                 self.port = free_port()  # lost a race for the port: pick another
+                if self.tls:
+                    self.tls_port = free_port()
                 self._write_config()
         return self
 
@@ -189,6 +204,11 @@ class Broker:
                 proc.wait(timeout)
         if proc.stderr:
             proc.stderr.close()
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password and ACL files again (after provisioning)."""
+        if self.running and self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def close(self) -> None:
         """Stop the broker and, if we made it, remove its data dir."""

@@ -58,8 +58,11 @@ class ControllerStats:
 
 class Controller:
     def __init__(self, registry: Registry, site: str, broker: str = "127.0.0.1:1883",
-                 address: int = CLOUD, on_uplink: Callable[[Uplink], None] | None = None) -> None:
+                 address: int = CLOUD, on_uplink: Callable[[Uplink], None] | None = None,
+                 auth: tuple[str, str] | None = None, tls_ca: str | None = None) -> None:
         self.reg = registry
+        self.auth = auth  # (user, password) on a broker with access control (broker_config.py)
+        self.tls_ca = tls_ca  # the CA's PEM file: connect with TLS, the broker verified
         self.site = site
         host, _, port = broker.partition(":")
         self.host, self.port = host or "127.0.0.1", int(port or 1883)
@@ -103,8 +106,14 @@ class Controller:
         c.reconnect_delay_set(min_delay=0.05, max_delay=1)
         c.on_message = self._on_message
         c.on_socket_open = lambda _c, _u, sock: _no_delay(sock)
+        if self.auth is not None:
+            c.username_pw_set(*self.auth)
+        if self.tls_ca is not None:
+            c.tls_set(ca_certs=self.tls_ca)
 
         def on_connect(client: Any, _u: Any, _flags: Any, rc: Any, _p: Any = None) -> None:
+            if getattr(rc, "is_failure", False):  # refused: connect() says so by its timeout
+                return
             client.subscribe(topics.uplinks("+"), qos=1)  # every site's uplinks
             self.connected.set()
 

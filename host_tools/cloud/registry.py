@@ -173,6 +173,36 @@ class Registry:
                 ring.keys.append(e.peer_key())
         return ring
 
+    # broker accounts (broker_config.py writes Mosquitto's files from these) -------
+    def broker_password(self, user: str) -> str:
+        """The broker password of an account (a device's or controller's address as 8 hex
+        digits, or "cloud"), made on first use. Kept here only, like the keys."""
+        from host_tools.cloud import broker_config
+
+        accounts = self.data.setdefault("broker", {})
+        if user not in accounts:
+            accounts[user] = broker_config.new_password()
+        return str(accounts[user])
+
+    def broker_users(self) -> list[str]:
+        return sorted(self.data.get("broker", {}))
+
+    def broker_account(self, address: int) -> tuple[str, str]:
+        """(user, password) for a device, a controller or (its address) the cloud."""
+        from host_tools.cloud.broker_config import CLOUD_USER
+
+        user = CLOUD_USER if address == self.cloud else f"{address:08x}"
+        return user, self.broker_password(user)
+
+    def ensure_broker_accounts(self) -> None:
+        """Accounts for everyone: the cloud, every device, every paired controller."""
+        self.broker_account(self.cloud)
+        for name in self.data["devices"]:
+            self.broker_password(name)
+        for e in self.entries():
+            if not e.group and e.peer != self.cloud:
+                self.broker_password(f"{e.peer:08x}")
+
     # changes ------------------------------------------------------------------
     def _add(self, e: Entry) -> Entry:
         self.data["keys"].append({
@@ -208,6 +238,7 @@ class Registry:
         s = sites[site]
         self._add(Entry(address, self.cloud, s["key_id"], bytes.fromhex(s["secret"]), GROUP_CLASSES,
                         group=True))
+        self.broker_password(f"{address:08x}")  # its broker account (broker_config.py)
         return address
 
     def pair(self, controller: int, device: int, classes: int) -> Entry:
@@ -215,7 +246,10 @@ class Registry:
         self.device(device)
         if classes & ~0xFF or not classes:
             raise ValueError("choose at least one message class")
-        return self._add(Entry(device, parse_address(controller), self._free_id(device, PAIR_IDS),
+        controller = parse_address(controller)
+        if controller != self.cloud:
+            self.broker_password(f"{controller:08x}")  # its broker account (broker_config.py)
+        return self._add(Entry(device, controller, self._free_id(device, PAIR_IDS),
                                secrets.token_bytes(32), classes))
 
     def rotate(self, device: int, peer: int | None = None) -> tuple[Entry, Entry]:
@@ -247,13 +281,19 @@ class Registry:
         d = self.device(address)
         keys = [e.device_key().to_record() for e in self.entries(address)]
         identity = {"address": address, "site": d["site"], "groups": [self.site_group(d["site"])],
-                    "cloud": self.cloud}
+                    "cloud": self.cloud,
+                    # what the firmware logs in to the broker with (broker_config.py)
+                    "broker": {"user": f"{address:08x}", "password": self.broker_password(f"{address:08x}")}}
         return {"identity.json": identity, "keys.json": keys}
 
     def write_device_files(self, address: int, out: Path) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        for name, value in self.device_files(address).items():
+        accounts = len(self.data.get("broker", {}))
+        files = self.device_files(address)
+        if len(self.data.get("broker", {})) != accounts and self.path.exists():
+            self.save()  # a device provisioned before broker accounts: its password is kept
+        for name, value in files.items():
             p = out / name
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:

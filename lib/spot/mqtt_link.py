@@ -32,8 +32,28 @@ MAX_MESSAGE = const(65600)  # the largest SPOT frame (65563 bytes) and some room
 MARKER_HEAD = b"\x00EOQ"  # byte 0 is no SPOT version: any other receiver drops it
 
 
+# CONNACK return codes (MQTT 3.1.1, 3.2.2.3): why a broker refused the session.
+REFUSALS = ("", "unacceptable protocol version", "client id rejected", "server unavailable",
+            "bad user name or password", "not authorised")
+
+
 class LinkError(OSError):
     """The session failed or ran out of time; the caller abandons it."""
+
+
+def _tls_wrap(link, raw):
+    """TLS over the connected socket, the broker's certificate checked against the CA
+    deployed with the device (DER: MicroPython's ssl parses PEM only NUL-terminated).
+    Done here rather than by umqtt.simple, whose TLS path imports `ussl` (gone in
+    MicroPython >= 1.23) or wants an SSLContext (newer versions)."""
+    import ssl
+
+    with open(link.tls, "rb") as f:  # a few hundred bytes, our own file
+        ca = f.read()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca)
+    return ctx.wrap_socket(raw, server_hostname=link.tls_name or link.host)
 
 
 class BoundedSocket:
@@ -51,6 +71,7 @@ class BoundedSocket:
         self.cap_ms = None  # umqtt's own timeout, if it set one
         self.raw = _socket.socket()
         link.raw = self.raw
+        self.io = self.raw  # what carries the bytes: the socket, or TLS over it
         try:
             # Small writes back to back: without this, Nagle holds the tail of
             # each packet until the broker's delayed ACK (~40 ms on Linux).
@@ -81,6 +102,22 @@ class BoundedSocket:
     def connect(self, addr):
         self._arm()
         self.raw.connect(addr)
+        if self.link.tls:
+            self._arm()
+            try:
+                self.io = _tls_wrap(self.link, self.raw)
+            except OSError:
+                raise
+            except Exception as e:  # a certificate that does not verify: ValueError here
+                raise LinkError(71, "TLS: %r" % (e,))
+            if hasattr(self.io, "settimeout"):  # CPython's wrapped socket replaces the raw one
+                self.raw = self.link.raw = self.io
+
+    def pending(self):
+        """Bytes TLS has decrypted but not handed out (CPython's poll cannot see them;
+        MicroPython's TLS socket counts them in its poll)."""
+        p = getattr(self.io, "pending", None)
+        return p() if p is not None else 0
 
     def write(self, buf, n=None):
         if isinstance(buf, str):  # umqtt writes client id and topics as str
@@ -91,7 +128,7 @@ class BoundedSocket:
         sent = 0
         while sent < len(mv):
             self._arm()
-            k = self.raw.send(mv[sent:])
+            k = self.io.send(mv[sent:])
             if not k:
                 raise LinkError(104, "connection closed while sending")
             sent += k
@@ -102,7 +139,7 @@ class BoundedSocket:
         out = b""
         while len(out) < n:
             self._arm()
-            chunk = self.raw.recv(n - len(out))
+            chunk = self.io.recv(n - len(out))
             if not chunk:
                 raise LinkError(104, "connection closed by the broker")
             out += chunk
@@ -146,8 +183,14 @@ class MqttLink:
     """
 
     def __init__(self, client_id, host, port, subscriptions, own_topic, on_frame,
-                 budget_ms=5000, op_timeout_ms=2000, keepalive=60):
+                 budget_ms=5000, op_timeout_ms=2000, keepalive=60, user=None, password=None,
+                 tls=None, tls_name=None):
         self.client_id = client_id
+        self.user = user  # the broker account (broker_config.py); None: anonymous
+        self.password = password
+        self.tls = tls  # None, or the CA certificate's file (DER): TLS to the broker
+        self.tls_name = tls_name  # the name the broker's certificate must carry (default host)
+        self.refused = 0  # the CONNACK code when the broker refused the session
         self.host = host
         self.port = port
         self.subscriptions = subscriptions
@@ -188,6 +231,7 @@ class MqttLink:
 
         simple.socket = _SocketModule(self)  # umqtt's own sockets, bounded
         c = self.client = simple.MQTTClient(self.client_id, self.host, self.port,
+                                            user=self.user, password=self.password,
                                             keepalive=self.keepalive)
         if self.will is not None:
             c.set_last_will(self.will[0], self.will[1], retain=True, qos=1)
@@ -196,9 +240,13 @@ class MqttLink:
         except OSError:
             raise
         except Exception as e:  # umqtt's assert on a bad CONNACK, MQTTException on a refusal
+            code = e.args[0] if e.args and isinstance(e.args[0], int) else 0
+            if 0 < code < len(REFUSALS):
+                self.refused = code
+                raise LinkError(71, "the broker refused the connection: " + REFUSALS[code])
             raise LinkError(71, "the broker refused or garbled the connection: %r" % (e,))
         self.poller = select.poll()
-        self.poller.register(self.raw, select.POLLIN)
+        self.poller.register(c.sock.io, select.POLLIN)
         if not self.session_present:
             self._subscribe()
         return self.session_present
@@ -267,7 +315,7 @@ class MqttLink:
             if idle is not None:
                 idle()
                 wait = min(wait, self.idle_ms)
-            if not self.poller.poll(wait):
+            if not (self.client.sock.pending() or self.poller.poll(wait)):
                 if patience_ms is not None or ticks_diff(ticks_ms(), quiet) < self.op_timeout_ms:
                     continue
                 raise LinkError(110, "the broker went quiet")

@@ -62,6 +62,23 @@ class CloudKeyring(Keyring):
 
 
 @dataclass
+class _Answered:
+    """A time request the network thread verified and answered as it arrived; the uplink
+    loop keeps its bookkeeping (the device was seen) and acknowledges it with its batch."""
+
+    msg: Any
+    src: int
+    seq: int
+
+
+def _time_request(payload: bytes) -> bool:
+    """A frame's service and class read at their fixed offsets (the hot path's way): is
+    this a time request? Nothing is trusted until it is verified."""
+    return len(payload) > frame.HEADER_SIZE and payload[2] == messages.SVC_CORE \
+        and payload[4] == frame.CLASS_TIMESYNC
+
+
+@dataclass
 class BridgeStats:
     uplinks: int = 0
     stored_batches: int = 0
@@ -77,7 +94,10 @@ class BridgeStats:
 
 class Bridge:
     def __init__(self, store: Store, broker: str, worker: str = "0", shared: str | None = None,
-                 on_event: Callable[[dict], None] | None = None) -> None:
+                 on_event: Callable[[dict], None] | None = None, auth: tuple[str, str] | None = None,
+                 tls_ca: str | None = None) -> None:
+        self.auth = auth  # the cloud's own broker account (user "cloud": broker_config.py)
+        self.tls_ca = tls_ca  # a CA file: TLS to the broker, its certificate verified
         self.store = store
         host, _, port = broker.partition(":")
         self.host, self.port = host or "127.0.0.1", int(port or 1883)
@@ -98,6 +118,7 @@ class Bridge:
         self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
         self.table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
         self.ring = CloudKeyring()
+        self._verify_lock = threading.Lock()  # replay windows: network thread and uplink loop
         self.reload_keys()
         self.client: Any = None
         self.extra: list[tuple[str, Callable[[str, bytes], None]]] = []
@@ -133,6 +154,10 @@ class Bridge:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(min_delay=0.1, max_delay=5)
+        if self.auth is not None:
+            c.username_pw_set(*self.auth)
+        if self.tls_ca is not None:
+            c.tls_set(ca_certs=self.tls_ca)
         c.on_message = self._on_message
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -158,7 +183,9 @@ class Bridge:
 
     def _on_connect(self, client: Any, _u: Any, _flags: Any, rc: Any, _p: Any = None) -> None:
         if getattr(rc, "is_failure", False):
-            log.error("the broker refused the cloud's connection: %s", rc)
+            # Wrong credentials: paho retries with its backoff; say so once per attempt.
+            log.error("the broker refused the cloud's connection: %s (user %s)", rc,
+                      self.auth[0] if self.auth else "anonymous")
             return
         client.subscribe([(self._prefix("spot/+/up/+"), 1), (self._prefix("spot/+/status/+"), 1)])
         for topic_filter, _h in self.extra:
@@ -171,6 +198,8 @@ class Bridge:
 
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         if msg.topic.startswith("spot/"):
+            if _time_request(msg.payload) and "/up/" in msg.topic:
+                msg = self._answer_now(msg)
             self.inbox.put(msg)  # acknowledged once stored
             return
         import paho.mqtt.client as mqtt
@@ -281,14 +310,16 @@ class Bridge:
         batch = UplinkBatch()
         events: list[dict] = []
         asks: list[tuple[int, int, int]] = []  # this batch's time requests
-        for msg in msgs:
+        for item in msgs:
             try:
-                if "/status/" in msg.topic:
-                    self._status(msg, batch, now, events)
+                if isinstance(item, _Answered):
+                    self._seen(batch, item.src, item.seq, now)
+                elif "/status/" in item.topic:
+                    self._status(item, batch, now, events)
                 else:
-                    self._uplink(msg, batch, now, events, asks)
+                    self._uplink(item, batch, now, events, asks)
             except Exception as e:  # one bad frame never stops the loop
-                log.exception("uplink on %s: %s", msg.topic, e)
+                log.exception("uplink: %s", e)
                 self.stats.refuse("internal")
         if asks:
             self._answer_times(asks)  # before the batch is written: a device waits for these
@@ -307,7 +338,8 @@ class Bridge:
         else:
             return
         self.stats.stored_batches += 1
-        for msg in msgs:
+        for item in msgs:
+            msg = item.msg if isinstance(item, _Answered) else item
             if msg.qos:
                 self.client.ack(msg.mid, msg.qos)
         for c in changed:
@@ -340,7 +372,8 @@ class Bridge:
                 asks: list[tuple[int, int, int]]) -> None:
         self.stats.uplinks += 1
         try:
-            f = secure.open_frame(msg.payload, self.table, self.ring)
+            with self._verify_lock:
+                f = secure.open_frame(msg.payload, self.table, self.ring)
             body = messages.read_payload(f)
         except SpotError as e:
             if e.code == REPLAYED:
@@ -369,8 +402,30 @@ class Bridge:
                 fields["capabilities_at"] = now
             batch.shadow(f.src, **fields)
             events.append({"type": what, "device": f.src, "body": value, "t": now})
-        batch.seen[f.src] = now
-        batch.shadow(f.src, last_seen=now, uplink_seq=f.seq, availability="online", availability_at=now)
+        self._seen(batch, f.src, f.seq, now)
+
+    @staticmethod
+    def _seen(batch: UplinkBatch, device: int, seq: int, now: float) -> None:
+        batch.seen[device] = now
+        batch.shadow(device, last_seen=now, uplink_seq=seq, availability="online", availability_at=now)
+
+    def _answer_now(self, msg: Any) -> Any:
+        """A time request, answered here on the network thread as it arrives, not behind
+        the uplink loop's batch (whose store may take a while: a slow answer lengthens
+        every device's wake). A frame that does not verify goes to the loop as it is,
+        which counts why (or loads the keys of a device provisioned since)."""
+        received_ms = time.time_ns() // 1_000_000
+        try:
+            with self._verify_lock:
+                f = secure.open_frame(msg.payload, self.table, self.ring)
+            body = messages.read_payload(f)
+        except SpotError:
+            return msg
+        self.stats.uplinks += 1
+        what, value = uplink.classify(f, body)
+        if what == "timesync":
+            self._answer_times([(f.src, value, received_ms)])
+        return _Answered(msg, f.src, f.seq)
 
     def _answer_times(self, asks: list[tuple[int, int, int]]) -> None:
         """Answer time requests (device, echo, received ms): their counters reserved in one
@@ -393,7 +448,9 @@ class Bridge:
                 continue
             raw = builders.time_answer(device, CLOUD, seq, echo, received_ms,
                                        time.time_ns() // 1_000_000, key=key)
-            self.client.publish(topics.topic(site, device), raw, qos=1)
+            # QoS 0: an answer is worth something only during the wake that asked; the
+            # broker must not queue it for the next one (the device would refuse it).
+            self.client.publish(topics.topic(site, device), raw, qos=0)
             self.stats.time_answers += 1
 
 

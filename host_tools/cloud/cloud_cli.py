@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from host_tools.cloud.service import Settings, default_db
@@ -34,6 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="start N workers on consecutive ports, sharing the uplinks (needs PostgreSQL "
                         "for N > 1)")
     p.add_argument("--retention-days", type=float, default=30.0, help="keep reports this long")
+    p.add_argument("--broker-user", metavar="USER",
+                   help="log in to the broker (its access control: spot broker-config); the cloud's "
+                        "account is 'cloud'")
+    p.add_argument("--broker-password-file", metavar="FILE", type=Path,
+                   help="the account's password (default: $SPOT_BROKER_PASSWORD)")
+    p.add_argument("--broker-ca", metavar="PEM", help="TLS to the broker, verified against this CA")
     p.add_argument("--plugins", metavar="FILE", help="a TOML file enabling plugins per site "
                    "(OpenADR, S2, Home Assistant: see host_tools/cloud/plugins)")
     p.set_defaults(cloud=_serve)
@@ -75,7 +82,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = Settings(db=args.db, broker=args.broker, host=args.host, port=args.port, worker=args.worker,
                  shared=args.shared, retention_days=args.retention_days,
-                 plugins=args.plugins)
+                 plugins=args.plugins, broker_user=args.broker_user, broker_ca=args.broker_ca,
+                 broker_password=(args.broker_password_file.read_text().strip() if args.broker_password_file
+                                  else os.environ.get("SPOT_BROKER_PASSWORD")))
     if "://" not in s.db:
         Path(s.db).parent.mkdir(parents=True, exist_ok=True)
     if args.workers > 1:

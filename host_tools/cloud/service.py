@@ -33,6 +33,9 @@ class Settings:
     shared: str | None = None  # the shared-subscription group, when several workers run
     retention_days: float = 30.0
     plugins: str | None = None  # a TOML file enabling plugins per site (plugins/__init__.py)
+    broker_user: str | None = None  # an access-controlled broker: the cloud's account
+    broker_password: str | None = None
+    broker_ca: str | None = None  # TLS to the broker, verified against this CA (PEM)
 
 
 def serve(s: Settings) -> int:
@@ -47,7 +50,8 @@ def serve(s: Settings) -> int:
 
     store = Store(s.db)
     bus = EventBus()
-    bridge = Bridge(store, s.broker, s.worker, s.shared, on_event=bus.publish)
+    auth = (s.broker_user, s.broker_password or "") if s.broker_user else None
+    bridge = Bridge(store, s.broker, s.worker, s.shared, on_event=bus.publish, auth=auth, tls_ca=s.broker_ca)
     plugins = None
     if s.plugins:
         from host_tools.cloud.dispatch import Dispatcher

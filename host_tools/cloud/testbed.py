@@ -78,7 +78,8 @@ class CloudTestbed:
         return p.stdout.strip()
 
     def start(self, worker: str = "0", shared: str | None = None, port: int | None = None,
-              wait: bool = True, plugins: str | Path | None = None) -> subprocess.Popen:
+              wait: bool = True, plugins: str | Path | None = None,
+              broker_login: tuple[str, str] | None = None) -> subprocess.Popen:
         """The service as a subprocess; plugins: a TOML file enabling plugins (see cloud/plugins)."""
         if self.reg.path.exists():
             self.cli("import", str(self.reg.path))
@@ -92,8 +93,12 @@ class CloudTestbed:
             cmd += ["--shared", shared]
         if plugins:
             cmd += ["--plugins", str(plugins)]
+        env = None
+        if broker_login:
+            cmd += ["--broker-user", broker_login[0]]
+            env = dict(os.environ, SPOT_BROKER_PASSWORD=broker_login[1])  # never on a command line
         out = open(self.log, "a")
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.procs.append(p)
         if wait:
             self.wait_ready(port=self.port)

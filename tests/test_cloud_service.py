@@ -271,3 +271,21 @@ def test_an_event_stream_carries_reports_and_command_states(cloud) -> None:
     assert {"capabilities", "state", "availability", "command"} <= kinds, kinds
     states = [e["state"] for e in got if e["type"] == "command" and e["id"] == c["id"]]
     assert states[0] == "accepted" and states[-1] == "applied"
+
+
+def test_a_cancel_loses_to_a_publish_already_under_way(tmp_path: Path) -> None:
+    """Publishing claims a command first: a cancel that comes after the claim is refused,
+    even while the broker has not yet confirmed it (the frame may be in the device's queue)."""
+    from host_tools.cloud.store import Conflict, Store
+
+    store = Store(str(tmp_path / "c.sqlite"))
+    dev = store.provision(SITE, THERMO)
+    a = store.create_command(dev, "restore", {}, "t", lambda seq, key: b"a")
+    b = store.create_command(dev, "restore", {}, "t", lambda seq, key: b"b")
+    assert store.claim(a["id"])  # handed to the broker, no PUBACK yet: still "accepted"
+    assert store.command(a["id"])["state"] == "accepted"
+    with pytest.raises(Conflict, match="being published"):
+        store.cancel(a["id"], "t")
+    assert store.cancel(b["id"], "t")["state"] == "cancelled"
+    assert not store.claim(b["id"])  # a cancelled command never leaves
+    store.close()

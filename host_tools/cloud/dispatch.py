@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from pydantic import TypeAdapter
+from sqlalchemy.exc import OperationalError
 
 from host_tools.cloud import command_kinds
 from host_tools.cloud.command_kinds import Command, PriceForecast, Refused
@@ -49,8 +50,8 @@ class Dispatcher:
         if self.bridge is not None and self.bridge.connected.is_set():
             try:
                 self.bridge.publish_command(c)
-            except KeyError:
-                pass  # the resend sweep publishes it
+            except (KeyError, OperationalError):
+                pass  # stored: the resend sweep publishes it (a 5xx now would invite a duplicate)
         if self.bus is not None:
             self.bus.publish({"type": "command", "id": c["id"], "device": device, "kind": c["kind"],
                               "state": "accepted", "by": who})

@@ -362,25 +362,37 @@ class Store:
                                 .order_by(commands.c.id)).mappings().all()
         return [dict(r) for r in rows]
 
+    def claim(self, cid: int) -> bool:
+        """Before a command's frame goes to the broker: count the send, unless the command
+        was cancelled or has ended. From then on a cancel is refused (cancel() wants
+        sends == 0): the frame may already sit in the device's queue."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(commands).where(and_(
+                commands.c.id == cid, commands.c.state.in_(OPEN_STATES)))
+                .values(sends=commands.c.sends + 1)).rowcount)
+
     def mark_published(self, ids: list[int]) -> None:
+        """The broker has the frames (PUBACK)."""
         if not ids:
             return
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(update(commands).where(commands.c.id.in_(ids))
-                         .values(sends=commands.c.sends + 1, published_at=func.coalesce(commands.c.published_at, now)))
+                         .values(published_at=func.coalesce(commands.c.published_at, now)))
             conn.execute(update(commands).where(and_(commands.c.id.in_(ids), commands.c.state == "accepted"))
                          .values(state="published"))
 
     def cancel(self, cid: int, who: str) -> dict:
         with self.engine.begin() as conn:
-            n = conn.execute(update(commands).where(and_(commands.c.id == cid, commands.c.state == "accepted"))
+            n = conn.execute(update(commands).where(and_(commands.c.id == cid, commands.c.state == "accepted",
+                                                         commands.c.sends == 0))
                              .values(state="cancelled", acked_at=time.time())).rowcount
             if not n:
                 row = conn.execute(select(commands.c.state).where(commands.c.id == cid)).first()
                 if row is None:
                     raise NotFound(f"no command {cid}")
-                raise Conflict(f"command {cid} is {row[0]}: only a command not yet handed to the "
+                state = "being published" if row[0] == "accepted" else row[0]
+                raise Conflict(f"command {cid} is {state}: only a command not yet handed to the "
                                "broker can be cancelled (a published one waits in the device's "
                                "queue and is applied at its next wake unless it expires)")
             self.audit(conn, who, "cancel", {"id": cid})
@@ -392,11 +404,14 @@ class Store:
         changed: list[dict] = []
         if batch.empty():
             return changed
+        # Every table in one order, and rows in address order within each: two workers
+        # writing the same devices (a frame delivered to both) take their row locks in one
+        # order and never deadlock (PostgreSQL aborts one of a deadlocked pair).
         with self.engine.begin() as conn:
             if batch.reports:
                 ins = self._insert_ignore(reports)
                 conn.execute(ins, [dict(device=r[0], seq=r[1], t=r[2], kind=r[3], body=_dump(r[4]))
-                                   for r in batch.reports])
+                                   for r in sorted(batch.reports, key=lambda r: (r[0], r[1]))])
             self._upsert_shadows(conn, batch.shadows)
             if batch.seen:
                 # A device that speaks has drained its queue: what was published before
@@ -404,13 +419,13 @@ class Store:
                 rows = conn.execute(select(commands.c.id, commands.c.device, commands.c.published_at)
                                     .where(and_(commands.c.state == "published",
                                                 commands.c.device.in_(sorted(batch.seen))))).all()
-                due = [{"cid": r.id, "seen": batch.seen[r.device]} for r in rows
+                due = [{"cid": r.id, "seen": batch.seen[r.device]} for r in sorted(rows)
                        if r.published_at is not None and r.published_at <= batch.seen[r.device]]
                 if due:
                     conn.execute(update(commands).where(and_(
                         commands.c.id == bindparam("cid"), commands.c.state == "published"))
                         .values(state="delivered", delivered_at=bindparam("seen")), due)
-            for device, seq, status, reason, t in batch.acks:
+            for device, seq, status, reason, t in sorted(batch.acks, key=lambda a: (a[0], a[1])):
                 row = conn.execute(update(commands).where(and_(
                     commands.c.device == device, commands.c.seq == seq,
                     commands.c.state.in_(OPEN_STATES)))
@@ -430,17 +445,21 @@ class Store:
         return lite_insert(table).on_conflict_do_nothing()
 
     def _upsert_shadows(self, conn: Connection, by_device: dict[int, dict]) -> None:
-        """Many devices' shadow fields: one executemany per set of field names (a batch's
-        reports mostly share one), rows in address order (so two workers lock rows in
-        one order and never deadlock). Building a statement per device cost more than
-        the database's work."""
-        groups: dict[tuple[str, ...], list[dict]] = {}
+        """Many devices' shadow fields: rows in address order (so two workers lock rows in
+        one order and never deadlock), each run of rows with the same field names in one
+        executemany (a batch's reports mostly share them). Building a statement per device
+        cost more than the database's work."""
+        runs: list[tuple[tuple[str, ...], list[dict]]] = []
         for device in sorted(by_device):
             fields = by_device[device]
             row = {k: (_dump(v) if k in ("state", "meter", "capabilities") else v) for k, v in fields.items()}
             row["device"] = device
-            groups.setdefault(tuple(sorted(fields)), []).append(row)
-        for names, rows in groups.items():
+            names = tuple(sorted(fields))
+            if runs and runs[-1][0] == names:
+                runs[-1][1].append(row)
+            else:
+                runs.append((names, [row]))
+        for names, rows in runs:
             stmt = self._shadow_upserts.get(names)
             if stmt is None:
                 if self.engine.dialect.name == "postgresql":

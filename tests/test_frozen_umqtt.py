@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from conftest import MICROPYTHON, ROOT, provision
-from host_tools.broker import Broker
-from host_tools.controller import Controller
-from spot import messages
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
+from spot import builders
 
 SITE = "test"
 DEV = 0x00003051
@@ -137,7 +137,7 @@ def test_a_wake_succeeds_with_a_umqtt_that_calls_settimeout(tmp_path: Path, froz
         ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
         ctl.connect()
         try:
-            ctl.send_command(DEV, lambda seq, key: messages.reduce_power(
+            ctl.send_command(DEV, lambda seq, key: builders.reduce_power(
                 DEV, ctl.address, seq, 20, 0, 60, key=key), "reduce")
             import time
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import MICROPYTHON, ROOT, provision
-from host_tools.broker import Broker
-from host_tools.controller import Controller
+from host_tools.cloud.broker import Broker
+from host_tools.cloud.controller import Controller
 
 SITE = "offline"
 DEV = 0x00003161

@@ -22,7 +22,7 @@ _LACKS = {"no module named 'cryptography'": "this 32-bit port has no cryptolib (
 
 @lru_cache(maxsize=None)
 def _run(module: str) -> dict[str, tuple[str, str]]:
-    from host_tools import build
+    from host_tools.board import build
 
     try:
         mp32_runner.ensure()

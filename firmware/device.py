@@ -99,6 +99,7 @@ _board_heap = 0
 _safe = [False]  # safe mode: the boots before this one all failed before a healthy wake
 _wdt = [None]
 _SAFE_AFTER = const(3)
+_OTA_MARKER = "ota_pending"  # ota.MARKER: an update is waiting to be confirmed
 
 
 def _feed():
@@ -134,10 +135,22 @@ def _healthy(cfg, node):
     if node.role is not None:
         node.role.safe = False
     try:
-        import ota
+        import esp32  # built in: no heap for code
+    except ImportError:  # other boards, the unix port: nothing to keep
+        return
+    try:
+        open(_OTA_MARKER).close()
+    except OSError:  # no update pending (an ESP32 reboots at every wake: ota stays unloaded)
+        try:
+            esp32.Partition.mark_app_valid_cancel_rollback()  # harmless, and cheap
+        except Exception:  # no rollback in this bootloader
+            pass
+        return
+    try:
+        import ota  # a rare path: loaded only when an update waits to be confirmed
 
         ota.mark_healthy()
-    except Exception:  # no esp32 module (other boards, the unix port), nothing pending
+    except Exception:
         pass
 
 

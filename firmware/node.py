@@ -31,7 +31,6 @@ from spot import cbor, frame, journal, messages, secure
 from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
-from spot.schedule import OUTCOMES, ScheduleError, Scheduler, price_windows
 from spot.filter_table import FilterTable
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
 
@@ -108,12 +107,29 @@ class Node:
         app.setdefault("offset", 0)
         app["wakes"] += 1
         self.time = Clock(app.get("clk"))  # true time from the drifting clock (SPEC.md 9)
-        self.schedule = Scheduler(address, app.get("sch"), app.get("week", 0))
+        # spot.schedule loads on first use: a wake with no schedule never imports it
+        self.sch = None
+        if app.get("sch") or app.get("week"):
+            self.schedule  # noqa: B018 (loads the schedule in force)
         self.asked = None  # the local ms of this wake's time request
         self.time_answered = False
         self.commanded = False  # a role command came this wake: report the new state
         self.reset_cause = None  # set by the device on the first wake after a boot
         self.role = make_role(self) if make_role is not None else None
+
+    @property
+    def schedule(self):
+        """The scheduler (spot.schedule), made on first use from the journal's record; a
+        role made before it sees it from then on (role.sch)."""
+        s = self.sch
+        if s is None:
+            from spot.schedule import Scheduler
+
+            app = self.journal.app
+            s = self.sch = Scheduler(self.address, app.get("sch"), app.get("week", 0))
+            if getattr(self, "role", None) is not None:
+                self.role.sch = s
+        return s
 
     @property
     def applied(self):
@@ -306,6 +322,8 @@ class Node:
             kind, amount.value if amount else 0, amount.unit if amount else 0,
             amount.scale if amount else 0, start.seconds if start else None, duration]
         if start is not None and duration > 0 and kind != messages.DR_RESTORE:
+            from spot.schedule import ScheduleError
+
             try:  # the event fires by the corrected clock, once, even across reboots
                 self.schedule.add_event(self._seq & 0xFFFF, start.seconds * 1000, duration * 1000,
                                         0, kind)
@@ -331,6 +349,8 @@ class Node:
         app["forecast"] = [s.base, s.interval(), list(s.values), s.scale]
         rule = app.get("rule")
         if rule and s.interval():
+            from spot.schedule import ScheduleError, price_windows
+
             # Each cheap window of the forecast becomes an event (ids from 0x8000).
             for k, (start, dur) in enumerate(price_windows(s.base * 1000, s.interval() * 1000,
                                                            list(s.values), rule[0], rule[1])[:4]):
@@ -350,6 +370,8 @@ class Node:
 
     def _schedule_command(self, kind, body):
         """Programs, events and price rules; a bad one is refused and the old one stays."""
+        from spot.schedule import ScheduleError
+
         app = self.journal.app
         sch = self.schedule
         try:
@@ -434,7 +456,11 @@ class Node:
     # schedule ----------------------------------------------------------------
     def tick(self):
         """Act on every occurrence that is due by the corrected clock; each once, ever."""
-        acts = self.schedule.due(self.now_ms())
+        if self.sch is None:  # no schedule ever arrived: nothing is due
+            return []
+        from spot.schedule import OUTCOMES
+
+        acts = self.sch.due(self.now_ms())
         for outcome, kind, ident, planned, value, left in acts:
             self.emit("fire", outcome=OUTCOMES[outcome], kind=kind, id=ident, planned=planned,
                       value=value, left_ms=left, late_ms=max(0, self.now_ms() - planned))
@@ -445,8 +471,10 @@ class Node:
 
     def ms_to_next(self):
         """Local ms until the next occurrence by the corrected clock, or None."""
+        if self.sch is None:
+            return None
         now = self.now_ms()
-        nxt = self.schedule.next_time(now)
+        nxt = self.sch.next_time(now)
         if nxt is None:
             return None
         if self.time.synced:
@@ -461,7 +489,7 @@ class Node:
         last sample), wake exactly on it and act without the radio. If not,
         wake early by the bound plus a time exchange, to correct the clock first.
         """
-        nxt = self.schedule.next_time(self.now_ms())
+        nxt = self.sch.next_time(self.now_ms()) if self.sch is not None else None
         t = self.time
         if nxt is None or not t.synced:
             return default_ms, True

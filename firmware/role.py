@@ -168,7 +168,7 @@ def make(name, board, node, power_on=False):
         r = cls(board, st, cfg, power_on)
         r.name = name
         board.live_role = r
-    r.bind(st, cfg, node.schedule)
+    r.bind(st, cfg, node.sch)  # None until a schedule arrives (node.schedule sets it)
     return r
 
 

@@ -13,7 +13,8 @@ def _build(args: argparse.Namespace) -> int:
         build.sync_package_files()
         print("lib/spot/package.json and manifest.py list the device modules again")
     targets = list(args.target) + list(args.targets or [])
-    unknown = [t for t in targets if t not in build.TARGETS and t not in build.ARCHS]
+    unknown = [t for t in targets
+               if t not in build.TARGETS and t not in build.ARCHS and t != build.BYTECODE]
     if unknown:
         raise ValueError(f"unknown target {unknown[0]!r}: one of {', '.join(build.TARGETS)} "
                          f"or an architecture ({', '.join(build.ARCHS)})")
@@ -21,6 +22,12 @@ def _build(args: argparse.Namespace) -> int:
     for arch, outs in build.build_all(archs).items():
         where = (build.BUILD / "mpy" / arch).relative_to(build.ROOT)
         print(f"{arch:10s} {len(outs)} modules -> {where}  (freeze with {where}/manifest.py)")
+        for role in args.role or ():
+            outs = build.build_role(arch, role)
+            where = build.role_image_dir(arch, role).relative_to(build.ROOT)
+            print(f"{arch:10s} {role}: {len(outs)} modules, "
+                  f"{sum(p.stat().st_size for p in outs):,} bytes -> {where}  "
+                  f"(freeze with {where}/manifest.py)")
     return 0
 
 
@@ -151,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                         "default: all")
     p.add_argument("--target", dest="targets", action="append", metavar="TARGET",
                    help="the same, as an option (repeatable)")
+    p.add_argument("--role", action="append", choices=("thermostat", "smart_plug", "heat_pump"),
+                   help="also write the image of one role (repeatable): build/images/<arch>/<role>/, "
+                        "only the modules that role uses, with its own manifest.py")
     p.add_argument("--sync-packages", action="store_true",
                    help="also rewrite lib/spot/package.json and manifest.py from the sources")
     p.set_defaults(func=_build)

@@ -315,8 +315,11 @@ def test_full_deploy_then_only_what_changed(tmp_path, device):
         assert full["board"] == "esp32" and full["target"] == "unix" and full["arch"] == "x64"
         assert full["copied"] == full["files"] and full["bytes"] == full["bytes_total"] > 50000
         tree = board_tree(root)
-        local = {r: sha(p) for r, p in deploy.tree_files("x64")}
-        for remote, digest in local.items():  # the build tree's own layout, at the root
+        # The thermostat's image (issue 12): the build tree's layout, its modules alone.
+        local = {r: sha(p) for r, p in deploy.image_files("x64", "thermostat")}
+        assert "thermostat.mpy" in local and not {"smart_plug.mpy", "heat_pump.mpy",
+                                                  "sg_ready.mpy", "modbus_rtu.mpy"} & set(local)
+        for remote, digest in local.items():  # at the root
             assert tree[remote] == digest, remote
         assert tree["board.py"] == sha(board_file)
         assert tree["identity.json"] == sha(device / "identity.json")

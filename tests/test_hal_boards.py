@@ -589,7 +589,7 @@ def test_a_control_step_with_no_sensor_fitted_stays_far_below_the_watchdog(
     m = hw(port)
     onewire_bus.floating = True
     b = load_board(name).make(role)
-    node = SimpleNamespace(journal=SimpleNamespace(app={"cfg": {}}), schedule=Scheduler(0x100))
+    node = SimpleNamespace(journal=SimpleNamespace(app={"cfg": {}}), sch=Scheduler(0x100))
     r = rolemod.make(role, b, node, power_on=True)
     if role == "heat_pump":
         node.journal.app["cfg"][rolemod.CFG_MODBUS_UNIT] = 1  # a unit that never answers, too

@@ -26,8 +26,25 @@ TARGETS = {
     "rp2350": "armv7m",
 }
 ARCHS = sorted(set(TARGETS.values()))
+BYTECODE = "bytecode"  # a build tree without native code: build/mpy/bytecode/
 # CPython stand-ins (a board has the real thing) and the freeze manifest.
 HOST_ONLY = {"_cpython.py", "manifest.py"}
+# Per-role images (`spot build --role`): a role's image carries the firmware every
+# role shares, the library a device imports, and its own modules: role.py's
+# _ROLE_MODULES names the first of each, the rest are what only that one imports.
+ROLE_MODULES = {
+    "thermostat": ("thermostat",),
+    "smart_plug": ("smart_plug",),
+    "heat_pump": ("heat_pump", "sg_ready", "modbus_rtu"),
+}
+ROLES = tuple(ROLE_MODULES)
+ONE_WIRE = ("thermostat", "heat_pump")  # a DS18B20 (board.temperature): onewire, ds18x20
+# Library modules no firmware module imports (controllers build frames, a device
+# only reads them): in the full tree for other uses, never in a role's image.
+NOT_ON_DEVICES = {"builders.py"}
+# Firmware only the ESP32 family carries (updates with rollback; boards/README.md).
+ESP32_ONLY = {"ota.py"}
+ESP32_ARCHS = ("xtensawin", "rv32imc")
 _VIPER_DECORATOR = re.compile(r"^\s*@micropython\.(viper|native)\s*$", re.M)
 
 
@@ -64,15 +81,24 @@ def firmware_sources() -> list[Path]:
 
 
 def build_arch(arch: str) -> list[Path]:
-    """lib/spot, the firmware's modules and umqtt.simple, as a board's /lib gets them."""
+    """lib/spot, the firmware's modules and umqtt.simple, as a board's /lib gets them.
+
+    arch BYTECODE: no native code at all (mpy-cross without -march, the hot path as
+    its bytecode variant), for a port without a native emitter (the 32-bit WebAssembly
+    port the figures are measured on)."""
     outs = []
     sources = [(src, src.relative_to(LIB)) for src in device_sources()]
     sources += [(src, src.relative_to(FIRMWARE)) for src in firmware_sources()]
     if UMQTT.exists():
         sources.append((UMQTT, UMQTT.relative_to(BUILD / "deps")))
+    bytecode = arch == BYTECODE
+    if bytecode:
+        stripped = build_variants()["bytecode"].with_suffix(".py")
+        hot = LIB / "spot" / "hotpath.py"
+        sources = [(stripped if src == hot else src, rel) for src, rel in sources]
     for src, rel in sources:
         out = BUILD / "mpy" / arch / rel.with_suffix(".mpy")
-        _compile(src, out, arch, str(rel))
+        _compile(src, out, None if bytecode else arch, str(rel))
         outs.append(out)
     main = BUILD / "mpy" / arch / "main.py"  # the one source file: what a board boots
     if not main.exists() or main.read_bytes() != (FIRMWARE / "main.py").read_bytes():
@@ -91,6 +117,85 @@ def write_manifest(path: Path, arch: str) -> None:
             f'include("{FIRMWARE / "manifest.py"}")\n')
     if arch in ("xtensawin", "rv32imc"):  # the ESP32 family: updates with rollback
         text += f'module("ota.py", base_path="{FIRMWARE}")\n'
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def role_image_modules(role: str, arch: str) -> list[str]:
+    """The image's paths (as on a board's /) for one role: main.py, the shared firmware,
+    the role's own modules, the library a device imports and umqtt.simple."""
+    if role not in ROLE_MODULES:
+        raise ValueError(f"no role called {role!r}: one of {', '.join(ROLES)}")
+    foreign = {m for r, mods in ROLE_MODULES.items() if r != role for m in mods}
+    names = ["main.py"]
+    for src in firmware_sources():
+        if src.stem in foreign or (src.name in ESP32_ONLY and arch not in ESP32_ARCHS):
+            continue
+        names.append(src.with_suffix(".mpy").name)
+    names += ["spot/" + p.with_suffix(".mpy").name for p in device_sources()
+              if p.name not in NOT_ON_DEVICES]
+    names.append("umqtt/simple.mpy")
+    return sorted(names)
+
+
+def role_image_dir(arch: str, role: str) -> Path:
+    return BUILD / "images" / arch / role
+
+
+def build_role(arch: str, role: str) -> list[Path]:
+    """build/images/<arch>/<role>/: what a board of that role carries, laid out as
+    build/mpy/<arch>/ is (copies of its files), with a freeze manifest listing them and
+    image.json (the modules and their bytes, for the figures and the tests)."""
+    import json
+    import shutil
+
+    names = role_image_modules(role, arch)
+    build_arch(arch)
+    tree = BUILD / "mpy" / arch
+    out = role_image_dir(arch, role)
+    wanted = set(names) | {"manifest.py", "image.json"}
+    if out.exists():  # a module that left the image leaves the directory too
+        for p in sorted(out.rglob("*"), reverse=True):
+            rel = p.relative_to(out).as_posix()
+            if p.is_file() and rel not in wanted:
+                p.unlink()
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+    outs = []
+    for name in names:
+        src, dst = tree / name, out / name
+        if not src.exists():
+            raise SystemExit(f"{src.relative_to(ROOT)} is missing: run `make setup` first")
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        outs.append(dst)
+    modules = [n.rsplit(".", 1)[0].replace("/", ".") for n in names if n != "main.py"]
+    meta = {"role": role, "arch": arch, "modules": modules,
+            "bytes": {n: (out / n).stat().st_size for n in names}}
+    _write_if_changed(out / "image.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    _write_if_changed(out / "manifest.py", role_manifest(role, arch, names))
+    return outs
+
+
+def role_manifest(role: str, arch: str, names: list[str]) -> str:
+    """A freeze manifest for one role's image: its modules by name, nothing else."""
+    spot = [n.split("/", 1)[1].replace(".mpy", ".py") for n in names if n.startswith("spot/")]
+    fw = [n.replace(".mpy", ".py") for n in names if "/" not in n and n.endswith(".mpy")]
+    lines = [f"# Written by `spot build --role {role}` ({arch}): the {role}'s image and nothing",
+             "# else, frozen into a MicroPython port build (include it from your board's",
+             "# manifest with your board.py; see boards/*/manifest.py).",
+             'require("umqtt.simple")']
+    if role in ONE_WIRE:
+        lines[3:3] = ['require("onewire")', 'require("ds18x20")']
+    lines.append('package("spot", files=(')
+    lines += [f'    "{n}",' for n in spot]
+    lines.append(f'), base_path="{LIB}")')
+    lines += [f'module("{n}", base_path="{FIRMWARE}")' for n in fw]
+    return "\n".join(lines) + "\n"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
 

@@ -128,6 +128,19 @@ def tree_files(arch: str) -> list[tuple[str, Path]]:
     return sorted((p.relative_to(tree).as_posix(), p) for p in outs)
 
 
+def image_files(arch: str, role: str) -> list[tuple[str, Path]]:
+    """One role's image (build.build_role) as (remote path, local path), built first."""
+    if not build.UMQTT.exists():
+        tree_files(arch)  # refuses, saying how to fetch umqtt.simple
+    try:
+        outs = build.build_role(arch, role)
+    except FileNotFoundError as e:
+        raise Refused(f"could not build the {role} image for {arch}: {e.filename} not found; "
+                      f"run `make setup` (it installs mpy-cross)") from None
+    image = build.role_image_dir(arch, role)
+    return sorted((p.relative_to(image).as_posix(), p) for p in outs)
+
+
 def tree_names() -> list[str]:
     """The board paths of the build tree (the same for every architecture), as
     build.build_arch lays them out, known before anything is built."""
@@ -414,10 +427,11 @@ class Plan:
 
 
 def plan(files: list[LocalFile], board: BoardState, device_address: int | None,
-         reprovision: bool, port: str) -> Plan:
-    """Decide what to copy; every refusal happens here, before the board is touched."""
+         reprovision: bool, port: str, stale: list[str] = ()) -> Plan:
+    """Decide what to copy; every refusal happens here, before the board is touched.
+    stale: modules on the board the image does not carry, removed once it is in place."""
     kept: list[str] = []
-    remove = list(board.shadows)
+    remove = list(board.shadows) + [r for r in stale if r not in board.shadows]
     copy = []
     bring_identity = any(f.remote == "identity.json" for f in files)
     if not bring_identity and board.address is None:
@@ -680,7 +694,8 @@ def deploy(port: str, target: str | None = None, role: str | None = None,
     if target not in build.TARGETS:
         raise Refused(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     arch = build.TARGETS[target]
-    pairs = tree_files(arch)
+    # A role's board gets that role's image alone; a plain node the whole tree.
+    pairs = image_files(arch, role) if role else tree_files(arch)
     missed = [r for r, _ in pairs if r not in board.files and r not in ask]
     if missed:  # the build made a file tree_names() did not foresee: ask about it too
         more = query_board(port, missed, [])
@@ -698,7 +713,11 @@ def deploy(port: str, target: str | None = None, role: str | None = None,
         cfg_path.write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
         pairs.append((CONFIG, cfg_path))
         files = [LocalFile(remote, path) for remote, path in pairs]
-        p = plan(files, board, device_address, reprovision, port)
+        # Another role's modules (a board deployed before as something else) go.
+        ours = {r for r, _ in pairs}
+        stale = [r for r in names if r not in ours and r != "main.py" and r in board.files] \
+            if role else []
+        p = plan(files, board, device_address, reprovision, port, stale)
         if dry_run:
             for f in p.copy:
                 console.print(f"would copy {f.remote} ({f.size} bytes)", markup=False,

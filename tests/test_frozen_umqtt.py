@@ -24,7 +24,7 @@ import pytest
 from conftest import MICROPYTHON, ROOT, provision
 from host_tools.cloud.broker import Broker
 from host_tools.cloud.controller import Controller
-from spot import builders, messages
+from spot import builders
 
 SITE = "test"
 DEV = 0x00003051

@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
-$(UMQTT): host_tools/fetch_umqtt.py | $(STAMP)
+$(UMQTT): host_tools/board/fetch_umqtt.py | $(STAMP)
 	$(PY) -m host_tools.board.fetch_umqtt
 
 check-mosquitto:

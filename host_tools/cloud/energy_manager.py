@@ -19,7 +19,8 @@ Output: `Order(device, command, why)` where `command` is a dict in the cloud's
 command vocabulary (host_tools/cloud/command_kinds.py), ready for its `Command`
 model:
   thermostat  {"kind": "comfort_band", "low_c", "high_c", "duration_s"}: hold the
-              room at the low edge of its own comfort band (never under it);
+              room at the user's setpoint less the half-width of the comfort band
+              its record declares (1 C for 19-21 C), never lower;
   smart plug  {"kind": "reduce", "percent": 100, "duration_s"}: open the relay
               for at most its max_shed_s;
   heat pump   {"kind": "reduce", "percent": 100, "duration_s"}: SG Ready blocked
@@ -126,6 +127,7 @@ class DeviceView:
     rest_until_s: int = 0
     charged_until_s: int = 0  # a pre-charge asked until then
     exhausted: bool = False  # shedding, but its own limits have it running again
+    base_target_c: float | None = None  # a thermostat's setpoint when no shed is in force
 
     @property
     def role(self) -> str:
@@ -161,11 +163,14 @@ class EnergyManager:
     margin    cover at least need x margin with shedding devices (duty cycles make
               the draw of any device uncertain);
     handover_s a shed ending this close to now counts no more: its successor starts;
-    prep_s    how long before a request a heat pump's store may be pre-charged.
+    prep_s    how long before a request a heat pump's store may be pre-charged;
+    thermostat_shed_s the longest setback asked of a thermostat at a time (the
+              room cools about 1 C in 40 min; the user's program may step up).
     """
 
     def __init__(self, margin: float = 1.3, handover_s: int = 300, prep_s: int = 7200,
-                 precharge_below_c: float = 48.0) -> None:
+                 precharge_below_c: float = 48.0, thermostat_shed_s: int = 3600) -> None:
+        self.thermostat_shed_s = thermostat_shed_s
         self.margin = margin
         self.handover_s = handover_s
         self.prep_s = prep_s
@@ -200,7 +205,7 @@ class EnergyManager:
                 # Running again while asked to shed: the plug ended it (its max shed).
                 self._ended(v, now_s, "the plug runs again")
             elif v.role == "thermostat":
-                t, lo = state.get("temp_c"), _comfort_low(v)
+                t, lo = state.get("temp_c"), _setback_to(v)
                 v.exhausted = bool(on) and t is not None and lo is not None and t <= lo + 0.3
             elif v.role == "heat_pump" and state.get("sg_state") not in (None, 1) \
                     and v.shed.status != "adapted" and now_s - v.shed.since_s > 120:
@@ -325,10 +330,10 @@ class EnergyManager:
                 return 0  # never ask a plug to shed when its relay is already off
             return int(c.get("max_shed_s") or 0)
         if role == "thermostat":
-            lo, tgt = _comfort_low(v), st.get("target_c")
-            if lo is None or tgt is None or tgt - lo < 0.5:
+            lo = _setback_to(v)
+            if lo is None or v.base_target_c is None or v.base_target_c - lo < 0.5:
                 return 0  # already at the low edge of its comfort band
-            return int(c.get("max_shed_s") or 0)
+            return min(int(c.get("max_shed_s") or 0), self.thermostat_shed_s)
         if role == "heat_pump":
             store = c.get("store_c") or []
             now_c = st.get("temp_c", store[0] if store else None)
@@ -355,7 +360,7 @@ class EnergyManager:
             return None
         role = v.role
         if role == "thermostat":
-            lo = _comfort_low(v)
+            lo = _setback_to(v)
             frost = float(v.caps.get("frost_c") or 5.0)
             cmd: Command = {"kind": "comfort_band", "low_c": max(5.0, frost + 0.5),
                             "high_c": lo, "duration_s": dur}
@@ -398,13 +403,20 @@ class EnergyManager:
             t = v.state.get("temp_c")
             if t is None or t >= self.precharge_below_c or v.state.get("fault"):
                 continue
+            # Ends before the request, so the compressor's minimum run is over by then.
+            dur = r.start_s - now_s - max(900, int(v.caps.get("min_on_s") or 0))
+            if dur < 600:
+                continue
             v.charged_until_s = r.start_s
-            out.append(Order(v.id, {"kind": "sg_state", "state": 3, "duration_s": r.start_s - now_s},
+            out.append(Order(v.id, {"kind": "sg_state", "state": 3, "duration_s": dur},
                              f"pre-charge the store before {r.id}"))
         return out
 
     def _learn(self, v: DeviceView, state: dict[str, Any]) -> None:
         v.state = dict(state)
+        if v.role == "thermostat" and v.shed is None and not state.get("dr_kind") \
+                and state.get("target_c") is not None:
+            v.base_target_c = float(state["target_c"])
         on = v.running()
         if v.role == "smart_plug":
             p = state.get("power_w")
@@ -420,9 +432,15 @@ class EnergyManager:
 _R_FROST, _R_MAX_BLOCK, _R_POWER_FLOOR, _R_SENSOR, _R_STORE = 34, 35, 36, 38, 42
 
 
-def _comfort_low(v: DeviceView) -> float | None:
+def _setback_to(v: DeviceView) -> float | None:
+    """How low a shed may take a thermostat's room: the user's setpoint in force less
+    the half-width of the comfort band its record declares (the band is centred on
+    its default setpoint), never under the band's low edge when that is in force."""
     c = v.caps.get("comfort_c")
-    return float(c[0]) if c else None
+    if not c or v.base_target_c is None:
+        return None
+    half = (float(c[1]) - float(c[0])) / 2
+    return round(v.base_target_c - half, 1)
 
 
 def _max_shed_s(v: DeviceView) -> int:

@@ -113,6 +113,7 @@ class _Shed:
     until_s: int
     status: str = "asked"  # asked | applied | adapted
     reason: int | None = None
+    depth_c: float = 0.0  # a thermostat's setback below the user's setpoint
 
 
 @dataclass
@@ -128,6 +129,9 @@ class DeviceView:
     charged_until_s: int = 0  # a pre-charge asked until then
     exhausted: bool = False  # shedding, but its own limits have it running again
     base_target_c: float | None = None  # a thermostat's setpoint when no shed is in force
+    cool_c_h: float = 1.5  # how fast the room cools with the heater off (learnt)
+    off_since: tuple[int, float] | None = None  # (s, C) since the heater is off
+    preheat_for: str | None = None  # the request a thermostat is warming the room for
 
     @property
     def role(self) -> str:
@@ -164,13 +168,22 @@ class EnergyManager:
               the draw of any device uncertain);
     handover_s a shed ending this close to now counts no more: its successor starts;
     prep_s    how long before a request a heat pump's store may be pre-charged;
-    thermostat_shed_s the longest setback asked of a thermostat at a time (the
-              room cools about 1 C in 40 min; the user's program may step up).
+    thermostat_shed_s the longest setback asked of a thermostat at a time (None: what
+              its record declares);
+    preheat_s how long before a request a thermostat warms the room to the top of
+              its comfort band (the user's setpoint + the band's half-width), so
+              the room coasts longer during the request;
+    max_setback_c the deepest setback ever asked of a thermostat: what the firmware
+              itself accepts for "reduce" (1 C per 10 %, 3 C at most); asked only
+              when the other devices and the comfort band's half-width fall short.
     """
 
-    def __init__(self, margin: float = 1.3, handover_s: int = 300, prep_s: int = 7200,
-                 precharge_below_c: float = 48.0, thermostat_shed_s: int = 3600) -> None:
+    def __init__(self, margin: float = 1.5, handover_s: int = 300, prep_s: int = 7200,
+                 precharge_below_c: float = 48.0, thermostat_shed_s: int | None = None,
+                 preheat_s: int = 5400, max_setback_c: float = 3.0) -> None:
         self.thermostat_shed_s = thermostat_shed_s
+        self.preheat_s = preheat_s
+        self.max_setback_c = max_setback_c
         self.margin = margin
         self.handover_s = handover_s
         self.prep_s = prep_s
@@ -199,13 +212,15 @@ class EnergyManager:
         v = self.devices.setdefault(dev, DeviceView(dev))
         before = (v.exhausted, v.shed is not None)
         self._learn(v, state)
+        if v.role == "thermostat":
+            self._learn_cooling(v, state, now_s)
         if v.shed is not None:
             on = v.running()
             if v.role == "smart_plug" and on:
                 # Running again while asked to shed: the plug ended it (its max shed).
                 self._ended(v, now_s, "the plug runs again")
             elif v.role == "thermostat":
-                t, lo = state.get("temp_c"), _setback_to(v)
+                t, lo = state.get("temp_c"), _setback_to(v, v.shed.depth_c)
                 v.exhausted = bool(on) and t is not None and lo is not None and t <= lo + 0.3
             elif v.role == "heat_pump" and state.get("sg_state") not in (None, 1) \
                     and v.shed.status != "adapted" and now_s - v.shed.since_s > 120:
@@ -291,10 +306,18 @@ class EnergyManager:
         for v in self._candidates(now_s, end):
             if covered >= want:
                 break
-            o = self._ask(v, now_s, end)
+            o = self._ask(v, now_s, end, want - covered)
             if o is not None:
                 orders.append(o)
                 covered += v.mean_w()
+        if covered < want:  # a room at the edge of its setback: deeper, within the device's limit
+            for v in self.devices.values():
+                if v.role == "thermostat" and v.shed is not None and v.exhausted \
+                        and v.shed.depth_c + 0.5 <= self._max_depth(v) \
+                        and min(v.shed.until_s, end) - now_s >= 900:
+                    o = self._deepen(v, now_s, end)
+                    if o is not None:
+                        orders.append(o)
         return orders
 
     # the parts ---------------------------------------------------------------------
@@ -330,10 +353,10 @@ class EnergyManager:
                 return 0  # never ask a plug to shed when its relay is already off
             return int(c.get("max_shed_s") or 0)
         if role == "thermostat":
-            lo = _setback_to(v)
-            if lo is None or v.base_target_c is None or v.base_target_c - lo < 0.5:
-                return 0  # already at the low edge of its comfort band
-            return min(int(c.get("max_shed_s") or 0), self.thermostat_shed_s)
+            if self._max_depth(v) < 0.5:
+                return 0  # already at (or near) frost protection: nothing to set back
+            cap = int(c.get("max_shed_s") or 0)
+            return cap if self.thermostat_shed_s is None else min(cap, self.thermostat_shed_s)
         if role == "heat_pump":
             store = c.get("store_c") or []
             now_c = st.get("temp_c", store[0] if store else None)
@@ -350,27 +373,65 @@ class EnergyManager:
         for v in self.devices.values():
             a = self._available_s(v, now_s)
             if a >= min(left, 600):
-                out.append((min(a, left), v.mean_w(), v))
-        out.sort(key=lambda x: (-x[0], -x[1], str(x[2].id)))
-        return [v for _a, _w, v in out]
+                out.append((_COMFORT_RANK.get(v.role, 1), min(a, left), v.mean_w(), v))
+        # What costs nobody comfort first (a store, a load that can wait), the room last;
+        # among equals the ones that can hold longest.
+        out.sort(key=lambda x: (x[0], -x[1], -x[2], str(x[3].id)))
+        return [v for _r, _a, _w, v in out]
 
-    def _ask(self, v: DeviceView, now_s: int, end_s: int) -> Order | None:
+    def _ask(self, v: DeviceView, now_s: int, end_s: int, short_w: float = 0.0
+             ) -> Order | None:
         dur = min(self._available_s(v, now_s), end_s - now_s)
         if dur < 60:
             return None
-        role = v.role
-        if role == "thermostat":
-            lo = _setback_to(v)
-            frost = float(v.caps.get("frost_c") or 5.0)
-            cmd: Command = {"kind": "comfort_band", "low_c": max(5.0, frost + 0.5),
-                            "high_c": lo, "duration_s": dur}
-            if cmd["low_c"] >= cmd["high_c"]:
+        depth = 0.0
+        if v.role == "thermostat":
+            depth = self._depth_for(v, short_w, dur)
+            if depth < 0.5:
                 return None
+            # A setback relative to the user's setpoint in force (it follows the program).
+            cmd: Command = {"kind": "reduce", "percent": int(round(depth * 10)), "duration_s": dur}
         else:
             cmd = {"kind": "reduce", "percent": 100, "duration_s": dur}
-        v.shed = _Shed(now_s, now_s + dur)
+        v.shed = _Shed(now_s, now_s + dur, depth_c=depth)
         v.exhausted = False
-        return Order(v.id, cmd, f"shed {v.mean_w():.0f} W for {dur} s")
+        v.preheat_for = None
+        return Order(v.id, cmd, f"shed {v.mean_w():.0f} W for {dur} s"
+                     + (f", {depth:.1f} C setback" if depth else ""))
+
+    def _max_depth(self, v: DeviceView) -> float:
+        """The deepest setback a thermostat may be asked: the firmware's own limit for a
+        setback, and never within half a degree of its frost protection."""
+        if v.base_target_c is None:
+            return 0.0
+        frost = float(v.caps.get("frost_c") or 5.0)
+        return max(0.0, min(self.max_setback_c, v.base_target_c - frost - 0.5))
+
+    def _depth_for(self, v: DeviceView, short_w: float, dur_s: int) -> float:
+        """The setback that keeps the heater off long enough to cover short_w on average
+        for dur_s: the comfort band's half-width when that is enough, deeper (up to the
+        device's own limit) when the target needs it. The room falls cool_c_h per hour
+        with the heater off; a room warmed above the setpoint first falls from higher."""
+        c = v.caps.get("comfort_c")
+        half = (float(c[1]) - float(c[0])) / 2 if c else 1.0
+        top = self._max_depth(v)
+        mean = v.mean_w()
+        frac = min(1.0, max(0.0, short_w / mean)) if mean > 0 else 1.0
+        t = v.state.get("temp_c")
+        above = max(0.0, float(t) - v.base_target_c) if t is not None and v.base_target_c else 0.0
+        need = frac * v.cool_c_h * dur_s / 3600.0 - above
+        return round(min(top, max(half, need)) * 2) / 2
+
+    def _deepen(self, v: DeviceView, now_s: int, end_s: int) -> Order | None:
+        """A thermostat whose room reached its setback while the request needs more."""
+        assert v.shed is not None
+        dur = min(v.shed.until_s, end_s) - now_s
+        depth = min(self._max_depth(v), v.shed.depth_c + 1.0)
+        v.shed.depth_c = depth
+        v.shed.status = "asked"
+        v.exhausted = False
+        return Order(v.id, {"kind": "reduce", "percent": int(round(depth * 10)),
+                            "duration_s": dur}, f"setback deepened to {depth:.1f} C")
 
     def _ended(self, v: DeviceView, now_s: int, why: str) -> None:
         if v.shed is None:
@@ -398,6 +459,11 @@ class EnergyManager:
             if lead and min(lead, key=lambda t: (r.prices.price_at(t), t)) > now_s + 899:
                 return out
         for v in self.devices.values():
+            if v.role == "thermostat":
+                o = self._preheat(v, r, now_s)
+                if o is not None:
+                    out.append(o)
+                continue
             if v.role != "heat_pump" or v.charged_until_s >= r.start_s or v.shed is not None:
                 continue
             t = v.state.get("temp_c")
@@ -411,6 +477,37 @@ class EnergyManager:
             out.append(Order(v.id, {"kind": "sg_state", "state": 3, "duration_s": dur},
                              f"pre-charge the store before {r.id}"))
         return out
+
+    def _preheat(self, v: DeviceView, r: SiteRequest, now_s: int) -> Order | None:
+        """Warm the room to the top of its comfort band (the user's setpoint + the band's
+        half-width) before a request: it then coasts longer before the heater is needed."""
+        lead = r.start_s - now_s
+        if v.preheat_for == r.id or lead > self.preheat_s or lead < 900 or v.shed is not None \
+                or v.base_target_c is None or v.state.get("fault") or now_s < v.rest_until_s:
+            return None
+        c = v.caps.get("comfort_c")
+        half = (float(c[1]) - float(c[0])) / 2 if c else 1.0
+        low = round(v.base_target_c + half, 1)
+        if low + 0.5 > 30.0:
+            return None
+        v.preheat_for = r.id
+        return Order(v.id, {"kind": "comfort_band", "low_c": low, "high_c": low + 0.5,
+                            "duration_s": lead}, f"warm the room before {r.id}")
+
+    def _learn_cooling(self, v: DeviceView, state: dict[str, Any], now_s: int) -> None:
+        """How fast the room cools with the heater off, from spans of 20 min or more."""
+        t = state.get("temp_c")
+        if t is None or state.get("outputs") != 0 or state.get("fault"):
+            v.off_since = None
+            return
+        if v.off_since is None:
+            v.off_since = (now_s, float(t))
+            return
+        t0, c0 = v.off_since
+        if now_s - t0 >= 1200:
+            rate = (c0 - float(t)) * 3600.0 / (now_s - t0)
+            v.cool_c_h = min(4.0, max(0.3, 0.7 * v.cool_c_h + 0.3 * rate))
+            v.off_since = (now_s, float(t))
 
     def _learn(self, v: DeviceView, state: dict[str, Any]) -> None:
         v.state = dict(state)
@@ -432,15 +529,16 @@ class EnergyManager:
 _R_FROST, _R_MAX_BLOCK, _R_POWER_FLOOR, _R_SENSOR, _R_STORE = 34, 35, 36, 38, 42
 
 
-def _setback_to(v: DeviceView) -> float | None:
-    """How low a shed may take a thermostat's room: the user's setpoint in force less
-    the half-width of the comfort band its record declares (the band is centred on
-    its default setpoint), never under the band's low edge when that is in force."""
-    c = v.caps.get("comfort_c")
-    if not c or v.base_target_c is None:
+def _setback_to(v: DeviceView, depth_c: float) -> float | None:
+    """Where a setback of depth_c takes a thermostat's room: the user's setpoint less it."""
+    if v.base_target_c is None:
         return None
-    half = (float(c[1]) - float(c[0])) / 2
-    return round(v.base_target_c - half, 1)
+    return round(v.base_target_c - depth_c, 1)
+
+
+# Who sheds first: a heat pump living on its store and a plug's load cost nobody's
+# comfort within their records' limits; a room's temperature does.
+_COMFORT_RANK = {"heat_pump": 0, "smart_plug": 1, "thermostat": 2}
 
 
 def _max_shed_s(v: DeviceView) -> int:

@@ -48,6 +48,7 @@ NOTICE_S = 2 * 3600
 class Run:
     planner: str
     power_w: list[list[float]] = field(default_factory=list)  # per site, per minute
+    device_w: list[dict[str, list[float]]] = field(default_factory=list)  # per site, role, minute
     violations: dict[str, int] = field(default_factory=dict)
     acks: dict[str, int] = field(default_factory=dict)
     orders: int = 0
@@ -156,6 +157,8 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
     reqs = sorted(requests_for(site, seed, days), key=lambda r: r.start_s)
     planner = planner if planner is not None else _make_planner(planner_name)
     power: list[float] = []
+    per: dict[str, list[float]] = {r: [] for r in ROLES}
+    run.device_w.append(per)
     # The devices' flash (journal commits every minute) in RAM where there is some.
     ram = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="spot-emd-", dir=ram) as tmp:
@@ -173,6 +176,7 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
         end = T0 + days * DAY
         t = T0
         energy0 = _energy(devs)
+        dev0 = {r: float(d.board.model.energy_wh) for r, d in devs.items()}
         pending = list(reqs)
         relay_on, relay_since = None, T0
         while t < end:
@@ -210,6 +214,10 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
                     e = _energy(devs)
                     power.append((e - energy0) * 60.0)  # Wh in a minute -> W
                     energy0 = e
+                    for r, d in devs.items():
+                        x = float(d.board.model.energy_wh)
+                        per[r].append((x - dev0[r]) * 60.0)
+                        dev0[r] = x
                 base = role_sim._program_setpoint(t)
                 if th.board.model.temp * 10 < base - 10:
                     run.comfort_minutes_below += 1
@@ -232,6 +240,8 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
                 plug.board.advance(1000)
             t += STEP_MS
         power.append((_energy(devs) - energy0) * 60.0)
+        for r, d in devs.items():
+            per[r].append((float(d.board.model.energy_wh) - dev0[r]) * 60.0)
         for d in devs.values():
             for k, v in d.board.model.violations().items():
                 if k in role_sim._COUNTED:

@@ -43,12 +43,43 @@ def test_orders_are_valid_cloud_commands():
         ck.check(cmd, m.devices[o.device].role, m.devices[o.device].caps)
 
 
-def test_picks_devices_that_can_shed_longest_first():
+def test_sheds_what_costs_no_comfort_first_and_the_room_only_when_needed():
     m = site()
     o = by_dev(m.add_request(SiteRequest("r", "reduce", 900, T, T + 7200), T))
-    # 0.9 kW x margin: the heat pump alone (it can hold 2 h less a margin; the plug 1 h)
-    assert list(o) == ["hp"]
+    # A small reduction: the heat pump (on its store, 2 h less a margin) and the plug
+    # (its record's hour); the room is left alone.
+    assert set(o) == {"hp", "plug"}
     assert o["hp"] == {"kind": "reduce", "percent": 100, "duration_s": 7200 - 180}
+    assert o["plug"] == {"kind": "reduce", "percent": 100, "duration_s": 3600}
+    # A cap the heat pump's block covers alone: nothing else is asked.
+    m = site()
+    o = by_dev(m.add_request(SiteRequest("c", "cap", 5200, T, T + 3600), T))
+    assert list(o) == ["hp"]
+
+
+def test_room_setback_as_deep_as_the_target_needs_within_the_device_limit():
+    m = site()  # 2.2 kW for 2 h: the half-width of the comfort band is not enough
+    o = by_dev(m.add_request(SiteRequest("r", "reduce", 2200, T, T + 7200), T))
+    th = o["th"]
+    assert th["kind"] == "reduce" and 10 < th["percent"] <= 30  # deeper than 1 C, 3 C at most
+    m = site()  # 1.6 kW for 1 h: one degree (the half-width) will do
+    o = by_dev(m.add_request(SiteRequest("r", "reduce", 1600, T, T + 3600), T))
+    assert o["th"]["percent"] == 10
+    # A room that reached its setback while the request goes on: one degree deeper.
+    m = site()
+    o = by_dev(m.add_request(SiteRequest("r", "reduce", 1600, T, T + 3600), T))
+    st = {"role": "thermostat", "outputs": 1, "temp_c": 20.0, "target_c": 20.0, "dr_kind": 1,
+          "fault": 0}
+    again = by_dev(m.on_state("th", st, T + 1200))
+    assert again["th"]["percent"] == 20 and again["th"]["duration_s"] == 3600 - 1200
+
+
+def test_warms_the_room_before_a_request():
+    m = site(plug_on=False, store_c=50.0)
+    req = SiteRequest("r", "reduce", 1500, T + 3600, T + 7200)
+    o = by_dev(m.add_request(req, T))
+    assert o["th"] == {"kind": "comfort_band", "low_c": 22.0, "high_c": 22.5, "duration_s": 3600}
+    assert m.tick(T + 60) == []  # asked once
 
 
 def test_never_asks_a_plug_whose_relay_is_off():
@@ -57,10 +88,14 @@ def test_never_asks_a_plug_whose_relay_is_off():
     assert "plug" not in o and set(o) == {"th", "hp"}
 
 
-def test_thermostat_held_at_its_comfort_edge_not_lower():
-    m = site(target_c=21.0)
-    o = by_dev(m.add_request(SiteRequest("r", "reduce", 6000, T, T + 3600), T))
-    assert o["th"]["kind"] == "comfort_band" and o["th"]["high_c"] == 20.0
+def test_thermostat_never_set_back_beyond_its_own_limit_or_near_frost():
+    m = site(target_c=21.0)  # all of it for 2 h: the room would need 3 C to coast through
+    o = by_dev(m.add_request(SiteRequest("r", "reduce", 6000, T, T + 7200), T))
+    assert o["th"]["kind"] == "reduce" and o["th"]["percent"] == 30  # the firmware's own 3 C
+    m = site(target_c=7.0)  # 2 C above frost: 1.5 C at most
+    m.devices["th"].state["temp_c"] = 7.0
+    assert by_dev(m.add_request(SiteRequest("r", "reduce", 6000, T, T + 3600), T))["th"][
+        "percent"] == 15
     m2 = site(target_c=5.0)  # at frost level: nothing to set back
     assert "th" not in by_dev(m2.add_request(SiteRequest("r", "reduce", 6000, T, T + 3600), T))
 
@@ -110,7 +145,7 @@ def test_rests_at_least_min_off_after_a_shed():
 def test_replans_when_refused_or_adapted():
     m = site()
     o = by_dev(m.add_request(SiteRequest("r", "reduce", 900, T, T + 7200), T))
-    assert list(o) == ["hp"]
+    assert set(o) == {"hp", "plug"}
     again = by_dev(m.on_ack("hp", o["hp"], "refused", 42, T + 60))
     assert "hp" not in again and again  # someone else asked instead
     assert m.devices["hp"].shed is None
@@ -180,13 +215,13 @@ def quick_day():
     return emd_week.compare(seed=1, days=1, parallel=True)
 
 
-def test_quick_day_manager_delivers_without_breaking_limits(quick_day):
-    # Measured on this day: manager and naive split both about 82 %; the manager keeps
-    # the rooms within comfort, the naive split's 3 C setbacks do not. The issue's
-    # floors (90 %, 1.2 x naive) are NOT reached yet: these asserts guard what is.
+def test_quick_day_manager_beats_the_naive_split_without_breaking_limits(quick_day):
+    # Measured on this day (seed 1): manager 93.2 %, naive split 82.4 %; cold-room
+    # minutes 120 vs 131 (baseline 54). Deterministic; the margins below
+    # hold with room to spare; the week's figures are the bench's.
     sm, sn = quick_day["score_manager"], quick_day["score_naive"]
     assert sm.asked_wmin > 0 and sm.intervals > 0
-    assert sm.met_pct >= 75.0 and sm.met_pct >= 0.9 * sn.met_pct
+    assert sm.met_pct >= 90.0 and sm.met_pct >= sn.met_pct + 5.0
     assert quick_day["manager"].comfort_minutes_below < quick_day["naive"].comfort_minutes_below
     assert sum(quick_day["manager"].violations.values()) == 0
     assert quick_day["manager"].refused_by_cloud == 0  # every order a valid command

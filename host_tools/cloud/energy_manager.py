@@ -18,9 +18,13 @@ Inputs
 Output: `Order(device, command, why)` where `command` is a dict in the cloud's
 command vocabulary (host_tools/cloud/command_kinds.py), ready for its `Command`
 model:
-  thermostat  {"kind": "comfort_band", "low_c", "high_c", "duration_s"}: hold the
-              room at the user's setpoint less the half-width of the comfort band
-              its record declares (1 C for 19-21 C), never lower;
+  thermostat  {"kind": "reduce", "percent", "duration_s"}: a setback below the
+              user's setpoint in force (the firmware's 1 C per 10 %), the half-width
+              of the comfort band its record declares (1 C for 19-21 C) when that is
+              enough, deeper when the target needs it, never beyond what the firmware
+              itself accepts (3 C) nor within 0.5 C of its frost protection;
+              {"kind": "comfort_band", "low_c", "high_c", "duration_s"} before a
+              request: warm the room to the setpoint + the half-width (pre-heat);
   smart plug  {"kind": "reduce", "percent": 100, "duration_s"}: open the relay
               for at most its max_shed_s;
   heat pump   {"kind": "reduce", "percent": 100, "duration_s"}: SG Ready blocked
@@ -37,11 +41,19 @@ and `tick`):
          shed ends within `handover_s` while the request goes on no longer
          counts, so its successor starts before it stops (rotation);
   choose among the devices that can shed now (a plug whose relay is off, a
-         thermostat already at the low edge of its comfort band, a heat pump
-         with a cold store or a spent day's budget cannot), have rested since
-         their last shed (at least their minimum off time), and were not
-         refused lately: the ones that can hold longest first, until the cover
-         reaches need x `margin`.
+         thermostat near frost protection, a heat pump with a cold store or a
+         spent day's budget cannot), have rested since their last shed (at least
+         their minimum off time), and were not refused lately: what costs nobody
+         comfort first (the heat pump on its store, the plug), the room last;
+         in a reduction the heat pump and the plug are asked whenever they can
+         (a reduction is judged per quarter hour against what each cycling load
+         would have drawn, and nobody can tell that in advance), the room only
+         until the cover reaches need x `margin`, its setback depth from the
+         watts still missing, the room's learnt cooling rate and the time left;
+  deepen a room that reached its setback while the target still needs it, by
+         1 C, up to its limit.
+  prepare before a request: pre-charge heat-pump stores (at the cheapest time
+         when prices are known), pre-heat rooms within the comfort half-width.
 Devices keep the last word: a refusal or an adaptation (minimum times, store,
 comfort, longest block) is taken as the device's answer, the device is counted
 as the answer says and others are asked instead; nothing is ever repeated at a

@@ -12,9 +12,16 @@ host_tools/cloud/command_kinds.py, and every frame a device sends (ACKs, state
 reports, capability records) is verified with the cloud's keys and named by
 host_tools/cloud/uplink.py before a planner sees it.
 
-The grid (seeded) asks each site, a few times a day with two hours' notice,
-"reduce the site by 1.5-2.5 kW for 1-2 h" or "keep the site under 3-4.2 kW for
-2-4 h". The same week runs three times with the same seed: with no requests (the
+The grid (seeded, requests_for) asks each site, every day, one request starting
+in each of the windows 06:00-09:00, 11:00-14:00 (skipped with probability 0.4) and
+16:00-19:00 (on a quarter hour), announced two hours ahead: with probability 0.55
+"reduce the site by 1.5-2.5 kW (100 W steps) for 1, 1.5 or 2 h", otherwise "keep
+the site under 3, 3.5 or 4.2 kW for 2, 3 or 4 h". Requests are not kept apart: a
+4 h cap may still run when the next request starts (the manager adds them; the
+naive split sends each its own percentage). For scale: the site draws about
+3.5 kW on average (thermostat ~1.3, plug ~0.9, heat pump ~1.3) and 6 kW at most;
+seed 1 gives 20 requests in the week (16 reductions, 4 caps), most of the asked
+W x min in the reductions (a cap of 3-4.2 kW asks 0.2-1.1 kW on average). The same week runs three times with the same seed: with no requests (the
 baseline), with the energy manager, with the naive split (every device the same
 "reduce P %"). Delivery is judged per 15-minute interval (as imbalance
 settlement does) on the site's mean power against the baseline's:

@@ -20,7 +20,7 @@ the site under 3, 3.5 or 4.2 kW for 2, 3 or 4 h". Requests are not kept apart: a
 4 h cap may still run when the next request starts (the manager adds them; the
 naive split sends each its own percentage). For scale: the site draws about
 3.5 kW on average (thermostat ~1.3, plug ~0.9, heat pump ~1.3) and 6 kW at most;
-seed 1 gives 20 requests in the week (16 reductions, 4 caps), most of the asked
+seed 1 gives 20 requests in the week (15 reductions, 5 caps), most of the asked
 W x min in the reductions (a cap of 3-4.2 kW asks 0.2-1.1 kW on average). The same week runs three times with the same seed: with no requests (the
 baseline), with the energy manager, with the naive split (every device the same
 "reduce P %"). Delivery is judged per 15-minute interval (as imbalance

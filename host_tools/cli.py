@@ -42,6 +42,10 @@ def _demo(args: argparse.Namespace) -> int:
         from host_tools.demo import security as demo
 
         return demo.main()
+    if args.openadr:
+        from host_tools.demo import openadr as demo
+
+        return demo.main()
     from host_tools.demo import roles as role_demo
 
     return role_demo.main(stay=args.stay)
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "commands through its API while they sleep.")
     p.add_argument("--security", action="store_true",
                    help="instead: one device, and the frames an attacker could send it")
+    p.add_argument("--openadr", action="store_true",
+                   help="instead: an OpenADR 2.0b VTN's load-shed event reaching the three devices "
+                        "through the cloud's energy manager, and their opt-in going back")
     p.add_argument("--stay", action="store_true",
                    help="keep the boards and the cloud running after the scenario, until Ctrl-C "
                         "(to look around in the dashboard and with spot ctl)")

@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +20,7 @@ from fastapi import Path as FPath
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.exc import OperationalError
 
 from host_tools.cloud.command_kinds import Command, PriceForecast, Refused
@@ -46,6 +46,24 @@ class Accepted(BaseModel):
     kind: str
     state: str
     frame_bytes: int
+
+
+class SiteRequestBody(BaseModel):
+    """A site request for the energy manager (POST /api/sites/{site}/requests)."""
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["reduce", "keep_under"] = Field(description="reduce the site by `watts`, or keep it under `watts`")
+    watts: int = Field(ge=0, le=1_000_000)
+    start: int | None = Field(None, ge=0, le=2**32 - 1, description="epoch s; default now")
+    end: int | None = Field(None, ge=0, le=2**32 - 1, description="epoch s; or give duration_s")
+    duration_s: int | None = Field(None, ge=60, le=7 * 86_400)
+    prices: PriceForecast | None = Field(None, description="a forecast to pre-charge stores at its cheapest")
+    ref: str | None = Field(None, max_length=200, pattern=r"^[ -~]*$", description="the caller's own reference")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> "SiteRequestBody":
+        if (self.end is None) == (self.duration_s is None):
+            raise ValueError("give either end or duration_s")
+        return self
 
 
 class Principal(BaseModel):
@@ -218,6 +236,38 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
             return dispatcher.send_prices(site, fc, p.name)
         except BrokerDown as e:
             raise HTTPException(503, str(e)) from None
+
+    # site requests: the site's energy manager (plugins/energy_manager) ---------------------
+    def _manager(site: str) -> Any:
+        store.site(site)  # 404 for a site that does not exist
+        if plugins is None or not plugins.has_manager(site):
+            raise HTTPException(409, f"site {site!r} has no energy manager: enable the energy_manager "
+                                     "plugin for it in the cloud's plugin configuration (--plugins)")
+        return plugins
+
+    @app.post("/api/sites/{site}/requests", status_code=202, tags=["sites"], responses={404: {}, 409: {}, 422: {}})
+    def site_request(site: str = FPath(pattern=SITE_NAME), req: SiteRequestBody = Body(...),
+                     p: Principal = Depends(scope("command"))) -> dict:
+        """A site-level request ("reduce the site by W", "keep the site under W") for the site's
+        energy manager to split over its devices; 202 with its id and the orders sent so far."""
+        try:
+            return _manager(site).site_call(site, "add", req.model_dump(exclude_none=True), p.name)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+
+    @app.get("/api/sites/{site}/requests", tags=["sites"], responses={404: {}, 409: {}})
+    def site_requests(site: str = FPath(pattern=SITE_NAME), _p: Principal = Depends(scope("read"))) -> list[dict]:
+        """The site's requests, newest first: what the manager asked each device, their answers."""
+        return _manager(site).site_call(site, "list", {}, _p.name)
+
+    @app.post("/api/sites/{site}/requests/{rid}/cancel", tags=["sites"], responses={404: {}, 409: {}})
+    def cancel_site_request(site: str = FPath(pattern=SITE_NAME), rid: str = FPath(pattern=r"^[A-Za-z0-9_-]{1,40}$"),
+                            p: Principal = Depends(scope("command"))) -> dict:
+        """Withdraw a request: the devices it shed are restored."""
+        out = _manager(site).site_call(site, "cancel", {"id": rid}, p.name)
+        if out is None:
+            raise HTTPException(404, f"no request {rid!r} at site {site!r}")
+        return out
 
     @app.get("/api/keys", tags=["keys"])
     def list_keys(device: str | None = Query(None), _p: Principal = Depends(scope("admin"))) -> list[dict]:

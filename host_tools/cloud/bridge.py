@@ -64,8 +64,9 @@ class CloudKeyring(Keyring):
 
 @dataclass
 class _Answered:
-    """A time request the network thread verified and answered as it arrived; the uplink
-    loop keeps its bookkeeping (the device was seen) and acknowledges it with its batch."""
+    """A time request the network thread verified as it arrived and handed to the time
+    thread; the uplink loop keeps its bookkeeping (the device was seen) and acknowledges
+    it with its batch."""
 
     msg: Any
     src: int
@@ -207,7 +208,10 @@ class Bridge:
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         if msg.topic.startswith("spot/"):
             if _time_request(msg.payload) and "/up/" in msg.topic:
-                msg = self._answer_now(msg)
+                try:
+                    msg = self._answer_now(msg)
+                except Exception as e:  # noqa: BLE001 - never let it stop paho's network loop
+                    log.exception("time request on %s: %s", msg.topic, e)
             self.inbox.put(msg)  # acknowledged once stored
             return
         import paho.mqtt.client as mqtt

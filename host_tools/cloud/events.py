@@ -44,11 +44,12 @@ class EventBus:
         with self._lock:
             self._n += 1
             event = dict(event, n=self._n)
+            heard = bool(self._listeners)
         for sink in self._sinks:
             sink(event)
         loop = self._loop
-        if loop is None or loop.is_closed():
-            return
+        if not heard or loop is None or loop.is_closed():
+            return  # nobody listens: waking the server's loop per uplink cost the time answers
         try:
             loop.call_soon_threadsafe(self._deliver, event)
         except RuntimeError:  # the loop closed meanwhile (shutting down)

@@ -12,8 +12,9 @@ import json
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import (Connection, Engine, and_, bindparam, create_engine, event, func, insert, select,
                         update)
@@ -98,6 +99,7 @@ class Store:
         # Counter blocks this process holds: (sender, receiver) -> (next, end, reserved_at).
         self._blocks: dict[tuple[int, int], tuple[int, int, float]] = {}
         self._block_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # SQLite: see _writing()
         self._shadow_upserts: dict[tuple[str, ...], Any] = {}  # field names -> statement
         self._reserve_stmt: Any = None
 
@@ -295,7 +297,7 @@ class Store:
             fresh = sorted({r for r in receivers if not usable(r)})
             for r in receivers:
                 if not usable(r):  # new, spent, or others sent too much since
-                    with self.engine.begin() as conn:
+                    with self._writing() as conn:
                         for f in fresh or [r]:
                             first = self.reserve(conn, sender, f, self.BLOCK)
                             self._blocks[(sender, f)] = (first, first + self.BLOCK, now)
@@ -407,7 +409,7 @@ class Store:
         # Every table in one order, and rows in address order within each: two workers
         # writing the same devices (a frame delivered to both) take their row locks in one
         # order and never deadlock (PostgreSQL aborts one of a deadlocked pair).
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             if batch.reports:
                 ins = self._insert_ignore(reports)
                 conn.execute(ins, [dict(device=r[0], seq=r[1], t=r[2], kind=r[3], body=_dump(r[4]))
@@ -436,6 +438,19 @@ class Store:
                 if row:
                     changed.append(dict(row))
         return changed
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction of the uplink loop or the time answers. On SQLite these two
+        threads' writes queue on a lock here: two connections that meet on SQLite's own
+        lock wait in its busy handler, which sleeps in steps of up to 100 ms (a time answer
+        waited that long behind a batch). PostgreSQL locks rows, not the database."""
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     def _insert_ignore(self, table: Any) -> Any:
         if self.engine.dialect.name == "postgresql":

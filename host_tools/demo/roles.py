@@ -268,8 +268,9 @@ def _fresh(db: Path) -> None:
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
-def _cloud(tb: CloudTestbed, reg: Registry, db: Path, out: dict[str, Any]) -> None:
-    """The cloud's set-up, as `spot cloud import` and `spot cloud token` do it, then the service."""
+def _cloud(tb: CloudTestbed, reg: Registry, db: Path, out: dict[str, Any], plugins: Path | None = None) -> None:
+    """The cloud's set-up, as `spot cloud import` and `spot cloud token` do it, then the service
+    (with the plugins a TOML file enables, for `spot demo --openadr`)."""
     from host_tools.cloud.store import Store
 
     try:
@@ -279,7 +280,7 @@ def _cloud(tb: CloudTestbed, reg: Registry, db: Path, out: dict[str, Any]) -> No
             tb.token = store.create_token("demo", ["read", "command"])
         finally:
             store.close()
-        tb.start()  # `spot cloud serve`, its own process; back when it is up and has the broker
+        tb.start(plugins=plugins)  # `spot cloud serve`, its own process; back when it is up and has the broker
     except Exception as e:  # noqa: BLE001 - reported by the main thread
         out["error"] = e
 

@@ -28,6 +28,7 @@ class PluginContext:
         self._dispatcher = dispatcher
         self._bridge = bridge
         self._post: Callable[..., Any] = lambda fn, *a: fn(*a)  # the host makes it the plugin's loop
+        self._host: Any | None = None  # the PluginHost, for site requests between plugins
 
     @property
     def who(self) -> str:
@@ -84,6 +85,37 @@ class PluginContext:
         if self._bridge is None:
             raise RuntimeError("no broker in this process")
         self._bridge.subscribe_extra(topic_filter, lambda t, p: self._post(handler, t, p))
+
+    # site requests: a grid target for a whole site, split by its energy manager ----------------
+    def site_request(self, site: str, request: dict) -> dict | None:
+        """Hand a site request to the site's energy manager (the energy_manager plugin, when
+        it is enabled for the site); None when the site has none, so the caller falls back
+        to its own mapping. request: {"kind": "reduce" | "keep_under", "watts", "start",
+        "end" (or "duration_s"), optional "prices" {"start", "interval_s", "prices"},
+        optional "ref" (the caller's own name for it, e.g. its event id)}. The answer is the
+        request's record: its "id", and "orders" (device, command, command id, state) the
+        manager sent for it so far. Raises ValueError for a request it cannot take."""
+        if site not in self.sites:
+            raise PermissionError(f"site {site!r} is not one of plugin {self.name!r}'s")
+        return None if self._host is None else self._host.site_call(site, "add", request, self.who)
+
+    def site_request_get(self, site: str, request_id: str) -> dict | None:
+        """The record of one site request (its orders and the devices' answers so far)."""
+        if site not in self.sites:
+            raise PermissionError(f"site {site!r} is not one of plugin {self.name!r}'s")
+        return None if self._host is None else self._host.site_call(site, "get", {"id": request_id}, self.who)
+
+    def site_request_cancel(self, site: str, request_id: str) -> dict | None:
+        """Withdraw a site request: the manager restores the devices it asked."""
+        if site not in self.sites:
+            raise PermissionError(f"site {site!r} is not one of plugin {self.name!r}'s")
+        return None if self._host is None else self._host.site_call(site, "cancel", {"id": request_id}, self.who)
+
+    def serve_site_requests(self, handler: Callable[[str, str, dict, str], Any]) -> None:
+        """Become the energy manager of this plugin's sites: handler(op, site, body, who) is
+        called on this plugin's thread for op "add", "get", "cancel" and "list"."""
+        if self._host is not None:
+            self._host.serve_sites(self.sites, self.name, handler)
 
     # what survives a restart ------------------------------------------------------------
     def state_get(self, key: str, site: str = "") -> Any:

@@ -17,7 +17,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from host_tools.cloud.plugins.base import Plugin, PluginContext
 
@@ -170,6 +170,9 @@ class PluginHost:
                         for c in configs]
         self._site_of: dict[int, str] = {}
         self._site_at = 0.0
+        self._managers: dict[str, tuple[_Runner, Callable[..., Any]]] = {}  # site -> its energy manager
+        for r in self.runners:
+            r.ctx._host = self
 
     def start(self) -> None:
         for r in self.runners:
@@ -207,3 +210,31 @@ class PluginHost:
 
     def status(self) -> list[dict]:
         return [r.status() for r in self.runners]
+
+    # site requests (plugins/base.py PluginContext.site_request) ------------------------------
+    def serve_sites(self, sites: list[str], name: str, handler: Callable[..., Any]) -> None:
+        """A plugin (energy_manager) takes the site requests of its sites."""
+        runner = next(r for r in self.runners if r.cfg.name == name)
+        for s in sites:
+            if s in self._managers and self._managers[s][0] is not runner:
+                raise ValueError(f"site {s!r} has an energy manager already "
+                                 f"({self._managers[s][0].cfg.name})")
+            self._managers[s] = (runner, handler)
+
+    def has_manager(self, site: str) -> bool:
+        m = self._managers.get(site)
+        return m is not None and m[0].state == "running"
+
+    def site_call(self, site: str, op: str, body: dict, who: str, timeout: float = HOOK_DEADLINE_S) -> Any:
+        """op on the site's energy manager, run on its own thread (any thread may call this);
+        None when the site has none (or it is not running)."""
+        m = self._managers.get(site)
+        if m is None or m[0].state != "running":
+            return None
+        runner, handler = m
+        if threading.current_thread() is runner.thread:
+            return handler(op, site, body, who)  # the manager itself: waiting on its own loop would deadlock
+
+        async def call() -> Any:
+            return handler(op, site, body, who)
+        return asyncio.run_coroutine_threadsafe(call(), runner.loop).result(timeout)

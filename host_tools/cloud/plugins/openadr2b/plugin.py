@@ -2,7 +2,10 @@
 
 Each VEN is an openleadr client (ven.py) polling the VTN. An event is checked and
 mapped (mapping.py) and becomes SPOT commands through the cloud's tracked path and, for
-price signals, a site forecast; the VTN gets optIn once the commands are accepted, and
+price signals, a site forecast. A site-wide load shed goes to the site's energy manager
+first when one is enabled (ctx.site_request: the event's percentage of the site's nominal
+power, in W; the manager's orders, listed in its request's record, are then the event's
+commands), and to mapping.device_command (every device the same percentage) otherwise; the VTN gets optIn once the commands are accepted, and
 optOut later when every device's ACK comes back refused, expired or unsupported (an
 oadrCreatedEvent for the same event and modification number: openleadr's VTN, like the
 profile, takes the latest). Refused events are answered optOut with the OpenADR status
@@ -146,6 +149,9 @@ class Plugin(Base):
         self.stats["events"] += 1
         if d.get("event_status") == "cancelled":
             rec["opt"] = "optIn"
+            if (known or {}).get("request"):  # the site's energy manager restores what it asked
+                self.ctx.site_request_cancel(v["site"], known["request"])
+                return self._keep(v, eid, rec)
             for cid, state in (known or {}).get("commands", {}).items():
                 if state in TAKING_PART | {"accepted", "published", "delivered"}:
                     dev = self.ctx.command(int(cid))["device"]
@@ -169,7 +175,7 @@ class Plugin(Base):
             except (Refused, ValidationError, PermissionError, RuntimeError) as e:
                 rec["forecast_refused"] = str(e)[:300]
                 self.ctx.log.warning("event %s: forecast for %s not sent: %s", eid, v["site"], e)
-        if plan.shed is not None:
+        if plan.shed is not None and not self._via_manager(v, eid, rec, plan, known, now):
             for dev in plan.devices:
                 sh = self.ctx.shadow(dev)
                 caps = sh.get("capabilities") or {}
@@ -177,10 +183,72 @@ class Plugin(Base):
                                               caps, plan.shed, now)
                 if body is not None:
                     self._send(v, eid, rec, dev, body)
-        took = bool(rec["commands"]) or "forecast" in rec
+        took = bool(rec["commands"]) or "forecast" in rec or bool(rec.get("scheduled"))
         rec["opt"] = "optIn" if took else "optOut"
         rec["sent_opt"] = rec["opt"]
         return self._keep(v, eid, rec)
+
+    def _via_manager(self, v: dict, eid: str, rec: dict, plan: mapping.Plan, known: dict | None,
+                     now: float) -> bool:
+        """A site-wide shed to the site's energy manager, when it has one (ctx.site_request):
+        the event's percentage of the site's nominal power (mapping.site_watts) becomes "reduce
+        the site by W", which the manager splits over the devices by their records. False
+        (the plugin's own mapping then) when the site has no manager, the event targets only
+        some of the VEN's resources, or it restores (0 %)."""
+        shed = plan.shed
+        assert shed is not None
+        if shed.percent <= 0 or set(plan.devices) != set(v["resources"].values()):
+            return False
+        shadows = [self.ctx.shadow(dev) for dev in plan.devices]
+        watts = mapping.site_watts(shadows, shed.percent)
+        if (known or {}).get("request"):  # a modification: the old request gives way to the new
+            self.ctx.site_request_cancel(v["site"], known["request"])
+        try:
+            # A start within the minute is now: the manager plans by the minute, and an event
+            # "from now" arrives with its start rounded up.
+            start = int(now) if shed.start <= now + 60 else shed.start
+            out = self.ctx.site_request(v["site"], {"kind": "reduce", "watts": watts, "start": start,
+                                                    "end": shed.end, "ref": f"openadr2b:{eid}"})
+        except (ValueError, TimeoutError) as e:
+            self.ctx.log.warning("event %s: the energy manager did not take it (%s): own mapping", eid, e)
+            return False
+        if out is None:
+            return False
+        # Taken for later: the manager sends its orders when the request starts (optIn now).
+        rec.update(request=out["id"], watts=watts, end=shed.end, scheduled=out.get("status") == "scheduled")
+        self._adopt(v, eid, rec, out)
+        self.ctx.log.info("event %s: %d %% of %s = %d W to the energy manager (request %s): %d orders",
+                          eid, shed.percent, v["site"], watts, out["id"], len(rec["commands"]))
+        return True
+
+    def _adopt(self, v: dict, eid: str, rec: dict, out: dict) -> bool:
+        """The manager's orders for this event's request are the event's commands (a restore
+        is not taking part); True if any is new."""
+        new = False
+        for od in out.get("orders", []):
+            cid = od.get("id")
+            if cid is None or od["command"].get("kind") == "restore" or str(cid) in rec["commands"]:
+                continue
+            rec["commands"][str(cid)] = od["state"]
+            self.by_command[cid] = (v["key"], eid)
+            self.stats["commands"] += 1
+            new = True
+            try:
+                rec["frame_bytes"] += self.ctx.command(cid).get("frame_bytes") or 0
+            except Exception:  # noqa: BLE001 - a figure only
+                pass
+        return new
+
+    def _adopt_later(self, cid: int) -> None:
+        """A command this plugin does not know: maybe the energy manager's re-plan for one of
+        its events (a device said no, a shed rotated); adopted if the request lists it."""
+        now = time.time()
+        for v in self.vens.values():
+            for eid, rec in v["events"].items():
+                if rec.get("request") and rec.get("end", 0) > now and cid not in self.by_command:
+                    out = self.ctx.site_request_get(v["site"], rec["request"])
+                    if out and self._adopt(v, eid, rec, out):
+                        self._keep(v, eid, rec)
 
     def _send(self, v: dict, eid: str, rec: dict, dev: int, body: dict) -> None:
         try:
@@ -203,7 +271,11 @@ class Plugin(Base):
 
     # what the devices answered ---------------------------------------------------------------
     async def on_event(self, event: dict) -> None:
-        if event.get("type") != "command" or event.get("id") not in self.by_command:
+        if event.get("type") != "command":
+            return
+        if event.get("id") not in self.by_command and event.get("state") == "accepted":
+            self._adopt_later(event["id"])
+        if event.get("id") not in self.by_command:
             return
         key, eid = self.by_command[event["id"]]
         v = self.vens[key]

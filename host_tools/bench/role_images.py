@@ -64,12 +64,14 @@ def _frames(reg, kind: str) -> list[str]:
 
 
 def _mp32():
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        import mp32_runner
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
-    return mp32_runner
+    """tests/mp32_runner.py, loaded by path: it is the tests' helper, no package of the host's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mp32_runner", ROOT / "tests" / "mp32_runner.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("mp32_runner", mod)
+    spec.loader.exec_module(mod)
+    return sys.modules["mp32_runner"]
 
 
 def run_image(role: str, port: str, modules: list[str], kind: str = "command",

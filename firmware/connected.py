@@ -209,6 +209,8 @@ class Connected:
                       received=res.received, published=res.published,
                       ms=ticks_diff(ticks_ms(), t0))
             self._serve(link, flush, res)
+            link.rearm()  # stopping: the last PUBACKs are welcome, not required
+            link.pump(lambda: not link.unacked, link.op_timeout_ms)
             ok = True
             why = self.stop
         except OSError as e:  # LinkError too; a power cut (BaseException) ends it all

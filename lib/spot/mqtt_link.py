@@ -158,7 +158,8 @@ class BoundedSocket:
                 if not (isinstance(e, _Timeout) or (e.args and e.args[0] in (11, 110))):
                     raise
                 if ticks_diff(end, ticks_ms()) <= 0:
-                    raise
+                    raise LinkError(110, "the broker went quiet (nothing for %d ms)" % (
+                        self.link.op_timeout_ms,))
             left = ticks_diff(end, ticks_ms())
             self._arm(max(1, min(left, self.link.idle_ms)))
 

@@ -239,7 +239,7 @@ def role_heap_figures() -> dict[str, float]:
     out: dict[str, float] = {}
     for n, role in enumerate(ROLES):
         dev = 0x4201 + n
-        with _device_world("heap", dev, cycles=3, wake_ms=20, role=role, control_ms=20,
+        with _device_world("heap", dev, cycles=3, wake_ms=20, role=role, control_ms=20, power="sleepy",
                            list_modules=True,
                            board={"clock": "wall", "seed": 1}) as (ctl, cfg, env):
             env = dict(env, MICROPYPATH=env["MICROPYPATH"] + os.pathsep + str(BUILD / "virtual"))

@@ -147,3 +147,19 @@ def test_a_hung_broker_never_stalls_control(tmp_path: Path) -> None:
     assert s["sessions"] == 0, s
     assert s["control_gap_ms"] < 300, s
     assert s["watchdog_resets"] == 0, s
+
+
+def test_keepalive_holds_an_idle_session(tmp_path: Path) -> None:
+    # Mosquitto drops a client silent for 1.5 keepalives (3 s here); the device pings at
+    # half its keepalive, so eight idle seconds later the first session still serves.
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port, keepalive_s=2) as dev:
+            dev.wait_for(_session(1), 20)
+            tb.wait_command(_command(tb, True)["id"], ("applied",), 10)
+            time.sleep(8)
+            tb.wait_command(_command(tb, False)["id"], ("applied",), 10)
+            s = dev.stop()
+    assert s["sessions"] == 1 and not [e for e in dev.events if e["ev"] == "session_end"
+                                       and e["why"] != "stop"], dev.events[-5:]

@@ -101,6 +101,7 @@ class Connected:
         self.base_ms = int(cfg.get("reconnect_ms", 500))
         self.t_start = ticks_ms()
         self.sessions = self.failures = self.refusals = 0
+        self.bytes_in = self.bytes_out = 0  # the link's, MQTT included, over all sessions
         self.gap_ms = 0  # the longest wait between two control steps (a stall shows here)
         self.last_control = ticks_ms()
         self.link = None
@@ -207,7 +208,7 @@ class Connected:
                 dev._healthy(self.cfg, node)
             self.emit("session", n=self.sessions, present=res.session_present,
                       received=res.received, published=res.published,
-                      ms=ticks_diff(ticks_ms(), t0))
+                      ms=ticks_diff(ticks_ms(), t0), bytes_in=link.bytes_in)
             self._serve(link, flush, res)
             link.rearm()  # stopping: the last PUBACKs are welcome, not required
             link.pump(lambda: not link.unacked, link.op_timeout_ms)
@@ -219,8 +220,11 @@ class Connected:
         refused = dev.refused(link, node)
         link.close(polite=ok)
         self.link = None
+        self.bytes_in += link.bytes_in
+        self.bytes_out += link.bytes_out
         self.emit("session_end", why=why, received=res.received, published=res.published,
-                  delivered=res.delivered, refused=refused)
+                  delivered=res.delivered, refused=refused, bytes_in=link.bytes_in,
+                  bytes_out=link.bytes_out)
         return ok
 
     def _serve(self, link, flush, res):
@@ -297,6 +301,7 @@ class Connected:
         node = self.node
         totals = node.summary()
         totals.update(why=self.stop, power="connected", sessions=self.sessions,
+                      link_bytes_in=self.bytes_in, link_bytes_out=self.bytes_out,
                       control_gap_ms=self.gap_ms, heap_peak=self.dev._heap[0])
         if self.hw is not None and hasattr(self.hw, "watchdog_resets"):
             totals["watchdog_resets"] = self.hw.watchdog_resets

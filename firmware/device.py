@@ -8,6 +8,9 @@ Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
     {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
      "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 0, "stdin_stop": true,
      "role": "thermostat", "board": {"seed": 1}, "control_ms": 1000}
+"power" is "sleepy" (this wake cycle) or "connected" (mains powered: one MQTT session
+held open, commands applied on arrival; connected.py, loaded in that mode alone); the
+plug and the heat pump default to connected, the rest to sleepy (power_mode).
 "role" (thermostat, smart_plug, heat_pump; none: the generic node) runs on the
 board that `import board` finds (boards/<name>/board.py on a board;
 boards/virtual/board.py under the unix port, "board" holding its arguments);

@@ -135,30 +135,31 @@ class BoundedSocket:
             mv = mv[:n]
         sent = 0
         while sent < len(mv):
-            self._arm()
-            k = self.io.send(mv[sent:])
+            k = self._io(self.io.send, mv[sent:])
             if not k:
                 raise LinkError(104, "connection closed while sending")
             sent += k
         self.link.bytes_out += sent
         return sent
 
-    def _recv(self, n):
-        """One recv, bounded as any operation; a silent peer is waited for in slices of
-        the link's idle_ms, its idle() (the role's control, the watchdog) between them,
-        so a hung socket never stalls control for a whole operation timeout."""
+    def _io(self, op, arg):
+        """One recv or send, bounded as any operation; a peer that neither sends nor
+        reads is waited for in slices of the link's idle_ms, its idle() (the role's
+        control, the watchdog) between them, so a hung socket never stalls control for
+        a whole operation timeout. (A send that times out has sent nothing: it is
+        retried as it was.)"""
         if self.link.idle is None:
             self._arm()
-            return self.io.recv(n)
+            return op(arg)
         end = ticks_add(ticks_ms(), self._arm(self.link.idle_ms))
         while True:
             try:
-                return self.io.recv(n)
+                return op(arg)
             except OSError as e:
                 if not (isinstance(e, _Timeout) or (e.args and e.args[0] in (11, 110))):
                     raise
                 if ticks_diff(end, ticks_ms()) <= 0:
-                    raise LinkError(110, "the broker went quiet (nothing for %d ms)" % (
+                    raise LinkError(110, "the broker went quiet (no progress for %d ms)" % (
                         self.link.op_timeout_ms,))
             left = ticks_diff(end, ticks_ms())
             self._arm(max(1, min(left, self.link.idle_ms)))
@@ -166,7 +167,7 @@ class BoundedSocket:
     def read(self, n):
         out = b""
         while len(out) < n:
-            chunk = self._recv(n - len(out))
+            chunk = self._io(self.io.recv, n - len(out))
             if not chunk:
                 raise LinkError(104, "connection closed by the broker")
             out += chunk

@@ -186,7 +186,7 @@ class Connected:
         if not isinstance(link, wake.Offline):  # its waits keep this loop's control pace
             link.idle = self._control
             link.idle_ms = min(self.step, 200)
-        if self.cfg.get("availability", True):
+        if self.cfg.get("availability", bool(self.cfg.get("role"))):  # as a wake's
             link.will = (self.status, b"lost")
             link.farewell = (self.status, b"lost")
         res = wake.CycleResult()
@@ -240,6 +240,7 @@ class Connected:
             if link.client.sock.pending():
                 wait = 0
             poll.wait(max(0, min(wait, self.step)))
+            link.rearm()  # the budget bounds each burst of work, not the session
             if link.client.sock.pending():  # TLS: decrypted bytes poll cannot see
                 self._mqtt()
             self._control()
@@ -252,13 +253,11 @@ class Connected:
                 last_time = now
                 ask = node.time_request()
                 if ask is not None:
-                    link.rearm()
                     link.publish(self.up, ask, None)
             if link.bytes_out != sent:
                 sent = link.bytes_out
                 last_tx = now
             elif ticks_diff(now, last_tx) >= keep_ms:
-                link.rearm()
                 link.ping()
                 sent = link.bytes_out
                 last_tx = now

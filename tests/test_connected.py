@@ -163,3 +163,17 @@ def test_keepalive_holds_an_idle_session(tmp_path: Path) -> None:
             s = dev.stop()
     assert s["sessions"] == 1 and not [e for e in dev.events if e["ev"] == "session_end"
                                        and e["why"] != "stop"], dev.events[-5:]
+
+
+def test_a_long_session_keeps_exchanging_time_past_its_budget(tmp_path: Path) -> None:
+    # The link's budget (1 s here) bounds each burst of work, not the session: a time
+    # exchange every second, long after the session opened, goes out on the same session.
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port, budget_ms=1000, time_s=1) as dev:
+            dev.wait_for(_session(1), 20)
+            time.sleep(4.5)
+            s = dev.stop()
+    assert s["sessions"] == 1 and s["time_answers"] >= 4, s
+    assert [e["why"] for e in dev.events if e["ev"] == "session_end"] == ["stop"]

@@ -8,6 +8,9 @@ Config (JSON; path in argv[1], else $SPOT_CONFIG, else config.json):
     {"dir": "/", "broker": {"host": "127.0.0.1", "port": 1883},
      "wake_ms": 1000, "budget_ms": 5000, "cycles": 0, "run_s": 0, "stdin_stop": true,
      "role": "thermostat", "board": {"seed": 1}, "control_ms": 1000}
+"power" is "sleepy" (this wake cycle) or "connected" (mains powered: one MQTT session
+held open, commands applied on arrival; connected.py, loaded in that mode alone); the
+plug and the heat pump default to connected, the rest to sleepy (power_mode).
 "role" (thermostat, smart_plug, heat_pump; none: the generic node) runs on the
 board that `import board` finds (boards/<name>/board.py on a board;
 boards/virtual/board.py under the unix port, "board" holding its arguments);
@@ -193,6 +196,69 @@ def make_node(cfg, power_on=False):
     return node
 
 
+_CONNECTED_ROLES = ("smart_plug", "heat_pump")  # mains powered: connected by default
+
+
+def power_mode(cfg):
+    """"sleepy" (the wake cycle) or "connected" (one session held open: connected.py),
+    by the config's "power", else by the role (the plug and the heat pump: connected)."""
+    p = cfg.get("power")
+    if p == "sleepy" or p == "connected":
+        return p
+    if p is not None:
+        emit("refused", what="power %r: sleepy or connected; the role's default taken" % (p,))
+    return "connected" if cfg.get("role") in _CONNECTED_ROLES else "sleepy"
+
+
+def make_link(cfg, node, fault=None):
+    """The node's MQTT link as the config says (broker, account, TLS, budget), the role's
+    control step and the watchdog in its waits; wake.Offline without a network stack."""
+    b = cfg.get("broker", {})
+    subs = [topics.topic(node.site, a) for a in node.table.addresses()]
+    subs.append(topics.topic(node.site, 0xFFFFFFFF))
+    own = topics.topic(node.site, node.address)
+    try:  # the transport on first use: a board without `socket` still runs its role
+        from spot.mqtt_link import MqttLink
+
+        auth = node.broker_auth or {}
+        link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
+                        int(b.get("port", 1883)), subs, own, None,
+                        budget_ms=int(cfg.get("budget_ms", 5000)),
+                        keepalive=int(cfg.get("keepalive_s", 60)),
+                        user=auth.get("user"), password=auth.get("password"),
+                        # TLS per deployment: "tls": true and the CA deployed in "dir"
+                        tls=cfg.get("dir", ".") + "/" + b.get("ca", "ca.der") if b.get("tls") else None,
+                        tls_name=b.get("tls_name"))
+    except ImportError as e:  # no network stack: the wake fails, the report is journalled
+        link = wake.Offline(repr(e))
+    link.fault = fault
+    if node.role is not None:  # the role keeps control (an over-current) through the wake
+        step = int(cfg.get("control_ms", 1000))
+        last = [ticks_ms()]
+
+        def idle():
+            _feed()
+            if ticks_diff(ticks_ms(), last[0]) >= step:
+                last[0] = ticks_ms()
+                node.control()
+
+        link.idle = idle
+        link.idle_ms = min(step, 200)
+    return link
+
+
+def refused(link, node):
+    """A broker that refused the session (wrong credentials or ACL): say why, once per
+    attempt; the caller backs off (no crash loop). True if it did."""
+    code = getattr(link, "refused", 0)  # an Offline link never reached a broker
+    if code:
+        from spot.mqtt_link import REFUSALS
+
+        emit("broker_refused", code=code, why=REFUSALS[code],
+             user=(node.broker_auth or {}).get("user"))
+    return bool(code)
+
+
 def wake_once(cfg, fault=None, setup=None, boot=None):
     """One wake: build the node from flash, run the cycle; (node, result).
 
@@ -216,47 +282,13 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
 
         if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2, lambda: _step(node)):
             emit("wifi", up=False)
-    b = cfg.get("broker", {})
-    subs = [topics.topic(node.site, a) for a in node.table.addresses()]
-    subs.append(topics.topic(node.site, 0xFFFFFFFF))
-    own = topics.topic(node.site, node.address)
-    try:  # the transport on first use: a board without `socket` still runs its role
-        from spot.mqtt_link import MqttLink
-
-        auth = node.broker_auth or {}
-        link = MqttLink("spot-%08x" % node.address, b.get("host", "127.0.0.1"),
-                        int(b.get("port", 1883)), subs, own, None,
-                        budget_ms=int(cfg.get("budget_ms", 5000)),
-                        user=auth.get("user"), password=auth.get("password"),
-                        # TLS per deployment: "tls": true and the CA deployed in "dir"
-                        tls=cfg.get("dir", ".") + "/" + b.get("ca", "ca.der") if b.get("tls") else None,
-                        tls_name=b.get("tls_name"))
-    except ImportError as e:  # no network stack: the wake fails, the report is journalled
-        link = wake.Offline(repr(e))
-    link.fault = fault
-    if node.role is not None:  # the role keeps control (an over-current) through the wake
-        step = int(cfg.get("control_ms", 1000))
-        last = [ticks_ms()]
-
-        def idle():
-            _feed()
-            if ticks_diff(ticks_ms(), last[0]) >= step:
-                last[0] = ticks_ms()
-                node.control()
-
-        link.idle = idle
-        link.idle_ms = min(step, 200)
+    link = make_link(cfg, node, fault)
     if cfg.get("availability", bool(cfg.get("role"))):  # Tasmota's habit, for products
         st = topics.status(node.site, node.address)
         link.will = (st, b"lost")
         link.farewell = (st, b"asleep %d" % (node.now() + int(cfg.get("wake_ms", 1000)) // 1000))
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
-    refused = getattr(link, "refused", 0)  # an Offline link never reached a broker
-    if refused:  # wrong credentials or ACL: say why; main() backs off (no crash loop)
-        from spot.mqtt_link import REFUSALS
-
-        emit("broker_refused", code=refused, why=REFUSALS[refused],
-             user=(node.broker_auth or {}).get("user"))
+    refused(link, node)  # wrong credentials or ACL: say why; main() backs off
     node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
     emit("cycle", **res.as_dict())
@@ -311,6 +343,10 @@ def main(config=None):
         _wdt[0] = hw.watchdog(int(cfg.get("watchdog_ms", 30000)))
         emit("boot", role=cfg["role"], board=hw.name, cause=boot, safe=_safe[0],
              board_heap=_board_heap)
+    if power_mode(cfg) == "connected":  # mains powered: one session held open
+        import connected  # loaded in this mode alone
+
+        return connected.run(sys.modules[__name__], cfg, bool(cfg.get("stdin_stop")), boot)
     t_start = ticks_ms()
     while not run_ms or ticks_diff(ticks_ms(), t_start) < run_ms:
         if node is not None and node.role is not None:

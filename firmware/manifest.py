@@ -10,6 +10,7 @@ require("ds18x20")
 require("umqtt.simple")
 include("../lib/spot/manifest.py")
 for name in (
+    "connected.py",
     "device.py",
     "hal.py",
     "heat_pump.py",

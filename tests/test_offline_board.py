@@ -45,7 +45,7 @@ sys.exit(device.main())
 
 def _run(tmp: Path, port: int, launcher: Path | None, cycles: int) -> list[dict]:
     conf = {"dir": str(tmp / "fs"), "broker": {"host": "127.0.0.1", "port": port},
-            "cycles": cycles, "wake_ms": 100, "run_s": 30, "role": "smart_plug",
+            "cycles": cycles, "wake_ms": 100, "run_s": 30, "role": "smart_plug", "power": "sleepy",
             "control_ms": 20, "list_modules": True, "budget_ms": 1000,
             "board": {"chip": "rp2040", "clock": "wall", "seed": 5}}
     path = tmp / "device.json"

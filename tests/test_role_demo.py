@@ -45,7 +45,10 @@ def test_demo_goes_through_the_cloud_and_leaves_nothing_running(tmp_path: Path) 
     # The timeline: the cloud's own view, from its event stream, in lifecycle order.
     for c in res.commands:
         states = re.findall(rf"cloud\s+(\w+)\s+command {c['id']} ", text)
-        assert states == ["accepted", "published", c["state"]], (c["id"], states)
+        # A connected device (the plug, the heat pump) may answer before the broker's
+        # PUBACK reaches the cloud: then the command goes from accepted to its answer.
+        assert states in (["accepted", "published", c["state"]], ["accepted", c["state"]]), (
+            c["id"], states)
     for who in ("thermostat", "smart plug", "heat pump"):
         assert f"ACK from {who}" in text  # its ACK reached the cloud
         assert re.search(rf"{who}\s+deployed\s+\d+ files", text)  # through spot deploy

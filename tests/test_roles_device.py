@@ -38,6 +38,7 @@ def run_device(tmp: Path, port: int, role: str, chip: str, cycles: int,
                heap: str | None = None) -> list[dict[str, Any]]:
     conf = {"dir": str(tmp / "fs"), "broker": {"host": "127.0.0.1", "port": port},
             "cycles": cycles, "wake_ms": 100, "run_s": 30, "role": role, "control_ms": 50,
+            "power": "sleepy",  # wake cycles (connected mode: tests/test_connected.py)
             "board": {"chip": chip, "clock": "wall", "seed": 3}}
     path = tmp / "device.json"
     path.write_text(json.dumps(conf))

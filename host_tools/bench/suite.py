@@ -56,6 +56,10 @@ FLOORS = {
     "wire_ratio_shed_vs_openadr": ("<=", 1 / 20),
     "wire_ratio_telemetry_vs_openadr": ("<=", 1 / 20),
     "broker_acl_violations_accepted": ("<=", 0),
+    # Issue 13 section 1: connected (mains) devices (host_tools/bench/connected_figures.py).
+    "connected_command_to_ack_ms_p99": ("<=", 50),
+    "connected_soak_lost": ("<=", 0),
+    "connected_soak_duplicated": ("<=", 0),
     # Issue 11: nothing lost or doubled through SIGKILLs; the API under generated requests.
     "cloud_commands_lost_after_sigkill": ("<=", 0),
     "cloud_commands_applied_twice": ("<=", 0),
@@ -235,7 +239,7 @@ def role_heap_figures() -> dict[str, float]:
     out: dict[str, float] = {}
     for n, role in enumerate(ROLES):
         dev = 0x4201 + n
-        with _device_world("heap", dev, cycles=3, wake_ms=20, role=role, control_ms=20,
+        with _device_world("heap", dev, cycles=3, wake_ms=20, role=role, control_ms=20, power="sleepy",
                            list_modules=True,
                            board={"clock": "wall", "seed": 1}) as (ctl, cfg, env):
             env = dict(env, MICROPYPATH=env["MICROPYPATH"] + os.pathsep + str(BUILD / "virtual"))
@@ -416,12 +420,13 @@ def main(quick: bool = False) -> int:
 
     figures.update(broker_figures.figures(quick))
     # The cloud's guarantees, its API under generated requests, its plugins, the energy manager.
-    from host_tools.bench import (cloud_api_fuzz, cloud_durability, emd_figures,
+    from host_tools.bench import (cloud_api_fuzz, cloud_durability, connected_figures, emd_figures,
                                   plugin_home_assistant_figures, plugin_openadr2b_figures,
                                   plugin_openadr3_figures, plugin_s2_figures)
 
     for module in (cloud_durability, cloud_api_fuzz, plugin_home_assistant_figures, plugin_s2_figures,
-                   plugin_openadr2b_figures, plugin_openadr3_figures, emd_figures):
+                   plugin_openadr2b_figures, plugin_openadr3_figures, emd_figures,
+                   connected_figures):  # issue 13: command to ACK, the connected soak
         figures.update(module.figures(quick))
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

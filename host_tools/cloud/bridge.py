@@ -316,7 +316,9 @@ class Bridge:
                 break
         if ids:
             try:
-                self.store.mark_published(ids)
+                # Only those still waiting: an answered one (its ACK first) is not announced
+                # published after its answer.
+                ids = self.store.mark_published(ids)
             except OperationalError as e:  # the state is advisory; the resend does not need it
                 log.warning("could not mark %d commands published: %s", len(ids), e)
             for cid in ids:

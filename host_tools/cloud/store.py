@@ -373,16 +373,18 @@ class Store:
                 commands.c.id == cid, commands.c.state.in_(OPEN_STATES)))
                 .values(sends=commands.c.sends + 1)).rowcount)
 
-    def mark_published(self, ids: list[int]) -> None:
-        """The broker has the frames (PUBACK)."""
+    def mark_published(self, ids: list[int]) -> list[int]:
+        """The broker has the frames (PUBACK); the ids that became "published" (a connected
+        device's ACK can come back before the broker's PUBACK: that command stays answered)."""
         if not ids:
-            return
+            return []
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(update(commands).where(commands.c.id.in_(ids))
                          .values(published_at=func.coalesce(commands.c.published_at, now)))
-            conn.execute(update(commands).where(and_(commands.c.id.in_(ids), commands.c.state == "accepted"))
-                         .values(state="published"))
+            return list(conn.execute(update(commands).where(and_(
+                commands.c.id.in_(ids), commands.c.state == "accepted"))
+                .values(state="published").returning(commands.c.id)).scalars())
 
     def cancel(self, cid: int, who: str) -> dict:
         with self.engine.begin() as conn:

@@ -162,10 +162,12 @@ class CloudTestbed:
 
 def run_device(tmp: Path, fs: Path, broker_port: int, role: str, cycles: int, chip: str = "esp32",
                wake_ms: int = 100, timeout: float = 60, **extra: Any) -> list[dict]:
-    """The built firmware under the MicroPython unix port for some wake cycles; its events."""
+    """The built firmware under the MicroPython unix port for some wake cycles; its events.
+    Wake cycles are the sleepy mode's: "power" is "sleepy" unless extra says otherwise
+    (start_device runs a connected one)."""
     micropython = Path(sys.executable).parent / "micropython"
     conf = {"dir": str(fs), "broker": {"host": "127.0.0.1", "port": broker_port}, "cycles": cycles,
-            "wake_ms": wake_ms, "run_s": 30, "role": role, "control_ms": 50,
+            "wake_ms": wake_ms, "run_s": 30, "role": role, "control_ms": 50, "power": "sleepy",
             "board": {"chip": chip, "clock": "wall", "seed": 3}, **extra}
     path = tmp / f"device-{fs.name}.json"
     path.write_text(json.dumps(conf))
@@ -176,3 +178,90 @@ def run_device(tmp: Path, fs: Path, broker_port: int, role: str, cycles: int, ch
     if p.returncode:
         raise RuntimeError(p.stdout[-2000:] + p.stderr[-2000:])
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+
+class DeviceProcess:
+    """The built firmware under the unix port as a process that keeps running (a connected
+    device); its events read line by line on a thread. stop() says "stop" on stdin."""
+
+    def __init__(self, tmp: Path, fs: Path, broker_port: int, role: str = "smart_plug",
+                 chip: str = "esp32", **extra: Any) -> None:
+        import threading
+
+        micropython = Path(sys.executable).parent / "micropython"
+        conf = {"dir": str(fs), "broker": {"host": "127.0.0.1", "port": broker_port}, "run_s": 300,
+                "role": role, "control_ms": 50, "stdin_stop": True,
+                "board": {"chip": chip, "clock": "wall", "seed": 3}, **extra}
+        path = tmp / f"device-{fs.name}.json"
+        path.write_text(json.dumps(conf))
+        image = ROOT / "build" / "mpy" / "x64"
+        env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(image), str(ROOT / "build" / "virtual")]))
+        self.proc = subprocess.Popen([str(micropython), str(image / "main.py"), str(path)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
+        self.events: list[dict] = []
+        self.lines: list[str] = []
+        self._cv = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            with self._cv:
+                self.lines.append(line)
+                if line.startswith("{"):
+                    try:
+                        self.events.append(json.loads(line))
+                    except ValueError:
+                        pass
+                self._cv.notify_all()
+
+    def wait_for(self, pred: Any, timeout: float = 10.0) -> dict:
+        """The first event (from the start) for which pred(event) is true."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for e in self.events:
+                    if pred(e):
+                        return e
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no such event; the device said:\n{''.join(self.lines[-40:])}")
+                self._cv.wait(min(left, 0.5))
+
+    def count(self, ev: str) -> int:
+        with self._cv:
+            return sum(1 for e in self.events if e.get("ev") == ev)
+
+    def stop(self, timeout: float = 20.0) -> dict:
+        """Ask it to stop; its summary."""
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        time.sleep(0.1)
+        with self._cv:
+            s = [e for e in self.events if e.get("ev") == "summary"]
+        if not s:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"no summary; rc {self.proc.returncode}: {''.join(self.lines[-30:])}{err[-2000:]}")
+        return s[-1]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "DeviceProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.kill()

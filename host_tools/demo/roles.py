@@ -6,7 +6,9 @@ behind a REPL endpoint (host_tools/board/virtual_board.py), provisioned, given
 the built firmware with `spot deploy` and reset, as a real board would be; the
 firmware runs on the board's peripheral models (a room, a fridge behind the
 plug, a heat pump with its store) and the demo reads its serial console. The
-boards sleep between wakes, their radios off, their roles still in control.
+thermostat sleeps between wakes, its radio off, its role still in control; the
+plug and the heat pump are mains powered and hold one session open ("power":
+"connected", their default: firmware/connected.py).
 
 The cloud is the real service (`spot cloud serve`, its database in
 build/demo-cloud.sqlite, fresh each run) on a private Mosquitto, with the demo's
@@ -15,8 +17,9 @@ Everything is sent through the cloud's REST API, as `spot ctl` would:
   1. a 24 h price forecast, retained under the site's group key;
   2. "reduce 20 % for 2 h" to all three: each carries it out its own way and
      says so in its ACK (the plug can only switch: adapted);
-  3. while the heat pump sleeps, "SG Ready recommended for 1 h", and the plug's
-     relay on: queued at the broker, applied at the next wake, then reported.
+  3. "SG Ready recommended for 1 h" to the heat pump and the plug's relay on:
+     applied on arrival by the connected devices (a sleepy one's wait at the
+     broker for its next wake), then reported.
 The timeline shows each side: the cloud's view from its live event stream
 (accepted -> published -> applied / adapted, with the device's reason) and the
 boards' from their consoles. A summary from the API follows; the run returns 0
@@ -80,6 +83,7 @@ class DeviceRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     awake_at: list[float] = field(default_factory=list)
+    connected: bool = False  # "power": connected (the plug and the heat pump by default)
 
     @property
     def who(self) -> str:
@@ -191,13 +195,19 @@ class Demo:
             if ev == "boot":
                 self.note(d.who, "boot", f"{e['board']}, reset cause {e['cause']}")
             elif ev == "kept" and e.get("cls") == frame.CLASS_COMMAND:
-                self.note(d.who, "delivered", f"command seq {e['seq']} at its wake")
+                self.note(d.who, "delivered", f"command seq {e['seq']} " + (
+                    "on arrival" if d.connected else "at its wake"))
             elif ev in ("applied", "refused") and "status" in e:
                 status = STATUS_NAMES.get(e["status"], str(e["status"]))
                 r = e.get("reason")
                 why = REASONS.get(r, f"reason {r}") if r else ""  # in the cloud's words too
                 what = KINDS.get((e.get("svc"), e.get("kind")), e.get("what", ""))
                 self.note(d.who, status, what + (f" ({why})" if why else ""))
+            elif ev == "session":  # connected: one session held open
+                d.connected = True
+                d.awake_at.append(time.monotonic() - self.t0)
+                d.summary["sessions"] = e.get("n", 0)
+                self.note(d.who, "connected", "session held open (mains powered)")
             elif ev == "cycle":
                 d.awake_at.append(time.monotonic() - self.t0)
                 d.summary["cycles"] = d.summary.get("cycles", 0) + 1
@@ -382,14 +392,15 @@ def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult)
         p = cloud.send_prices(SITE, [float(x) for x in PRICES], 3600)
         demo.note("cloud", "accepted", f"24 h price forecast -> site {SITE} (group {p['group']}, "
                                        f"{p['frame_bytes']} B, retained)")
-        # 2. demand response to all three, each asleep
+        # 2. demand response to all three: the thermostat asleep, the others connected
         ids = [demo.send(cloud, d, {"kind": "reduce", "percent": 20, "duration_s": 7200}).id
                for d in demo.devices]
         _wait(lambda: demo.answered(ids), 15, demo)
-        # 3. while the heat pump sleeps: a new SG Ready state; the plug: relay on
+        # 3. the heat pump: a new SG Ready state (once it is back asleep, if sleepy); the plug: relay on
         hp, plug = demo.devices[2], demo.devices[1]
         last = len(hp.awake_at)
-        _wait(lambda: len(hp.awake_at) > last, 10, demo)  # it just went back to sleep
+        if not hp.connected:
+            _wait(lambda: len(hp.awake_at) > last, 10, demo)  # it just went back to sleep
         ids.append(demo.send(cloud, hp, {"kind": "sg_state", "state": 3, "duration_s": 3600}).id)
         ids.append(demo.send(cloud, plug, {"kind": "relay", "on": True}).id)
         _wait(lambda: demo.answered(ids), 20, demo)
@@ -424,7 +435,8 @@ def _summary(console: Console, demo: Demo, result: DemoResult, reports: dict[str
         table.add_column(col)
     for d in demo.devices:
         mine = [c["state"] for c in result.commands if c["device"] == d.hex]
-        table.add_row(f"{d.who} {d.hex}", d.chip, str(d.summary.get("cycles", "?")), str(len(mine)),
+        wakes = "connected" if d.connected else str(d.summary.get("cycles", "?"))
+        table.add_row(f"{d.who} {d.hex}", d.chip, wakes, str(len(mine)),
                       str(mine.count("applied")), str(mine.count("adapted")), str(reports.get(d.hex, 0)),
                       f"{d.summary.get('bytes_out', 0):,}", state_text(shadows.get(d.hex, {}).get("state")))
     console.print(table)

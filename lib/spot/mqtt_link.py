@@ -21,9 +21,14 @@ import socket as _socket
 
 try:
     from micropython import const
-    from time import ticks_diff, ticks_ms
+    from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:
-    from spot._cpython import const, ticks_diff, ticks_ms
+    from spot._cpython import const, ticks_add, ticks_diff, ticks_ms
+
+try:
+    _Timeout = TimeoutError  # CPython's socket timeout
+except NameError:  # MicroPython: an OSError with ETIMEDOUT (or EAGAIN)
+    _Timeout = ()
 
 _IPPROTO_TCP = const(6)  # not exported by every port's socket module
 _TCP_NODELAY = const(1)
@@ -79,18 +84,21 @@ class BoundedSocket:
         except (OSError, AttributeError, TypeError):
             pass
 
-    def _arm(self):
+    def _arm(self, slice_ms=0):
+        """Bound the next operation; ms it may take. With slice_ms, the socket's own
+        timeout is at most that (a read waits in slices, the role's step between)."""
         left = self.link.remaining_ms()
         if left <= 0:
             raise LinkError(110, "wake budget spent")
         ms = min(left, self.link.op_timeout_ms)
         if self.cap_ms is not None and self.cap_ms < ms:
             ms = self.cap_ms
-        self.raw.settimeout(ms / 1000)
+        self.raw.settimeout((min(ms, slice_ms) if slice_ms else ms) / 1000)
         if self.link.idle is not None:  # slow socket steps too: the role keeps control
             self.link.idle()
         if self.link.fault:
             self.link.fault("net", self.link)
+        return ms
 
     def settimeout(self, seconds):
         """umqtt >= 1.4: None (blocking) leaves the link's bounds; a number caps them."""
@@ -127,19 +135,39 @@ class BoundedSocket:
             mv = mv[:n]
         sent = 0
         while sent < len(mv):
-            self._arm()
-            k = self.io.send(mv[sent:])
+            k = self._io(self.io.send, mv[sent:])
             if not k:
                 raise LinkError(104, "connection closed while sending")
             sent += k
         self.link.bytes_out += sent
         return sent
 
+    def _io(self, op, arg):
+        """One recv or send, bounded as any operation; a peer that neither sends nor
+        reads is waited for in slices of the link's idle_ms, its idle() (the role's
+        control, the watchdog) between them, so a hung socket never stalls control for
+        a whole operation timeout. (A send that times out has sent nothing: it is
+        retried as it was.)"""
+        if self.link.idle is None:
+            self._arm()
+            return op(arg)
+        end = ticks_add(ticks_ms(), self._arm(self.link.idle_ms))
+        while True:
+            try:
+                return op(arg)
+            except OSError as e:
+                if not (isinstance(e, _Timeout) or (e.args and e.args[0] in (11, 110))):
+                    raise
+                if ticks_diff(end, ticks_ms()) <= 0:
+                    raise LinkError(110, "the broker went quiet (no progress for %d ms)" % (
+                        self.link.op_timeout_ms,))
+            left = ticks_diff(end, ticks_ms())
+            self._arm(max(1, min(left, self.link.idle_ms)))
+
     def read(self, n):
         out = b""
         while len(out) < n:
-            self._arm()
-            chunk = self.io.recv(n - len(out))
+            chunk = self._io(self.io.recv, n - len(out))
             if not chunk:
                 raise LinkError(104, "connection closed by the broker")
             out += chunk
@@ -221,6 +249,35 @@ class MqttLink:
         self.idle_ms = 200
         self.suback = None
         self.oversized = 0  # messages too big to be frames: discarded, acknowledged
+        self.ping_at = None  # a long session (connected mode): when the PINGREQ went out
+
+    # A long session (firmware/connected.py) ------------------------------------
+    def rearm(self):
+        """A long session's budget is per burst of work, not for its whole life."""
+        self.t0 = ticks_ms()
+
+    def io(self):
+        """What to poll for the broker's packets (the socket, or TLS over it)."""
+        return self.client.sock.io
+
+    def ready(self):
+        """Bytes waiting without a wait: TLS's decrypted ones, or the socket's."""
+        return bool(self.client.sock.pending() or self.poller.poll(0))
+
+    def ping(self):
+        """PINGREQ (keepalive); the PINGRESP clears ping_at."""
+        self.client.sock.write(b"\xc0\x00")
+        if self.ping_at is None:
+            self.ping_at = ticks_ms()
+
+    def service(self, most=32):
+        """Handle the packets already waiting (at most `most`: control goes on under a
+        flood); never waits for one to begin."""
+        n = 0
+        while n < most and self.ready():
+            self._packet()
+            n += 1
+        return n
 
     def remaining_ms(self):
         return self.budget_ms - ticks_diff(ticks_ms(), self.t0)
@@ -281,6 +338,12 @@ class MqttLink:
         c.sock.write(head + payload)  # one write: one segment on the wire
         self.unacked[pid] = tag
         return pid
+
+    def retain(self, topic, payload):
+        """A retained QoS 0 PUBLISH (availability): it needs no answer."""
+        t = topic.encode()
+        body = bytes((len(t) >> 8, len(t) & 0xFF)) + t + payload
+        self.client.sock.write(_head(0x31, len(body)) + body)
 
     def send_marker(self):
         """Publish a fresh end-of-queue marker to our own downlink topic.
@@ -377,7 +440,7 @@ class MqttLink:
                     raise LinkError(71, "the broker refused a subscription")
                 self.suback = None
         elif op == 0xD0 and n == 0:  # PINGRESP
-            pass
+            self.ping_at = None
         else:
             raise LinkError(71, "unexpected MQTT packet 0x%02x of %d bytes" % (op, n))
 
@@ -387,10 +450,8 @@ class MqttLink:
             return
         try:
             if polite:
-                if self.farewell is not None:  # retained, QoS 0: it needs no answer
-                    t = self.farewell[0].encode()
-                    body = bytes((len(t) >> 8, len(t) & 0xFF)) + t + self.farewell[1]
-                    self.client.sock.write(_head(0x31, len(body)) + body)
+                if self.farewell is not None:
+                    self.retain(self.farewell[0], self.farewell[1])
                 self.client.sock.write(b"\xe0\x00")
         except OSError:
             pass

@@ -59,11 +59,8 @@ class Offline:
         pass
 
 
-def run(node, link, up_topic):
-    """One cycle; never raises for network trouble (the result says what happened)."""
-    res = CycleResult()
-    t0 = ticks_ms()
-    journal = node.journal
+def flusher(journal, link, up_topic, res):
+    """flush(): publish every outbox entry not yet published in this session."""
     sent = set()  # outbox entry ids published in this session
 
     def flush():
@@ -73,21 +70,55 @@ def run(node, link, up_topic):
                 sent.add(entry_id)
                 res.published += 1
 
+    return flush
+
+
+def start(node, link, up_topic, res, flush):
+    """A session's opening, the same for a wake and for a connected device's session:
+    connect, the end-of-queue marker and a time request, the outbox resent, and the
+    queue received until the marker comes back; the time request's local ms or None."""
+
     def on_frame(buf):
         res.received += 1
         node.receive(buf)
         flush()  # ACKs go out while the queue is still arriving
 
     link.on_frame = on_frame
+    res.session_present = link.open()
+    link.send_marker()
+    ask = node.time_request()  # a two-way time exchange rides along
+    if ask is not None:
+        link.publish(up_topic, ask, None)
+    flush()  # what earlier wakes could not deliver
+    link.pump(lambda: link.drained)
+    return ask
+
+
+def settle(journal, link, res):
+    """The PUBACKs collected so far trim the outbox (committed); False if flash refused."""
+    n = 0
+    if link.acked:
+        n = journal.delivered(set(link.acked))
+        res.delivered += n
+        link.acked = []
+    if n or journal.dirty:
+        try:
+            journal.commit()
+        except OSError as e:  # flash full: the entries stay, and are sent again
+            res.error = repr(e)
+            return False
+    return True
+
+
+def run(node, link, up_topic):
+    """One cycle; never raises for network trouble (the result says what happened)."""
+    res = CycleResult()
+    t0 = ticks_ms()
+    journal = node.journal
+    flush = flusher(journal, link, up_topic, res)
     reported = False
     try:
-        res.session_present = link.open()
-        link.send_marker()
-        ask = node.time_request()  # a two-way time exchange rides along
-        if ask is not None:
-            link.publish(up_topic, ask, None)
-        flush()  # what earlier wakes could not deliver
-        link.pump(lambda: link.drained)
+        ask = start(node, link, up_topic, res, flush)
         node.report()  # after acting: the report shows the new state
         reported = True
         flush()
@@ -102,13 +133,8 @@ def run(node, link, up_topic):
         res.error = repr(e)
         if not reported:
             node.report()  # this wake's measurements wait in the outbox for the next
-    res.delivered = journal.delivered(set(link.acked))
-    if res.delivered or journal.dirty:
-        try:
-            journal.commit()
-        except OSError as e:  # flash full: the entries stay, and are sent again
-            res.ok = False
-            res.error = repr(e)
+    if not settle(journal, link, res):
+        res.ok = False
     link.close(polite=res.ok)
     res.ms = ticks_diff(ticks_ms(), t0)
     res.bytes_in = link.bytes_in

@@ -1,0 +1,179 @@
+"""Connected power mode (issue 13 section 1): a mains-powered device holds one MQTT
+session open. Real Mosquitto, the real cloud service where a command goes through it,
+and the built firmware under the MicroPython unix port (testbed.DeviceProcess)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from host_tools.cloud.testbed import ApiError, CloudTestbed, DeviceProcess
+
+from conftest import ScriptedBroker, provision
+
+pytestmark = pytest.mark.timeout(180)
+
+SITE = "home"
+PLUG = 0x3102
+
+
+def _command(tb: CloudTestbed, on: bool) -> dict:
+    """A relay command through the cloud's API (once the plug's capability record is in)."""
+    end = time.monotonic() + 15
+    while True:
+        try:
+            return tb.api("POST", f"/api/devices/{PLUG:08x}/commands", {"kind": "relay", "on": on})
+        except ApiError as e:
+            if e.status != 422 or time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def _session(n: int):
+    return lambda e: e.get("ev") == "session" and e.get("n") == n
+
+
+def test_power_mode_by_role_and_config() -> None:
+    from host_tools.sim import fleet_host
+
+    fw = fleet_host.firmware()
+    said: list[dict] = []
+    fw.emit = lambda ev, **f: said.append(dict(f, ev=ev))
+    assert fw.power_mode({"role": "smart_plug"}) == "connected"
+    assert fw.power_mode({"role": "heat_pump"}) == "connected"
+    assert fw.power_mode({"role": "thermostat"}) == "sleepy"
+    assert fw.power_mode({}) == "sleepy"
+    assert fw.power_mode({"role": "smart_plug", "power": "sleepy"}) == "sleepy"
+    assert fw.power_mode({"role": "thermostat", "power": "connected"}) == "connected"
+    assert not said
+    assert fw.power_mode({"role": "thermostat", "power": "always"}) == "sleepy"
+    assert said and said[0]["ev"] == "refused" and "sleepy or connected" in said[0]["what"]
+
+
+def test_a_connected_plug_applies_cloud_commands_on_arrival(tmp_path: Path) -> None:
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port) as dev:
+            first = dev.wait_for(_session(1), 20)
+            assert first["present"] is False  # a new device: no session at the broker yet
+            ms = []
+            for i in range(10):
+                c = tb.wait_command(_command(tb, i % 2 == 0)["id"], ("applied",), 10)
+                ms.append((c["acked_at"] - c["created_at"]) * 1000)
+            s = dev.stop()
+    # No wake interval between a command and its ACK: loopback and one packet each way.
+    # (A sleepy device waits for its next wake: seconds to minutes.)
+    assert sorted(ms)[len(ms) // 2] < 100 and max(ms) < 500, ms
+    assert s["power"] == "connected" and s["why"] == "stop", s
+    assert s["sessions"] == 1 and s["applied"] == 10 and s["duplicates"] == 0, s
+    assert s["outbox"] == 0 and s["acks"] == 10, s
+    assert not [e for e in dev.events if e["ev"] == "cycle"]  # no wake cycles at all
+    assert s["watchdog_resets"] == 0 and s["control_gap_ms"] < 500, s
+
+
+def test_reconnects_after_a_broker_sigkill_and_drains_its_queue(tmp_path: Path) -> None:
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port, reconnect_ms=200) as dev:
+            dev.wait_for(_session(1), 20)
+            tb.wait_command(_command(tb, True)["id"], ("applied",), 10)
+            tb.broker.stop(kill=True)  # a crash: no DISCONNECT, the socket just dies
+            dev.wait_for(lambda e: e.get("ev") == "session_end", 10)
+            dev.wait_for(lambda e: e.get("ev") == "backoff", 10)
+            tb.broker.start()
+            again = dev.wait_for(_session(2), 30)
+            assert again["present"] is True  # the broker's persistence kept the session
+            tb.wait_command(_command(tb, False)["id"], ("applied",), 20)
+            s = dev.stop()
+        assert s["sessions"] == 2 and s["applied"] == 2 and s["duplicates"] == 0, s
+
+        # Commands that come while the device is away wait at the broker; the next
+        # session receives them all before it reports it is up (the end-of-queue
+        # marker came back after them), each applied once.
+        ids = [_command(tb, i % 2 == 0)["id"] for i in range(3)]
+        for cid in ids:
+            tb.wait_command(cid, ("published",), 10)
+        with DeviceProcess(tmp_path, fs, tb.broker.port) as dev:
+            first = dev.wait_for(_session(1), 20)
+            for cid in ids:
+                tb.wait_command(cid, ("applied",), 10)
+            s = dev.stop()
+    assert first["present"] is True and first["received"] == 3, first
+    assert s["kept"] == 3 and s["duplicates"] == 0 and s["outbox"] == 0, s
+    applied = [e for e in dev.events if e["ev"] == "applied"]
+    assert len(applied) == 3 and all(e["t"] <= first["t"] for e in applied), (applied, first)
+
+
+def test_a_broker_refusing_credentials_is_logged_and_backed_off(tmp_path: Path) -> None:
+    from host_tools.bench import broker_figures as bf
+
+    with bf.auth_device_world(tmp_path, tls=False) as (_reg, broker, _ctl, fs):
+        ident = json.loads((fs / "identity.json").read_text())
+        ident["broker"]["password"] = "guessed"
+        (fs / "identity.json").write_text(json.dumps(ident))
+        with DeviceProcess(tmp_path, fs, broker.port, reconnect_ms=200) as dev:
+            time.sleep(4)
+            s = dev.stop()
+    refused = [e for e in dev.events if e["ev"] == "broker_refused"]
+    backoff = [e for e in dev.events if e["ev"] == "backoff"]
+    # 0.2 s doubling, each wait a half to all of it: 0.1+0.2+0.4+0.8+1.6 s at least, so
+    # at most six attempts in 4 s; a crash loop would make hundreds.
+    assert 3 <= len(refused) <= 6, refused
+    assert all(r["code"] == 5 and r["why"] == "not authorised" for r in refused), refused
+    assert [b["failures"] for b in backoff] == list(range(1, len(backoff) + 1)), backoff
+    assert all(b["ms"] >= 100 << k for k, b in enumerate(backoff)), backoff
+    assert s["why"] == "stop" and s["sessions"] == 0 and s["power"] == "connected", s
+
+
+def test_a_hung_broker_never_stalls_control(tmp_path: Path) -> None:
+    # A listener that accepts and says nothing: the CONNACK never comes. The link's
+    # reads wait in slices with the role's control step (100 ms) and the watchdog
+    # (1 s) between them; an unsliced read would hold them for its 2 s timeout.
+    provision(tmp_path, SITE, PLUG)
+    hung = ScriptedBroker(None)
+    try:
+        with DeviceProcess(tmp_path, tmp_path / "fs", hung.port, control_ms=100, watchdog_ms=1000,
+                           reconnect_ms=200) as dev:
+            time.sleep(5)
+            s = dev.stop()
+    finally:
+        hung.close()
+    ends = [e for e in dev.events if e["ev"] == "session_end"]
+    assert ends and all("went quiet" in e["why"] for e in ends), ends
+    assert s["sessions"] == 0, s
+    assert s["control_gap_ms"] < 300, s
+    assert s["watchdog_resets"] == 0, s
+
+
+def test_keepalive_holds_an_idle_session(tmp_path: Path) -> None:
+    # Mosquitto drops a client silent for 1.5 keepalives (3 s here); the device pings at
+    # half its keepalive, so eight idle seconds later the first session still serves.
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port, keepalive_s=2) as dev:
+            dev.wait_for(_session(1), 20)
+            tb.wait_command(_command(tb, True)["id"], ("applied",), 10)
+            time.sleep(8)
+            tb.wait_command(_command(tb, False)["id"], ("applied",), 10)
+            s = dev.stop()
+    assert s["sessions"] == 1 and not [e for e in dev.events if e["ev"] == "session_end"
+                                       and e["why"] != "stop"], dev.events[-5:]
+
+
+def test_a_long_session_keeps_exchanging_time_past_its_budget(tmp_path: Path) -> None:
+    # The link's budget (1 s here) bounds each burst of work, not the session: a time
+    # exchange every second, long after the session opened, goes out on the same session.
+    with CloudTestbed(tmp_path) as tb:
+        fs = tb.provision(SITE, PLUG)
+        tb.start()
+        with DeviceProcess(tmp_path, fs, tb.broker.port, budget_ms=1000, time_s=1) as dev:
+            dev.wait_for(_session(1), 20)
+            time.sleep(4.5)
+            s = dev.stop()
+    assert s["sessions"] == 1 and s["time_answers"] >= 4, s
+    assert [e["why"] for e in dev.events if e["ev"] == "session_end"] == ["stop"]

@@ -60,11 +60,13 @@ class Board:
                              broker=f"{self.broker_host}:{broker_port}", show=False, **kw)
 
     def run_firmware(self, cycles: int, timeout: float = 60) -> list[dict[str, Any]]:
-        """Run the deployed firmware for `cycles` wakes from the REPL; its JSON events."""
+        """Run the deployed firmware for `cycles` wakes from the REPL; its JSON events.
+
+        Wakes are counted, so the run is sleepy whatever the role's power mode."""
         out = self.exec(
             "import json\n"
             "cfg = json.load(open('config.json'))\n"
-            f"cfg.update(cycles={cycles}, stdin_stop=False, run_s=0)\n"
+            f"cfg.update(cycles={cycles}, power='sleepy', stdin_stop=False, run_s=0)\n"
             "json.dump(cfg, open('config.run.json', 'w'))\n"
             "import device\n"
             "device.main('config.run.json')\n", timeout=timeout)

@@ -17,8 +17,14 @@ for name in (
     "net.py",
     "node.py",
     "role.py",
+    "role_report.py",
     "sg_ready.py",
     "smart_plug.py",
+    "svc_dr.py",
+    "svc_keys.py",
+    "svc_price.py",
+    "svc_role.py",
+    "svc_schedule.py",
     "thermostat.py",
 ):
     module(name)

@@ -81,8 +81,7 @@ def boot(spec):
 
 
 def transport(spec):
-    """The MemoryLink in place of MqttLink, the board made (once per boot, as main() does)."""
-    import device
+    """The MemoryLink in place of MqttLink (imported as device.wake_once would)."""
     from spot import mqtt_link
 
     queue = [bytes.fromhex(h) for h in spec.get("frames", ())]

@@ -13,6 +13,8 @@ try:
 except ImportError:
     from spot._cpython import const
 
+from binascii import hexlify
+
 from spot import crypto, storage
 
 MAX_KEYS = const(16)
@@ -77,7 +79,7 @@ class Key:
 
 
 def _hex(b):
-    return "".join("%02x" % x for x in b)
+    return hexlify(b).decode()  # in C, built into every port: no string per byte
 
 
 class Keyring:

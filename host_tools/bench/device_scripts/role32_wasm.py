@@ -4,7 +4,9 @@ This port collects only when control is back in JavaScript, so each phase ends
 with a top-level `await` (a resolved promise): the heap is then collected exactly,
 with no roots but the module's globals. Inside the wake nothing is collected, so
 the wake's mark (device.py samples gc.mem_alloc at every event) counts everything
-it allocated: "alloc", an upper bound of its live peak. usage: see role32.py.
+it allocated: "alloc", an upper bound of its live peak, less what the virtual
+board's models allocate as they step (floats: no board has them; "models_alloc"
+says how much). usage: see role32.py.
 """
 import gc
 import json
@@ -27,7 +29,9 @@ if spec.get("wake"):
     await js.Promise.resolve(0)  # noqa: F704
     out["board"] = gc.mem_alloc() - a
     out["live_pre"] = gc.mem_alloc() - base - out["board"]
+    role32.weigh_without_models()
     node, res = role32.wake(spec)
+    out["models_alloc"] = role32.MODELS[0]
     out["alloc"] = role32.device_heap() - base - out["board"]
     out["peak"] = out["alloc"]
     await js.Promise.resolve(0)  # noqa: F704

@@ -27,6 +27,7 @@ for name in (
     "svc_price.py",
     "svc_role.py",
     "svc_schedule.py",
+    "svc_status.py",
     "thermostat.py",
 ):
     module(name)

@@ -24,8 +24,9 @@ record on first contact and whenever it changes (SPEC.md 12).
 
 A service is a module (_HANDLERS): demand response svc_dr.py, price forecasts
 svc_price.py, schedules svc_schedule.py, key management svc_keys.py, a role's
-commands svc_role.py and its reports role_report.py, each imported on its first
-use, so a device holds the code of the services it uses. What every wake needs
+commands svc_role.py and its reports role_report.py, a generic node's status
+svc_status.py, each imported on its first use, so a device holds the code of
+the services it uses. What every wake needs
 (filter, verify, the journal, ACKs, the time exchange, the schedule's clock)
 stays here.
 """
@@ -42,11 +43,6 @@ from spot.filter_table import FilterTable
 from spot.objects import Time
 
 _CODES = const(32)  # drop codes are small ints (errors.py): one counter slot each
-# Status report (service CORE, class REPORT) keys.
-K_ST_TIME = const(1)
-K_ST_WAKES = const(2)
-K_ST_DROPPED = const(3)  # outbox entries dropped because the journal was full
-K_ST_APPLIED = const(4)
 
 # What this node serves; every class must come secured (the table's default)
 # but read-only discovery.
@@ -65,18 +61,6 @@ _HANDLERS = {
     messages.SVC_PRICE: "svc_price",
     messages.SVC_SCHEDULE: "svc_schedule",
 }
-
-
-def scaled(v, scale):
-    """v * 10**scale as text, without floats (a board may have none); the generic
-    handlers' (svc_dr.py, svc_price.py)."""
-    if scale >= 0:
-        return str(v * 10 ** scale)
-    d = 10 ** -scale
-    sign = "-" if v < 0 else ""
-    v = abs(v)
-    frac = str(v % d)
-    return "%s%d.%s%s" % (sign, v // d, "0" * (-scale - len(frac)), frac)
 
 
 class Node:
@@ -377,21 +361,9 @@ class Node:
 
     def report(self):
         """This wake's status report into the outbox (committed): the wake cycle sends it."""
-        if self.role is not None:  # its state and capabilities instead (role_report.py)
-            from role_report import report
-
-            return report(self)
-        app = self.journal.app
-        body = {K_ST_TIME: Time(max(0, self.now())), K_ST_WAKES: app["wakes"],
-                K_ST_DROPPED: self.journal.dropped, K_ST_APPLIED: app["applied"]}
-        try:
-            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_REPORT, self.cloud,
-                                   cbor.encode(body))
-            if not self.journal.add(journal.PRIO_TELEMETRY, buf):
-                self.emit("outbox_full", dropped=self.journal.dropped)
-            self.journal.commit()
-        except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
-            self.emit("refused", what="no report: %r" % (e,))
+        # A role's device: its state and capability record (role_report.py); a
+        # generic node: its status (svc_status.py).
+        return __import__("svc_status" if self.role is None else "role_report").report(self)
 
     def summary(self):
         dropped = {}

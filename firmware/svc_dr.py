@@ -4,8 +4,8 @@ Loaded by node.py on the first demand-response command (a role's device hands
 them to its role instead: svc_role.py). A timed event becomes a schedule event,
 so it fires by the corrected clock, once, even across reboots.
 """
-from node import scaled
 from spot import messages
+from svc_price import scaled  # prices and amounts print alike
 from spot.errors import BAD_VALUE
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Time
 

@@ -4,9 +4,19 @@ price rule (svc_schedule.py) each cheap window becomes a schedule event.
 Loaded by node.py on the first forecast (a role's device hands forecasts to its
 role instead: svc_role.py).
 """
-from node import scaled
 from spot import messages
 from spot.objects import Schedule
+
+
+def scaled(v, scale):
+    """v * 10**scale as text, without floats (a board may have none)."""
+    if scale >= 0:
+        return str(v * 10 ** scale)
+    d = 10 ** -scale
+    sign = "-" if v < 0 else ""
+    v = abs(v)
+    frac = str(v % d)
+    return "%s%d.%s%s" % (sign, v // d, "0" * (-scale - len(frac)), frac)
 
 
 def apply(node, f, kind, body):

@@ -209,7 +209,9 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
                         tls=cfg.get("dir", ".") + "/" + b.get("ca", "ca.der") if b.get("tls") else None,
                         tls_name=b.get("tls_name"))
     except ImportError as e:  # no network stack: the wake fails, the report is journalled
-        link = wake.Offline(repr(e))
+        from spot.offline import Offline
+
+        link = Offline(repr(e))
     link.fault = fault
     if node.role is not None:  # the role keeps control (an over-current) through the wake
         step = int(cfg.get("control_ms", 1000))

@@ -22,10 +22,15 @@ class Hmac:
     def __init__(self, key):
         if len(key) > 64:
             key = _sha256(key).digest()
-        k = bytearray(64)
-        k[: len(key)] = key
-        self._ipad = bytes(b ^ 0x36 for b in k)
-        self._opad = bytes(b ^ 0x5C for b in k)
+        ipad = bytearray(64)  # XORed in place: no generator, no growing buffer
+        opad = bytearray(64)
+        ipad[: len(key)] = key
+        opad[: len(key)] = key
+        for i in range(64):
+            ipad[i] ^= 0x36
+            opad[i] ^= 0x5C
+        self._ipad = bytes(ipad)
+        self._opad = bytes(opad)
 
     def digest(self, *parts):
         h = _sha256(self._ipad)
@@ -40,9 +45,10 @@ def hmac_sha256(key, *parts):
     return Hmac(key).digest(*parts)
 
 
-def derive(key, label):
-    """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input)."""
-    return hmac_sha256(key, b"SPOT-v1 ", label)
+def derive(key, label, prf=None):
+    """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input);
+    prf: Hmac(key) already made, for a caller deriving several."""
+    return (prf or Hmac(key)).digest(b"SPOT-v1 ", label)
 
 
 def ctr_xor(key16, nonce12, data):

@@ -44,8 +44,9 @@ class Key:
         self.group = group
         self.admin = admin
         self._secret = bytes(secret)
-        self.mac = crypto.Hmac(crypto.derive(secret, b"mac"))
-        self.enc = crypto.derive(secret, b"enc")[:16]
+        prf = crypto.Hmac(secret)  # both subkeys from one: its pads made once
+        self.mac = crypto.Hmac(crypto.derive(secret, b"mac", prf))
+        self.enc = crypto.derive(secret, b"enc", prf)[:16]
         self.highest = 0  # the highest counter accepted under this key
         self.seen = 0  # bit i: counter highest - i was accepted
 

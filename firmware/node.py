@@ -322,27 +322,13 @@ class Node:
         return max(0, nxt - now)
 
     def plan_wake(self, default_ms, exchange_ms=2000):
-        """(ms to sleep, whether the next wake needs the radio), drift-aware.
+        """(ms to sleep, whether the next wake needs the radio), drift-aware: with a
+        schedule, svc_schedule.plan_wake; without one, the period and the radio."""
+        if self.sch is None:  # no schedule ever arrived: nothing to wake for early
+            return default_ms, True
+        from svc_schedule import plan_wake
 
-        If the clock will still be good enough at the next occurrence (its
-        error bound within half the floor: 1 s, or 0.1 % of the time since the
-        last sample), wake exactly on it and act without the radio. If not,
-        wake early by the bound plus a time exchange, to correct the clock first.
-        """
-        nxt = self.sch.next_time(self.now_ms()) if self.sch is not None else None
-        t = self.time
-        if nxt is None or not t.synced:
-            return default_ms, True
-        local_now = self.local_ms()
-        at = t.local_ms(nxt)
-        bound = t.error_bound_ms(at)
-        since = nxt - t.true_ms(t.samples[-1][0])
-        if bound <= max(1000, since // 1000) // 2:
-            if at - local_now <= default_ms:
-                return max(0, at - local_now), False
-            return default_ms, True
-        early = t.local_ms(nxt - min(bound, 3600000) - exchange_ms) - local_now
-        return max(0, min(default_ms, early)), True
+        return plan_wake(self, default_ms, exchange_ms)
 
     # answer and report -------------------------------------------------------
     def _queue_ack(self, dst, seq, status, reason):

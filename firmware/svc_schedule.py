@@ -1,7 +1,9 @@
-"""Schedule commands (service SCHEDULE): weekly programs, timed events, price rules.
+"""Schedule commands (service SCHEDULE): weekly programs, timed events, price rules;
+and when to wake for the next occurrence.
 
-Loaded by node.py on the first schedule command; spot.schedule (the scheduler)
-with it. A bad command is refused and the schedule in force stays as it was.
+Loaded by node.py on the first schedule command (or plan once a schedule is in
+force); spot.schedule (the scheduler) with it. A bad command is refused and the
+schedule in force stays as it was.
 """
 from spot import messages
 from spot.errors import BAD_VALUE
@@ -52,3 +54,27 @@ def apply(node, f, kind, body):
     app["applied"] += 1
     node.emit("applied", what=what)
     return messages.ACK_APPLIED, 0
+
+
+def plan_wake(node, default_ms, exchange_ms=2000):
+    """(ms to sleep, whether the next wake needs the radio), drift-aware.
+
+    If the clock will still be good enough at the next occurrence (its
+    error bound within half the floor: 1 s, or 0.1 % of the time since the
+    last sample), wake exactly on it and act without the radio. If not,
+    wake early by the bound plus a time exchange, to correct the clock first.
+    """
+    nxt = node.sch.next_time(node.now_ms())
+    t = node.time
+    if nxt is None or not t.synced:
+        return default_ms, True
+    local_now = node.local_ms()
+    at = t.local_ms(nxt)
+    bound = t.error_bound_ms(at)
+    since = nxt - t.true_ms(t.samples[-1][0])
+    if bound <= max(1000, since // 1000) // 2:
+        if at - local_now <= default_ms:
+            return max(0, at - local_now), False
+        return default_ms, True
+    early = t.local_ms(nxt - min(bound, 3600000) - exchange_ms) - local_now
+    return max(0, min(default_ms, early)), True

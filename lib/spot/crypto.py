@@ -45,10 +45,9 @@ def hmac_sha256(key, *parts):
     return Hmac(key).digest(*parts)
 
 
-def derive(key, label, prf=None):
-    """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input);
-    prf: Hmac(key) already made, for a caller deriving several."""
-    return (prf or Hmac(key)).digest(b"SPOT-v1 ", label)
+def derive(key, label):
+    """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input)."""
+    return hmac_sha256(key, b"SPOT-v1 ", label)
 
 
 def ctr_xor(key16, nonce12, data):

@@ -295,31 +295,21 @@ class Node:
 
     # schedule ----------------------------------------------------------------
     def tick(self):
-        """Act on every occurrence that is due by the corrected clock; each once, ever."""
+        """Act on every occurrence that is due by the corrected clock; each once, ever
+        (svc_schedule.tick)."""
         if self.sch is None:  # no schedule ever arrived: nothing is due
             return []
-        from spot.schedule import OUTCOMES
+        from svc_schedule import tick
 
-        acts = self.sch.due(self.now_ms())
-        for outcome, kind, ident, planned, value, left in acts:
-            self.emit("fire", outcome=OUTCOMES[outcome], kind=kind, id=ident, planned=planned,
-                      value=value, left_ms=left, late_ms=max(0, self.now_ms() - planned))
-        if acts:
-            self.journal.app["sch"] = self.schedule.to_record()
-            self.journal.commit()
-        return acts
+        return tick(self)
 
     def ms_to_next(self):
         """Local ms until the next occurrence by the corrected clock, or None."""
         if self.sch is None:
             return None
-        now = self.now_ms()
-        nxt = self.sch.next_time(now)
-        if nxt is None:
-            return None
-        if self.time.synced:
-            return max(0, self.time.local_ms(nxt) - self.local_ms())
-        return max(0, nxt - now)
+        from svc_schedule import ms_to_next
+
+        return ms_to_next(self)
 
     def plan_wake(self, default_ms, exchange_ms=2000):
         """(ms to sleep, whether the next wake needs the radio), drift-aware: with a

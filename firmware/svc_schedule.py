@@ -1,14 +1,14 @@
 """Schedule commands (service SCHEDULE): weekly programs, timed events, price rules;
-and when to wake for the next occurrence.
+the occurrences that are due, and when to wake for the next.
 
-Loaded by node.py on the first schedule command (or plan once a schedule is in
-force); spot.schedule (the scheduler) with it. A bad command is refused and the
-schedule in force stays as it was.
+Loaded by node.py on the first schedule command, or once a schedule is in force
+(what is due, when the next occurrence is); spot.schedule (the scheduler) with
+it. A bad command is refused and the schedule in force stays as it was.
 """
 from spot import messages
 from spot.errors import BAD_VALUE
 from spot.objects import Schedule, Time
-from spot.schedule import ScheduleError
+from spot.schedule import OUTCOMES, ScheduleError
 
 
 def apply(node, f, kind, body):
@@ -54,6 +54,29 @@ def apply(node, f, kind, body):
     app["applied"] += 1
     node.emit("applied", what=what)
     return messages.ACK_APPLIED, 0
+
+
+def tick(node):
+    """Act on every occurrence that is due by the corrected clock; each once, ever."""
+    acts = node.sch.due(node.now_ms())
+    for outcome, kind, ident, planned, value, left in acts:
+        node.emit("fire", outcome=OUTCOMES[outcome], kind=kind, id=ident, planned=planned,
+                  value=value, left_ms=left, late_ms=max(0, node.now_ms() - planned))
+    if acts:
+        node.journal.app["sch"] = node.schedule.to_record()
+        node.journal.commit()
+    return acts
+
+
+def ms_to_next(node):
+    """Local ms until the next occurrence by the corrected clock, or None."""
+    now = node.now_ms()
+    nxt = node.sch.next_time(now)
+    if nxt is None:
+        return None
+    if node.time.synced:
+        return max(0, node.time.local_ms(nxt) - node.local_ms())
+    return max(0, nxt - now)
 
 
 def plan_wake(node, default_ms, exchange_ms=2000):

@@ -101,8 +101,6 @@ _board = None
 _board_heap = 0
 _safe = [False]  # safe mode: the boots before this one all failed before a healthy wake
 _wdt = [None]
-_SAFE_AFTER = const(3)
-_OTA_MARKER = "ota_pending"  # ota.MARKER: an update is waiting to be confirmed
 
 
 def _feed():
@@ -116,45 +114,24 @@ def _step(node):
     node.control()
 
 
+def _once(name):
+    """A module a boot uses once (safe_mode): imported for the call and dropped from
+    sys.modules again, so its code is garbage afterwards."""
+    m = __import__(name)
+    sys.modules.pop(name, None)
+    return m
+
+
 def _count_boot(cfg, healthy=False):
     """Boots since the last healthy wake, on flash; True if that is too many (safe mode)."""
-    from spot import storage
-
-    path = cfg.get("dir", ".") + "/boots.json"
-    n = 0 if healthy else (storage.load(path) or 0) + 1
-    try:
-        storage.save(path, n)
-    except OSError:  # a full flash must not stop the boot
-        pass
-    return n > _SAFE_AFTER
+    return _once("safe_mode").count_boot(cfg, healthy)
 
 
 def _healthy(cfg, node):
-    """The first good wake of a boot: the boot counter restarts, safe mode ends, and an
-    ESP32 keeps the firmware it runs (an update not yet marked so rolls back at the next
-    reset)."""
-    _count_boot(cfg, healthy=True)
+    """The first good wake of a boot: safe mode ends (safe_mode.healthy: the boot
+    counter restarts, an ESP32 keeps the firmware it runs)."""
     _safe[0] = False
-    if node.role is not None:
-        node.role.safe = False
-    try:
-        import esp32  # built in: no heap for code
-    except ImportError:  # other boards, the unix port: nothing to keep
-        return
-    try:
-        open(_OTA_MARKER).close()
-    except OSError:  # no update pending (an ESP32 reboots at every wake: ota stays unloaded)
-        try:
-            esp32.Partition.mark_app_valid_cancel_rollback()  # harmless, and cheap
-        except Exception:  # no rollback in this bootloader
-            pass
-        return
-    try:
-        import ota  # a rare path: loaded only when an update waits to be confirmed
-
-        ota.mark_healthy()
-    except Exception:
-        pass
+    _once("safe_mode").healthy(cfg, node)
 
 
 def the_board(cfg):
@@ -212,7 +189,7 @@ def power_mode(cfg):
 
 def make_link(cfg, node, fault=None):
     """The node's MQTT link as the config says (broker, account, TLS, budget), the role's
-    control step and the watchdog in its waits; wake.Offline without a network stack."""
+    control step and the watchdog in its waits; spot.offline.Offline without a network stack."""
     b = cfg.get("broker", {})
     subs = [topics.topic(node.site, a) for a in node.table.addresses()]
     subs.append(topics.topic(node.site, 0xFFFFFFFF))
@@ -230,7 +207,9 @@ def make_link(cfg, node, fault=None):
                         tls=cfg.get("dir", ".") + "/" + b.get("ca", "ca.der") if b.get("tls") else None,
                         tls_name=b.get("tls_name"))
     except ImportError as e:  # no network stack: the wake fails, the report is journalled
-        link = wake.Offline(repr(e))
+        from spot.offline import Offline
+
+        link = Offline(repr(e))
     link.fault = fault
     if node.role is not None:  # the role keeps control (an over-current) through the wake
         step = int(cfg.get("control_ms", 1000))

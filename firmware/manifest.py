@@ -18,8 +18,17 @@ for name in (
     "net.py",
     "node.py",
     "role.py",
+    "role_config.py",
+    "role_report.py",
+    "safe_mode.py",
     "sg_ready.py",
     "smart_plug.py",
+    "svc_dr.py",
+    "svc_keys.py",
+    "svc_price.py",
+    "svc_role.py",
+    "svc_schedule.py",
+    "svc_status.py",
     "thermostat.py",
 ):
     module(name)

@@ -21,6 +21,14 @@ forecasts and device commands go to the role, which decides what to do within
 its device's limits and answers in the ACK; the node sends the role's state
 report after every command and on its telemetry period, and its capability
 record on first contact and whenever it changes (SPEC.md 12).
+
+A service is a module (_HANDLERS): demand response svc_dr.py, price forecasts
+svc_price.py, schedules svc_schedule.py, key management svc_keys.py, a role's
+commands svc_role.py and its reports role_report.py, a generic node's status
+svc_status.py, each imported on its first use, so a device holds the code of
+the services it uses. What every wake needs
+(filter, verify, the journal, ACKs, the time exchange, the schedule's clock)
+stays here.
 """
 try:
     from micropython import const
@@ -32,14 +40,9 @@ from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
 from spot.filter_table import FilterTable
-from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Schedule, Time
+from spot.objects import Time
 
 _CODES = const(32)  # drop codes are small ints (errors.py): one counter slot each
-# Status report (service CORE, class REPORT) keys.
-K_ST_TIME = const(1)
-K_ST_WAKES = const(2)
-K_ST_DROPPED = const(3)  # outbox entries dropped because the journal was full
-K_ST_APPLIED = const(4)
 
 # What this node serves; every class must come secured (the table's default)
 # but read-only discovery.
@@ -49,30 +52,15 @@ _SERVICES = (
     (messages.SVC_CORE, (frame.CLASS_TIMESYNC, frame.CLASS_COMMAND, frame.CLASS_DISCOVERY)),
     (messages.SVC_SCHEDULE, (frame.CLASS_COMMAND,)),
 )
-
-_UNITS = {UNIT_PERCENT: " %", UNIT_W: " W"}
-_DR_NAMES = {
-    messages.DR_REDUCE: "reduce",
-    messages.DR_LIMIT: "limit",
-    messages.DR_RESTORE: "restore",
-    messages.DR_SHUT_DOWN: "shut down",
-    messages.DR_KEEP_BAND: "keep band",
+# Service id -> the module that handles its frames (each `apply(node, frame, kind,
+# body) -> (ack status, reason)`), imported on first use. A role's device hands
+# demand response, prices and device commands to svc_role; key commands (service
+# CORE, class COMMAND) are svc_keys'; the time exchange stays here (every wake).
+_HANDLERS = {
+    messages.SVC_DR: "svc_dr",
+    messages.SVC_PRICE: "svc_price",
+    messages.SVC_SCHEDULE: "svc_schedule",
 }
-
-
-def _scaled(v, scale):
-    """v * 10**scale as text, without floats (a board may have none)."""
-    if scale >= 0:
-        return str(v * 10 ** scale)
-    d = 10 ** -scale
-    sign = "-" if v < 0 else ""
-    v = abs(v)
-    frac = str(v % d)
-    return "%s%d.%s%s" % (sign, v // d, "0" * (-scale - len(frac)), frac)
-
-
-def _analog_text(a):
-    return _scaled(a.value, a.scale) + _UNITS.get(a.unit, "")
 
 
 class Node:
@@ -234,55 +222,23 @@ class Node:
             self.emit("refused", what="kind %r is not an integer" % (kind,), svc=f.service,
                       status=messages.ACK_REFUSED, reason=BAD_VALUE)
             return messages.ACK_REFUSED, BAD_VALUE
-        if self.role is not None and f.service in (messages.SVC_DR, messages.SVC_DEVICE,
-                                                   messages.SVC_PRICE):
-            return self._role_apply(f.service, kind, body)
-        if f.service == messages.SVC_DR:
-            return self._demand_response(kind, body)
-        if f.service == messages.SVC_PRICE:
-            return self._forecast(kind, body)
-        if f.service == messages.SVC_CORE and f.cls == frame.CLASS_TIMESYNC:
-            return self._time_sync(body)
-        if f.service == messages.SVC_SCHEDULE:
-            return self._schedule_command(kind, body)
-        if f.service == messages.SVC_CORE and f.cls == frame.CLASS_COMMAND:
-            from spot import key_admin  # rare: loaded only when a key command comes
-
-            status, reason = key_admin.apply(self.keyring, f, body)
-            if status == messages.ACK_APPLIED:
-                self.journal.app["applied"] += 1
-                self.emit("applied", what="key %d of %08x %s" % (
-                    body.get(messages.K_KEY_ID), body.get(messages.K_KEY_PEER),
-                    "added" if kind == messages.CORE_KEY_ADD else "retired"))
-            else:
-                self.emit("refused", what="key command: %s" % NAMES.get(reason, reason))
-            return status, reason
-        return messages.ACK_UNSUPPORTED, 0
-
-    def _role_apply(self, service, kind, body):
-        r = self.role
-        now = self.now_ms()
-        if r.safe:  # repeated failed boots: outputs held safe, nothing new taken on
-            self.emit("refused", what="safe mode", status=messages.ACK_REFUSED, reason=40)
-            return messages.ACK_REFUSED, 40
-        if service == messages.SVC_PRICE:
-            s = body.get(messages.K_FC_SCHEDULE)
-            if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
+        svc = f.service
+        if self.role is not None and svc in (messages.SVC_DR, messages.SVC_DEVICE,
+                                             messages.SVC_PRICE):
+            name = "svc_role"  # the role decides, within its device's limits
+        elif svc == messages.SVC_CORE:
+            if f.cls == frame.CLASS_TIMESYNC:
+                return self._time_sync(body)
+            if f.cls != frame.CLASS_COMMAND:
                 return messages.ACK_UNSUPPORTED, 0
-            r.forecast(s.base, s.interval(), list(s.values))
-            status, reason = messages.ACK_APPLIED, 0
-        elif service == messages.SVC_DR:
-            status, reason = r.demand(kind, body, now)
+            name = "svc_keys"
         else:
-            status, reason = r.command(kind, body, now)
-        if status <= messages.ACK_ADAPTED:
-            self.journal.app["applied"] += 1
-            self.commanded = True
-            r.control(now)  # act at once: the state report shows the result
-        self.emit("applied" if status <= messages.ACK_ADAPTED else "refused",
-                  what="service %d kind %r" % (service, kind), svc=service, kind=kind,
-                  status=status, reason=reason)
-        return status, reason
+            name = _HANDLERS.get(svc)
+            if name is None:
+                return messages.ACK_UNSUPPORTED, 0
+        # A service is a module, loaded on its first frame: a device carries the
+        # code of the services it uses, and only once it uses them.
+        return __import__(name).apply(self, f, kind, body)
 
     def control(self):
         """One control step of the role (between wakes too: the radio sleeps, the role not).
@@ -297,122 +253,6 @@ class Node:
             except Exception as e:  # OSError of a full flash included: control goes on
                 self.errors += 1
                 self.emit("error", stage="control", detail=repr(e))
-
-    def _demand_response(self, kind, body):
-        name = _DR_NAMES.get(kind)
-        if name is None:
-            self.emit("refused", what="demand response kind %r" % (kind,))
-            return messages.ACK_UNSUPPORTED, 0
-        amount = body.get(messages.K_DR_AMOUNT)
-        start = body.get(messages.K_DR_START)
-        duration = body.get(messages.K_DR_DURATION, 0)
-        until = body.get(messages.K_DR_VALID_UNTIL)
-        if kind in (messages.DR_REDUCE, messages.DR_LIMIT) and not isinstance(amount, Analog):
-            self.emit("refused", what=name + " without an amount")
-            return messages.ACK_REFUSED, BAD_VALUE
-        if (start is not None and not isinstance(start, Time)) or not messages.is_int(duration) or (
-                until is not None and not isinstance(until, Time)):
-            self.emit("refused", what=name + " with a bad start, duration or validity")
-            return messages.ACK_REFUSED, BAD_VALUE
-        if until is not None and self.now() > until.seconds:
-            self.emit("expired", what=name, late_s=self.now() - until.seconds)
-            return messages.ACK_EXPIRED, 0
-        app = self.journal.app
-        app["dr"] = None if kind == messages.DR_RESTORE else [
-            kind, amount.value if amount else 0, amount.unit if amount else 0,
-            amount.scale if amount else 0, start.seconds if start else None, duration]
-        if start is not None and duration > 0 and kind != messages.DR_RESTORE:
-            from spot.schedule import ScheduleError
-
-            try:  # the event fires by the corrected clock, once, even across reboots
-                self.schedule.add_event(self._seq & 0xFFFF, start.seconds * 1000, duration * 1000,
-                                        0, kind)
-                app["sch"] = self.schedule.to_record()
-            except ScheduleError as e:
-                self.emit("refused", what="schedule: %s" % e)
-                return messages.ACK_REFUSED, BAD_VALUE
-        app["applied"] += 1
-        text = name
-        if amount is not None:
-            text += " " + _analog_text(amount)
-        if duration:
-            text += " for %d s" % duration
-        self.emit("applied", what=text, start=start.seconds if start else None)
-        return messages.ACK_APPLIED, 0
-
-    def _forecast(self, kind, body):
-        s = body.get(messages.K_FC_SCHEDULE)
-        if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
-            self.emit("refused", what="forecast kind %r" % (kind,))
-            return messages.ACK_UNSUPPORTED, 0
-        app = self.journal.app
-        app["forecast"] = [s.base, s.interval(), list(s.values), s.scale]
-        rule = app.get("rule")
-        if rule and s.interval():
-            from spot.schedule import ScheduleError, price_windows
-
-            # Each cheap window of the forecast becomes an event (ids from 0x8000).
-            for k, (start, dur) in enumerate(price_windows(s.base * 1000, s.interval() * 1000,
-                                                           list(s.values), rule[0], rule[1])[:4]):
-                try:
-                    self.schedule.add_event(0x8000 + (s.base // 3600 + k) % 0x7FFF, start, dur)
-                except ScheduleError:
-                    break
-            app["sch"] = self.schedule.to_record()
-        app["applied"] += 1
-        lo = min(s.values)
-        hi = max(s.values)
-        self.emit("applied", what="price forecast: %d steps, %s..%s per MWh" % (
-            len(s.values), _scaled(lo, s.scale), _scaled(hi, s.scale)),
-            start=s.base, step=s.interval(),
-            currency=body.get(messages.K_FC_CURRENCY))
-        return messages.ACK_APPLIED, 0
-
-    def _schedule_command(self, kind, body):
-        """Programs, events and price rules; a bad one is refused and the old one stays."""
-        from spot.schedule import ScheduleError
-
-        app = self.journal.app
-        sch = self.schedule
-        try:
-            if kind == messages.SCH_PROGRAM:
-                s = body.get(messages.K_SCH_STEPS)
-                if not isinstance(s, Schedule):
-                    raise ScheduleError("a weekly program is a schedule object")
-                values = list(s.values)
-                if self.role is not None and hasattr(self.role, "program_values"):
-                    values = self.role.program_values(s)  # in its units, within its range
-                sch.set_program([[o * 1000, v] for o, v in zip(s.offsets, values)])
-                sch.week_origin = s.base * 1000
-                app["week"] = sch.week_origin
-                what = "weekly program of %d steps" % len(s.values)
-            elif kind == messages.SCH_EVENT:
-                start = body.get(messages.K_SCH_START)
-                dur = body.get(messages.K_SCH_DURATION)
-                win = body.get(messages.K_SCH_WINDOW, 0)
-                ident = body.get(messages.K_SCH_ID)
-                if not isinstance(start, Time) or not messages.is_int(dur) or not messages.is_int(
-                        win) or not messages.is_int(ident):
-                    raise ScheduleError("an event needs an id, a start, a duration")
-                sch.add_event(ident, start.seconds * 1000, dur * 1000, win * 1000,
-                              body.get(messages.K_SCH_VALUE, 1))
-                what = "event %d at %d for %d s" % (ident, start.seconds, dur)
-            elif kind == messages.SCH_PRICE_RULE:
-                thr = body.get(messages.K_SCH_THRESHOLD)
-                steps = body.get(messages.K_SCH_DURATION, 1)
-                if not messages.is_int(thr) or not messages.is_int(steps) or steps < 1:
-                    raise ScheduleError("a price rule needs a threshold and a run of 1 or more")
-                app["rule"] = [thr, steps]
-                what = "price rule: run under %d for %d steps or more" % (thr, steps)
-            else:
-                return messages.ACK_UNSUPPORTED, 0
-        except ScheduleError as e:  # raised before anything changed: the old one stays
-            self.emit("refused", what="schedule: %s" % e)
-            return messages.ACK_REFUSED, BAD_VALUE
-        app["sch"] = sch.to_record()
-        app["applied"] += 1
-        self.emit("applied", what=what)
-        return messages.ACK_APPLIED, 0
 
     def _time_sync(self, body):
         app = self.journal.app
@@ -455,54 +295,30 @@ class Node:
 
     # schedule ----------------------------------------------------------------
     def tick(self):
-        """Act on every occurrence that is due by the corrected clock; each once, ever."""
+        """Act on every occurrence that is due by the corrected clock; each once, ever
+        (svc_schedule.tick)."""
         if self.sch is None:  # no schedule ever arrived: nothing is due
             return []
-        from spot.schedule import OUTCOMES
+        from svc_schedule import tick
 
-        acts = self.sch.due(self.now_ms())
-        for outcome, kind, ident, planned, value, left in acts:
-            self.emit("fire", outcome=OUTCOMES[outcome], kind=kind, id=ident, planned=planned,
-                      value=value, left_ms=left, late_ms=max(0, self.now_ms() - planned))
-        if acts:
-            self.journal.app["sch"] = self.schedule.to_record()
-            self.journal.commit()
-        return acts
+        return tick(self)
 
     def ms_to_next(self):
         """Local ms until the next occurrence by the corrected clock, or None."""
         if self.sch is None:
             return None
-        now = self.now_ms()
-        nxt = self.sch.next_time(now)
-        if nxt is None:
-            return None
-        if self.time.synced:
-            return max(0, self.time.local_ms(nxt) - self.local_ms())
-        return max(0, nxt - now)
+        from svc_schedule import ms_to_next
+
+        return ms_to_next(self)
 
     def plan_wake(self, default_ms, exchange_ms=2000):
-        """(ms to sleep, whether the next wake needs the radio), drift-aware.
+        """(ms to sleep, whether the next wake needs the radio), drift-aware: with a
+        schedule, svc_schedule.plan_wake; without one, the period and the radio."""
+        if self.sch is None:  # no schedule ever arrived: nothing to wake for early
+            return default_ms, True
+        from svc_schedule import plan_wake
 
-        If the clock will still be good enough at the next occurrence (its
-        error bound within half the floor: 1 s, or 0.1 % of the time since the
-        last sample), wake exactly on it and act without the radio. If not,
-        wake early by the bound plus a time exchange, to correct the clock first.
-        """
-        nxt = self.sch.next_time(self.now_ms()) if self.sch is not None else None
-        t = self.time
-        if nxt is None or not t.synced:
-            return default_ms, True
-        local_now = self.local_ms()
-        at = t.local_ms(nxt)
-        bound = t.error_bound_ms(at)
-        since = nxt - t.true_ms(t.samples[-1][0])
-        if bound <= max(1000, since // 1000) // 2:
-            if at - local_now <= default_ms:
-                return max(0, at - local_now), False
-            return default_ms, True
-        early = t.local_ms(nxt - min(bound, 3600000) - exchange_ms) - local_now
-        return max(0, min(default_ms, early)), True
+        return plan_wake(self, default_ms, exchange_ms)
 
     # answer and report -------------------------------------------------------
     def _queue_ack(self, dst, seq, status, reason):
@@ -521,63 +337,9 @@ class Node:
 
     def report(self):
         """This wake's status report into the outbox (committed): the wake cycle sends it."""
-        if self.role is not None:
-            return self._role_report()
-        app = self.journal.app
-        body = {K_ST_TIME: Time(max(0, self.now())), K_ST_WAKES: app["wakes"],
-                K_ST_DROPPED: self.journal.dropped, K_ST_APPLIED: app["applied"]}
-        try:
-            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_REPORT, self.cloud,
-                                   cbor.encode(body))
-            if not self.journal.add(journal.PRIO_TELEMETRY, buf):
-                self.emit("outbox_full", dropped=self.journal.dropped)
-            self.journal.commit()
-        except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
-            self.emit("refused", what="no report: %r" % (e,))
-
-    def _role_report(self):
-        """The role's state report (after a command, a fault change, a boot, or when
-        the telemetry period is up) and its capability record (first contact, changes)."""
-        from binascii import crc32
-
-        from role import (C_SHED_W, C_STORE, CFG_TELEMETRY_S, REPORT_CAPS, REPORT_STATE,
-                          S_RESET, S_TIME)
-
-        r = self.role
-        app = self.journal.app
-        now = self.now()
-        out = []
-        if (self.commanded or self.reset_cause is not None or r.fault != app.get("flt")
-                or now - app.get("rep", -1 << 40) >= r.get(CFG_TELEMETRY_S)):
-            body = r.state()
-            body[messages.K_KIND] = REPORT_STATE
-            body[S_TIME] = Time(max(0, now))
-            if self.reset_cause is not None:
-                body[S_RESET] = self.reset_cause
-            out.append(body)
-        caps = r.caps()
-        # What changes by the minute (power to shed now, the store) is not a change.
-        sig = crc32(repr([(k, caps[k]) for k in sorted(caps)
-                          if k != C_SHED_W and k != C_STORE]).encode())
-        if sig != app.get("cap"):
-            caps[messages.K_KIND] = REPORT_CAPS
-            out.append(caps)
-        try:
-            for body in out:
-                buf = self.sender.seal(messages.SVC_DEVICE, 1, frame.CLASS_REPORT, self.cloud,
-                                       cbor.encode(body))
-                if not self.journal.add(journal.PRIO_TELEMETRY, buf):
-                    self.emit("outbox_full", dropped=self.journal.dropped)
-                if body[messages.K_KIND] == REPORT_CAPS:
-                    app["cap"] = sig
-                else:
-                    app["rep"] = now
-                    app["flt"] = r.fault
-            self.reset_cause = None
-            self.commanded = False
-            self.journal.commit()
-        except (SpotError, OverflowError, OSError) as e:
-            self.emit("refused", what="no report: %r" % (e,))
+        # A role's device: its state and capability record (role_report.py); a
+        # generic node: its status (svc_status.py).
+        return __import__("svc_status" if self.role is None else "role_report").report(self)
 
     def summary(self):
         dropped = {}

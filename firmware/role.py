@@ -105,8 +105,7 @@ REPORT_CAPS = const(2)
 
 RESETS = ("power_on", "hard", "watchdog", "deep_sleep", "soft")
 
-# Setting keys of a DEV_CONFIG command: key -> (lowest, highest); shared by all roles,
-# each accepts the ones it has.
+# Setting keys of a DEV_CONFIG command; their ranges and the check: role_config.py.
 CFG_TELEMETRY_S = const(1)
 CFG_POWER_ON = const(2)  # 0 off, 1 on, 2 as before the power cut
 CFG_CAL_U = const(3)  # uV per count
@@ -121,23 +120,6 @@ CFG_MAX_SHED_S = const(11)
 CFG_MAX_BLOCK_DAY_S = const(12)
 CFG_MODBUS_UNIT = const(13)
 CFG_SETPOINT = const(14)  # 0.1 C: the default when no program is in force
-RANGES = {
-    CFG_TELEMETRY_S: (10, 86400),
-    CFG_POWER_ON: (0, 2),
-    CFG_CAL_U: (1, 10000000),
-    CFG_CAL_I: (1, 10000000),
-    CFG_CAL_P: (1, 10000000),
-    CFG_LIMIT_MA: (100, 16000),
-    CFG_HYSTERESIS: (2, 30),
-    CFG_FROST: (30, 100),
-    CFG_MIN_ON_S: (0, 3600),
-    CFG_MIN_OFF_S: (0, 3600),
-    CFG_MAX_SHED_S: (60, 86400),
-    CFG_MAX_BLOCK_DAY_S: (0, 86400),
-    CFG_MODBUS_UNIT: (0, 247),
-    CFG_SETPOINT: (50, 300),
-}
-
 
 # Role name -> (module, class): the only place that knows which roles exist.
 _ROLE_MODULES = {
@@ -240,22 +222,11 @@ class Role:
         return self.cfg.get(str(key), self.DEFAULTS.get(key, 0))
 
     def configure(self, settings):
-        """A DEV_CONFIG command: all of it or none of it. (status, reason)."""
-        if not isinstance(settings, dict):
-            return REFUSED, _BAD_VALUE
-        if not settings:
-            return REFUSED, R_RANGE
-        for k, v in settings.items():
-            if k not in self.DEFAULTS:
-                return REFUSED, _R_UNKNOWN_SETTING
-            if not is_int(v):
-                return REFUSED, _BAD_VALUE
-            lo, hi = RANGES[k]
-            if not lo <= v <= hi:
-                return REFUSED, R_RANGE
-        for k, v in settings.items():
-            self.cfg[str(k)] = v
-        return APPLIED, 0
+        """A DEV_CONFIG command: all of it or none of it. (status, reason). The ranges
+        and the check are role_config.py's, loaded on the first such command."""
+        from role_config import configure
+
+        return configure(self, settings)
 
     # The demand-response slot: [kind, amount, unit, start ms, end ms] or None.
     def dr_active(self, now_ms):

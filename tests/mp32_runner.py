@@ -68,7 +68,9 @@ try {
   mp.runPython("import sys\nsys.argv[:] = " + JSON.stringify(spec.argv) +
                "\nsys.path[:0] = " + JSON.stringify(spec.path) +
                "\n__file__ = " + JSON.stringify(spec.argv[0]) + "\n");
-  mp.runPython(fs.readFileSync(spec.script, "utf8"));
+  const code = fs.readFileSync(spec.script, "utf8");
+  if (spec.top_level_await) await mp.runPythonAsync(code);
+  else mp.runPython(code);
 } catch (e) {
   if (e.name !== "PythonError") throw e;
   if (e.type !== "SystemExit") { process.stderr.write(e.message + "\n"); code = 1; }
@@ -100,8 +102,11 @@ def ensure() -> Path:
 
 def run(script: Path | str, args: Sequence[str] = (), *, mounts: Mapping[str, Path] = {},
         files: Mapping[str, Path] = {}, path: Sequence[str] = (), heapsize: str = "1024k",
-        timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run a host script file under the 32-bit port (see the module docstring)."""
+        timeout: float = 300, top_level_await: bool = False) -> subprocess.CompletedProcess:
+    """Run a host script file under the 32-bit port (see the module docstring).
+    top_level_await: run it with runPythonAsync, so the script may `await` at its top
+    level; this port collects garbage only then (gc.collect() inside a call to Python
+    merely asks for a collection at the next return to JavaScript)."""
     mjs = ensure()
     size = int(heapsize.rstrip("kKmM")) * {"k": 1024, "m": 1 << 20}.get(heapsize[-1].lower(), 1)
     script = Path(script)
@@ -109,6 +114,7 @@ def run(script: Path | str, args: Sequence[str] = (), *, mounts: Mapping[str, Pa
         launcher = Path(tmp) / "run.mjs"
         launcher.write_text(_LAUNCHER % {"mjs": mjs.as_uri()})
         spec = {"heapsize": size, "keep": list(_KEEP), "script": str(script),
+                "top_level_await": top_level_await,
                 "argv": ["/main/" + script.name, *map(str, args)], "path": list(path),
                 "mounts": [[d, str(s)] for d, s in mounts.items()],
                 "files": [[d, str(s)] for d, s in files.items()] + [["/main/" + script.name, str(script)]]}

@@ -6,17 +6,28 @@ port, tests/mp32_runner.py) the bytecode image, under the unix port the x64 one.
 
   role_import_heap_kb_32bit_<role>      heap the image's boot imports hold (main's
                                         `import device`: node, spot.*; the role's
-                                        module), after gc.collect. Floor 64.
-  role_wake_heap_peak_kb_32bit_<role>   the heap's high-water mark through one whole
-                                        wake with a device command queued: verify,
-                                        apply, ACK, state report, capability record,
-                                        commit; the transport's code is imported, its
-                                        frames come from memory (this port has no
-                                        sockets). A collection every 4 KB allocated
-                                        (a board's small heap collects when full; this
-                                        port's grows instead), so the mark is the live
-                                        heap plus at most 4 KB of garbage. The virtual
-                                        board's models are not counted. Floor 96.
+                                        module), collected. Floor 64.
+  role_wake_heap_peak_kb_32bit_<role>   the most the heap holds through one whole wake
+                                        with a device command queued: verify, apply,
+                                        ACK, state report, capability record, commit;
+                                        the transport's code is imported, its frames
+                                        come from memory (this port has no sockets).
+                                        This port collects only between calls from
+                                        JavaScript, never inside the wake, so the
+                                        figure is an upper bound: the live heap before
+                                        the wake plus everything the wake allocates,
+                                        garbage included. Floor 96.
+  role_wake_heap_live_kb_32bit_<role>   the live heap right after that wake (node and
+                                        result still held), collected: a lower bound.
+                                        A board needs between the two.
+  role_wake_heap_peak_est_kb_32bit_<role>
+                                        an estimate between them: the live heap
+                                        after the wake plus the x64 wake's peak above
+                                        its own (estimate_peak), 32-bit scaled.
+  role_wake_heap_peak_kb_x64_<role>     on the unix port, which does collect inside the
+                                        wake: a collection every 4 KB allocated, so
+                                        the live peak plus at most 4 KB of garbage.
+                                        The virtual board's models are not counted.
   role_*_x64_<role>                     the same on the x64 unix port.
   wake_modules_loaded_<kind>            modules of the image a smart plug loads in one
   wake_import_bytes_<kind>              wake after a deep sleep (a fresh interpreter),
@@ -36,7 +47,8 @@ from pathlib import Path
 from host_tools.board import build
 from host_tools.paths import BUILD, ROOT
 
-SCRIPT = ROOT / "host_tools" / "bench" / "device_scripts" / "role32.py"
+SCRIPTS = ROOT / "host_tools" / "bench" / "device_scripts"
+SCRIPT = SCRIPTS / "role32.py"  # the unix port's; role32_wasm.py drives it on the 32-bit one
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 ROLES = build.ROLES
 KINDS = ("quiet", "command", "schedule")
@@ -95,7 +107,9 @@ def run_image(role: str, port: str, modules: list[str], kind: str = "command",
         if port == "32bit":
             spec["config"]["dir"] = "/fs"
             (tmp / "spec" / "spec.json").write_text(json.dumps(spec))
-            res = _mp32().run(SCRIPT, ["/spec/spec.json"], path=["/img", "/virtual"],
+            res = _mp32().run(SCRIPTS / "role32_wasm.py", ["/spec/spec.json"],
+                              path=["/img", "/virtual", "/bench"], top_level_await=True,
+                              files={"/bench/role32.py": SCRIPT},
                               mounts={"/img": image, "/fs": tmp / "fs", "/spec": tmp / "spec",
                                       "/virtual": ROOT / "boards" / "virtual"})
         else:
@@ -124,6 +138,15 @@ def image_modules(arch: str, role: str) -> dict[str, int]:
             for n, size in meta["bytes"].items()}
 
 
+def estimate_peak(runs: dict[str, dict]) -> float:
+    """The 32-bit live peak of a wake, estimated: its live heap after the wake, plus
+    what the x64 wake held above its own live heap at its peak (its in-wake garbage
+    at most GC_EVERY included), scaled by the two ports' ratio of live heaps after
+    the wake. The 32-bit port cannot measure it: it never collects inside a wake."""
+    w, x = runs["32bit"], runs["x64"]
+    return w["live_post"] + max(0, x["peak"] - x["live_post"]) * w["live_post"] / x["live_post"]
+
+
 def figures() -> dict[str, float]:
     try:
         _mp32().ensure()
@@ -131,13 +154,16 @@ def figures() -> dict[str, float]:
         raise SystemExit(f"role image figures need the 32-bit MicroPython (make mp32): {e}")
     out: dict[str, float] = {}
     for role in ROLES:
+        runs = {}
         for port in ("32bit", "x64"):
-            r = run_image(role, port, boot_modules(role))
+            r = runs[port] = run_image(role, port, boot_modules(role))
             if not r["cycle"]["ok"] or r["applied"] < 1:
                 raise SystemExit(f"role image figures: the {role}'s wake on the {port} port "
                                  f"did not apply its command: {r['cycle']}")
             out[f"role_import_heap_kb_{port}_{role}"] = round(r["import"] / 1024, 1)
             out[f"role_wake_heap_peak_kb_{port}_{role}"] = round(r["peak"] / 1024, 1)
+            out[f"role_wake_heap_live_kb_{port}_{role}"] = round(r["live_post"] / 1024, 1)
+        out[f"role_wake_heap_peak_est_kb_32bit_{role}"] = round(estimate_peak(runs) / 1024, 1)
     build.build_role("xtensawin", KINDS_ROLE)
     sizes = image_modules("xtensawin", KINDS_ROLE)
     for kind in KINDS:

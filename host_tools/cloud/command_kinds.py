@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from host_tools.cloud.uplink import R
+from role_config import RANGES  # noqa: E402 (firmware/role_config.py, on the path uplink set)
 from spot import builders, messages
 from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_W, Analog
 
@@ -148,7 +149,7 @@ def check(cmd: Any, role: str | None, caps: dict | None) -> None:
         for name, value in cmd.settings.items():
             if name not in SETTINGS:
                 raise Refused(f"no setting {name!r}; settings are {', '.join(SETTINGS)}")
-            lo, hi = R.RANGES[SETTINGS[name]]
+            lo, hi = RANGES[SETTINGS[name]]
             if not lo <= value <= hi:
                 raise Refused(f"setting {name} = {value} is outside {lo}..{hi}")
             if role is not None and name not in ROLE_SETTINGS.get(role, set()):

@@ -123,11 +123,16 @@ def _encode(out, v):
         for item in v:
             _encode(out, item)
     elif isinstance(v, dict):
+        neg = False
         for k in v:
             if not _is_int(k):
                 raise SpotError(BAD_VALUE, "map keys must be integers")
+            if k < 0:
+                neg = True
         _head(out, 5, len(v))
-        for k in sorted(v, key=_key_order):
+        # Non-negative keys alone (the usual map) sort as plain ints: a key function
+        # makes a tuple per key, 2 KB for a capability record on a 32-bit board.
+        for k in (sorted(v, key=_key_order) if neg else sorted(v)):
             _int(out, k)
             _encode(out, v[k])
     elif isinstance(v, Analog):

@@ -22,10 +22,15 @@ class Hmac:
     def __init__(self, key):
         if len(key) > 64:
             key = _sha256(key).digest()
-        k = bytearray(64)
-        k[: len(key)] = key
-        self._ipad = bytes(b ^ 0x36 for b in k)
-        self._opad = bytes(b ^ 0x5C for b in k)
+        ipad = bytearray(64)  # XORed in place: no generator, no growing buffer
+        opad = bytearray(64)
+        ipad[: len(key)] = key
+        opad[: len(key)] = key
+        for i in range(64):
+            ipad[i] ^= 0x36
+            opad[i] ^= 0x5C
+        self._ipad = bytes(ipad)
+        self._opad = bytes(opad)
 
     def digest(self, *parts):
         h = _sha256(self._ipad)

@@ -13,6 +13,8 @@ try:
 except ImportError:
     from spot._cpython import const
 
+from binascii import hexlify
+
 from spot import crypto, storage
 
 MAX_KEYS = const(16)
@@ -24,7 +26,7 @@ GROUP_CLASSES = const(0x02)  # INFO only: what a group key may carry
 class Key:
     """One key: its owner, its rights, its derived subkeys, its replay window."""
 
-    __slots__ = ("key_id", "peer", "classes", "group", "admin", "_secret", "mac", "enc",
+    __slots__ = ("key_id", "peer", "classes", "group", "admin", "_secret", "_mac", "_enc",
                  "highest", "seen")
 
     def __init__(self, key_id, peer, secret, classes, group=False, admin=False):
@@ -42,10 +44,26 @@ class Key:
         self.group = group
         self.admin = admin
         self._secret = bytes(secret)
-        self.mac = crypto.Hmac(crypto.derive(secret, b"mac"))
-        self.enc = crypto.derive(secret, b"enc")[:16]
+        self._mac = None  # the subkeys, derived on first use: a wake that never
+        self._enc = None  # sees the group key (or an encrypted frame) never pays for them
         self.highest = 0  # the highest counter accepted under this key
         self.seen = 0  # bit i: counter highest - i was accepted
+
+    @property
+    def mac(self):
+        """HMAC-SHA256 under the MAC subkey (pads prepared once)."""
+        m = self._mac
+        if m is None:
+            m = self._mac = crypto.Hmac(crypto.derive(self._secret, b"mac"))
+        return m
+
+    @property
+    def enc(self):
+        """The AES-128 subkey of encrypted payloads."""
+        e = self._enc
+        if e is None:
+            e = self._enc = crypto.derive(self._secret, b"enc")[:16]
+        return e
 
     def permits(self, cls):
         return bool(self.classes & (1 << cls))
@@ -77,7 +95,7 @@ class Key:
 
 
 def _hex(b):
-    return "".join("%02x" % x for x in b)
+    return hexlify(b).decode()  # in C, built into every port: no string per byte
 
 
 class Keyring:

@@ -24,6 +24,7 @@ package(
         "messages.py",
         "mqtt_link.py",
         "objects.py",
+        "offline.py",
         "schedule.py",
         "secure.py",
         "storage.py",

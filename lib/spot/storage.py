@@ -38,16 +38,20 @@ def load(path):
 
 
 def save(path, value):
-    data = json.dumps(value)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        if fault:
+    if not fault:
+        # Streamed: the file's text is never whole in RAM (a journal's is a few KB,
+        # and its halves another copy, on a heap that holds everything else too).
+        with open(tmp, "w") as f:
+            json.dump(value, f)
+    else:
+        data = json.dumps(value)
+        with open(tmp, "w") as f:
             fault("open")
-        half = len(data) >> 1
-        f.write(data[:half])
-        if fault:
+            half = len(data) >> 1
+            f.write(data[:half])
             fault("half")
-        f.write(data[half:])
+            f.write(data[half:])
     try:
         os.chmod(tmp, 0o600)  # keys live in some of these files (where modes exist)
     except (AttributeError, OSError):

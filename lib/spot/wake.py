@@ -21,6 +21,7 @@ except ImportError:
 
 
 TIME_PATIENCE_MS = 500  # how long a wake waits for the cloud's time after draining
+# A board without a transport runs the same cycle over spot.offline.Offline.
 
 
 class CycleResult:
@@ -38,25 +39,6 @@ class CycleResult:
 
     def as_dict(self):
         return dict((k, getattr(self, k)) for k in self.__slots__)
-
-
-class Offline:
-    """The link of a board without a transport (no `socket`: RPI_PICO, or Wi-Fi code
-    not frozen in): every wake fails at open(), so run() puts the report into the
-    outbox and commits it, and the role's control goes on between wakes."""
-
-    def __init__(self, why):
-        self.why = why
-        self.on_frame = self.idle = self.fault = self.will = self.farewell = None
-        self.idle_ms = 200
-        self.acked = []
-        self.bytes_in = self.bytes_out = self.round_trips = 0
-
-    def open(self):
-        raise OSError(19, "no transport: %s" % self.why)  # ENODEV
-
-    def close(self, polite=True):
-        pass
 
 
 def flusher(journal, link, up_topic, res):

@@ -1,21 +1,33 @@
-"""A role's image on a 32-bit MicroPython (the WebAssembly port, tests/mp32_runner.py).
+"""A role's image on a MicroPython port: its heap at boot and through one wake.
 
-usage (host_tools/bench/suite.py runs it through mp32_runner.run):
-    role32.py SPEC.json
-SPEC: {"modules": [what a boot and a wake import], "config": {device.py's config},
-       "frames": [hex of the frames queued for the wake], "wake": true|false}
-The role's bytecode image (build/images/bytecode/<role>/: this port has no native
-emitter) is first on sys.path. Prints one JSON line {"ev": "figures", ...}:
-  import  bytes the image's modules hold once imported and collected, beyond the
-          interpreter's own heap before them (gc.mem_alloc after gc.collect)
-  peak    the heap's high-water mark through one whole wake (device.py samples
-          gc.mem_alloc at every event, as on the unix port) with a collection after
-          every "threshold" bytes allocated (its garbage at most that), less the
-          virtual board's models (board), which a real board does not have
-  cycle   the wake's result; modules: sys.modules after the wake
+usage (host_tools/bench/role_images.py runs it):
+    micropython role32.py SPEC.json                  the unix port (x64)
+    role32_wasm.py SPEC.json, through mp32_runner    the 32-bit WebAssembly port
+SPEC: {"modules": [what a boot imports], "config": {device.py's config},
+       "frames": [hex of the frames queued for the wake], "wake": true|false,
+       "threshold": bytes allocated between collections during the wake}
+The role's image is first on sys.path. Prints one JSON line {"ev": "figures", ...}:
+  import     bytes the boot's modules hold once imported and collected, beyond the
+             interpreter's own heap before them
+  live_pre   the live heap just before the wake (modules, the board's models excluded)
+  live_post  the live heap just after it, the node and its result still held
+  alloc      the most the heap grew through the wake without a collection: live_pre
+             plus everything the wake allocated, garbage included (an upper bound)
+  peak       unix port: the heap's high-water mark through the wake (device.py samples
+             gc.mem_alloc at every event) with a collection every "threshold" bytes
+             allocated, so the live heap plus at most that much garbage; on the
+             WebAssembly port the same as alloc (see below)
+  cycle      the wake's result; modules: sys.modules after the wake
 
-What this port lacks and every board has built in C (no heap for code) is stubbed
-before the baseline (the unix port has them all): `socket` and `usocket` (spot.mqtt_link and umqtt.simple import
+The WebAssembly port (MICROPY_GC_SPLIT_HEAP_AUTO) never collects while Python code
+runs: gc.collect() and the threshold only ask for a collection, which happens when
+control is back in JavaScript (it cannot see the roots wasm keeps outside its
+linear memory). role32_wasm.py therefore runs these phases from a top-level
+`await`, where the port does collect, and its in-wake figure is an allocation
+bound, not a live peak.
+
+What a port lacks and every board has built in C (no heap for code) is stubbed
+before the baseline: `socket` and `usocket` (spot.mqtt_link and umqtt.simple import
 them; nothing here connects) and `cryptolib` (AES: only encrypted frames use it, and
 none here are). The transport is a MemoryLink: spot.mqtt_link and umqtt.simple are
 imported as on a board, but the queued frames arrive from memory and every publish
@@ -26,10 +38,8 @@ import json
 import os
 import sys
 
-spec = json.load(open(sys.argv[1]))
-
 # What every board has built in (C: no heap for its code), imported before the
-# baseline; on this port some are Python (binascii) and would count as the image's.
+# baseline; on the WebAssembly port some are Python (binascii) and would count as the image's.
 _BUILTINS = ("array", "binascii", "errno", "gc", "hashlib", "json", "micropython", "os",
              "select", "struct", "sys", "time")
 _STUBS = {
@@ -38,35 +48,41 @@ _STUBS = {
     "usocket": "from socket import *  # noqa\n",
     "cryptolib": "def aes(*a):\n    raise OSError(95)  # no AES on this port\n",
 }
-for name in _BUILTINS:
-    try:
-        __import__(name)
-    except ImportError:
-        pass
-stubs = spec.get("stubs", "/stubs")
-for name, text in _STUBS.items():
-    try:
-        __import__(name)  # the unix port has them all
-    except ImportError:
-        try:
-            os.mkdir(stubs)
-        except OSError:
-            pass
-        with open("%s/%s.py" % (stubs, name), "w") as f:
-            f.write(text)
-        if stubs not in sys.path:
-            sys.path.append(stubs)
-        __import__(name)
-gc.collect()
-base = gc.mem_alloc()
-for m in spec["modules"]:
-    __import__(m)
-gc.collect()
-out = {"ev": "figures", "import": gc.mem_alloc() - base, "base": base}
 
-if spec.get("wake"):
-    import device  # noqa: E402 (what the wake imports follows from here)
-    from spot import mqtt_link  # noqa: E402
+
+def prepare(path):
+    """The spec, the built-ins imported and the stubs in place (before the baseline)."""
+    spec = json.load(open(path))
+    for name in _BUILTINS:
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+    stubs = spec.get("stubs", "/stubs")
+    for name, text in _STUBS.items():
+        try:
+            __import__(name)  # the unix port has them all
+        except ImportError:
+            try:
+                os.mkdir(stubs)
+            except OSError:
+                pass
+            with open("%s/%s.py" % (stubs, name), "w") as f:
+                f.write(text)
+            if stubs not in sys.path:
+                sys.path.append(stubs)
+            __import__(name)
+    return spec
+
+
+def boot(spec):
+    for m in spec["modules"]:
+        __import__(m)
+
+
+def transport(spec):
+    """The MemoryLink in place of MqttLink (imported as device.wake_once would)."""
+    from spot import mqtt_link
 
     queue = [bytes.fromhex(h) for h in spec.get("frames", ())]
 
@@ -102,19 +118,86 @@ if spec.get("wake"):
             pass
 
     mqtt_link.MqttLink = MemoryLink
-    cfg = spec["config"]
-    device.the_board(cfg)  # made once per boot, as main() does; its models weighed apart
-    # A board's small heap collects when it fills; this port's heap grows instead. A
-    # collection after every `threshold` bytes allocated makes the high-water mark the
-    # live heap plus at most that much garbage, as on a board with a heap that size.
-    if spec.get("threshold"):
-        gc.threshold(spec["threshold"])
-    gc.collect()
+
+
+def board(spec):
+    import device
+
+    device.the_board(spec["config"])
+
+
+MODELS = [0]  # bytes the virtual board's models allocated while stepping
+
+
+def weigh_without_models():
+    """For a heap that never collects (the WebAssembly port): device.py's heap samples
+    leave out what the virtual board's physics allocates as it steps (floats: garbage
+    a board's firmware does not make). Counted in MODELS."""
+    import device
+
+    hw = device._board
+    if hw is None or not hasattr(hw, "advance"):
+        return
+    step = hw.advance
+
+    def advance(ms):
+        a = gc.mem_alloc()
+        step(ms)
+        MODELS[0] += gc.mem_alloc() - a
+
+    hw.advance = advance
+    device._alloc = lambda: gc.mem_alloc() - MODELS[0]
+
+
+def wake(spec):
+    """One whole wake; device._heap holds its high-water mark (sampled at every event)."""
+    import device
+
     device._heap[0] = 0
-    node, res = device.wake_once(cfg, boot="deep_sleep")
-    out["peak"] = device._heap[0] - device._board_heap
-    out["board"] = device._board_heap
+    return device.wake_once(spec["config"], boot="deep_sleep")
+
+
+def result(out, node, res):
     out["cycle"] = res.as_dict()
     out["applied"] = node.applied
     out["modules"] = sorted(sys.modules)
-print(json.dumps(out))
+    return out
+
+
+def main():
+    """The unix port: gc.collect() collects here, so the phases run straight through."""
+    spec = prepare(sys.argv[1])
+    gc.collect()
+    base = gc.mem_alloc()
+    boot(spec)
+    gc.collect()
+    out = {"ev": "figures", "import": gc.mem_alloc() - base, "base": base}
+    if spec.get("wake"):
+        transport(spec)
+        gc.collect()
+        a = gc.mem_alloc()
+        board(spec)
+        gc.collect()
+        out["board"] = gc.mem_alloc() - a  # a virtual board's models: no board has them
+        out["live_pre"] = gc.mem_alloc() - base - out["board"]
+        # A board's small heap collects when it fills: a collection every `threshold`
+        # bytes allocated makes the mark the live heap plus at most that much garbage.
+        gc.threshold(spec.get("threshold") or -1)
+        node, res = wake(spec)
+        out["peak"] = device_heap() - base - out["board"]
+        gc.threshold(-1)
+        gc.collect()
+        out["live_post"] = gc.mem_alloc() - base - out["board"]
+        # The same wake's allocation bound needs a heap that never collects: not here.
+        result(out, node, res)
+    print(json.dumps(out))
+
+
+def device_heap():
+    import device
+
+    return device._heap[0]
+
+
+if __name__ == "__main__":
+    main()

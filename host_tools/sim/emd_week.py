@@ -46,6 +46,30 @@ from host_tools.sim.role_sim import DAY, MIN, T0, H
 ROLES = ("thermostat", "smart_plug", "heat_pump")
 PARAMS = {"thermostat": dict(role_sim.ROOM), "heat_pump": dict(role_sim.STORE),
           "smart_plug": {"load": "heater"}}
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One device of a site: its name there (the planner's id for it), its role, its
+    model's parameters, and settings the cloud sends it first (with telemetry_s 60)."""
+    name: str
+    role: str
+    params: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """A site: its devices and what the grid asks of it (see requests_for)."""
+    name: str
+    devices: tuple[DeviceSpec, ...]
+    reduce_w: tuple[int, int] = (1500, 2500)  # a reduction's watts, drawn in 100 W steps
+    caps_w: tuple[int, ...] = (3000, 3500, 4200)  # a cap's watts, one of
+
+
+# The single-site week: a thermostat, a plug with a cycling heater, a heat pump on its store.
+HOUSE = SiteSpec("house", tuple(DeviceSpec(r, r, dict(PARAMS[r])) for r in ROLES))
+SINGLE = (HOUSE,)
 STEP_MS = 30_000  # thermostat and heat pump; the plug steps every second (its meter's sample)
 INTERVAL_MIN = 15
 NOTICE_S = 2 * 3600
@@ -63,8 +87,8 @@ class Run:
     refused_by_cloud: int = 0
 
 
-def requests_for(site: int, seed: int, days: int) -> list[Any]:
-    """The grid's requests for one site: 2-3 a day, never overlapping."""
+def requests_for(site: int, seed: int, days: int, spec: SiteSpec = HOUSE) -> list[Any]:
+    """The grid's requests for one site: 2-3 a day (see the module doc)."""
     from host_tools.cloud.energy_manager import SiteRequest
 
     rng = random.Random(seed * 1009 + site * 31)
@@ -76,11 +100,11 @@ def requests_for(site: int, seed: int, days: int) -> list[Any]:
                 continue
             start = day0 + rng.randrange(lo * 3600, hi * 3600, 900)
             if rng.random() < 0.55:
-                w = rng.randrange(1500, 2501, 100)
+                w = rng.randrange(spec.reduce_w[0], spec.reduce_w[1] + 1, 100)
                 dur = rng.choice([3600, 5400, 7200])
                 out.append(SiteRequest(f"s{site}d{d}r{n}", "reduce", w, start, start + dur))
             else:
-                w = rng.choice([3000, 3500, 4200])
+                w = rng.choice(list(spec.caps_w))
                 dur = rng.choice([7200, 10800, 14400])
                 out.append(SiteRequest(f"s{site}d{d}c{n}", "cap", w, start, start + dur))
     return out
@@ -157,41 +181,46 @@ def _make_planner(name: str) -> Any:
 
 
 def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
-                   planner: Any = None) -> list[float]:
+                   planner: Any = None, spec: SiteSpec = HOUSE) -> list[float]:
     from spot import builders
 
     dseed = seed * 100 + site * 10
-    reqs = sorted(requests_for(site, seed, days), key=lambda r: r.start_s)
+    reqs = sorted(requests_for(site, seed, days, spec), key=lambda r: r.start_s)
     planner = planner if planner is not None else _make_planner(planner_name)
     power: list[float] = []
-    per: dict[str, list[float]] = {r: [] for r in ROLES}
+    per: dict[str, list[float]] = {d.name: [] for d in spec.devices}
     run.device_w.append(per)
     # The devices' flash (journal commits every minute) in RAM where there is some.
     ram = "/dev/shm" if Path("/dev/shm").is_dir() else None
     with tempfile.TemporaryDirectory(prefix="spot-emd-", dir=ram) as tmp:
-        devs = {r: role_sim._Device(r, dseed + i, Path(tmp) / r, dict(PARAMS[r]))
-                for i, r in enumerate(ROLES)}
-        links = {r: _Link(d) for r, d in devs.items()}
-        th = devs["thermostat"]
+        devs = {d.name: role_sim._Device(d.role, dseed + i, Path(tmp) / d.name, dict(d.params))
+                for i, d in enumerate(spec.devices)}
+        links = {n: _Link(d) for n, d in devs.items()}
+        rooms = [n for n, d in devs.items() if d.role_name == "thermostat"]
+        plugs = [n for n, d in devs.items() if d.role_name == "smart_plug"]
+        slow = [n for n in devs if n not in plugs]  # thermostats and heat pumps: 30 s steps
         offs = [d * 86400 + o for d in range(7) for o, _ in role_sim._DAY_PROGRAM]
         vals = [v for _ in range(7) for _, v in role_sim._DAY_PROGRAM]
-        links["thermostat"].queue.append(th.frame(lambda seq, key: builders.weekly_program(
-            th.address, th.reg.cloud, seq, T0 // 1000, offs, vals, key=key, unit=4, scale=-1)))
-        for r, link in links.items():
-            link.send({"kind": "config", "settings": {"telemetry_s": 60}}, T0 // 1000)
-        user_on = False  # the user switches the plug on once the cloud knows it is a plug
+        for n in rooms:
+            th = devs[n]
+            links[n].queue.append(th.frame(lambda seq, key, th=th: builders.weekly_program(
+                th.address, th.reg.cloud, seq, T0 // 1000, offs, vals, key=key, unit=4, scale=-1)))
+        for d in spec.devices:
+            links[d.name].send({"kind": "config", "settings": {"telemetry_s": 60, **d.settings}},
+                               T0 // 1000)
+        user_on = {n: False for n in plugs}  # the user switches a plug on once the cloud knows it
         end = T0 + days * DAY
         t = T0
         energy0 = _energy(devs)
-        dev0 = {r: float(d.board.model.energy_wh) for r, d in devs.items()}
+        dev0 = {n: float(d.board.model.energy_wh) for n, d in devs.items()}
         pending = list(reqs)
-        relay_on, relay_since = None, T0
+        relay: dict[str, tuple[bool, int]] = {}  # a room's heater relay: (on, since)
         while t < end:
             now_s = t // 1000
             if t % MIN == 0:
                 orders: list[Any] = []
-                for r, d in devs.items():  # connected devices: frames in, reports out, each minute
-                    link = links[r]
+                for n, d in devs.items():  # connected devices: frames in, reports out, each minute
+                    link = links[n]
                     d.wake(link.queue)
                     link.queue = []
                     if planner is None:
@@ -199,16 +228,17 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
                         continue
                     for what, v in link.uplinks():
                         if what == "capabilities":
-                            planner.on_caps(r, v)
+                            planner.on_caps(n, v)
                         elif what == "state":
-                            orders += planner.on_state(r, v, now_s)
+                            orders += planner.on_state(n, v, now_s)
                         elif what == "ack":
                             cmd, status, reason = v
                             run.acks[status] = run.acks.get(status, 0) + 1
                             if cmd is not None:
-                                orders += planner.on_ack(r, cmd, status, reason, now_s)
-                if not user_on and links["smart_plug"].caps:
-                    user_on = links["smart_plug"].send({"kind": "relay", "on": True}, now_s)
+                                orders += planner.on_ack(n, cmd, status, reason, now_s)
+                for n in plugs:
+                    if not user_on[n] and links[n].caps:
+                        user_on[n] = links[n].send({"kind": "relay", "on": True}, now_s)
                 if planner is not None:
                     while pending and pending[0].start_s - NOTICE_S <= now_s:
                         orders += planner.add_request(pending.pop(0), now_s)
@@ -221,34 +251,38 @@ def _simulate_site(site: int, seed: int, days: int, planner_name: str, run: Run,
                     e = _energy(devs)
                     power.append((e - energy0) * 60.0)  # Wh in a minute -> W
                     energy0 = e
-                    for r, d in devs.items():
+                    for n, d in devs.items():
                         x = float(d.board.model.energy_wh)
-                        per[r].append((x - dev0[r]) * 60.0)
-                        dev0[r] = x
+                        per[n].append((x - dev0[n]) * 60.0)
+                        dev0[n] = x
                 base = role_sim._program_setpoint(t)
-                if th.board.model.temp * 10 < base - 10:
-                    run.comfort_minutes_below += 1
-            for r in ("thermostat", "heat_pump"):
-                devs[r].node.control()
-            on = th.board.relay("heat").on  # the relay's minimum times, from its history
-            if relay_on is None:
-                relay_on, relay_since = on, t
-            elif on != relay_on:
-                g = th.node.role.guard
-                if t - relay_since < (g.min_on if relay_on else g.min_off):
-                    k = "relay_min_on" if relay_on else "relay_min_off"
-                    run.violations[k] = run.violations.get(k, 0) + 1
-                relay_on, relay_since = on, t
-            for r in ("thermostat", "heat_pump"):
-                devs[r].board.advance(STEP_MS)
-            plug = devs["smart_plug"]
-            for _ in range(STEP_MS // 1000):
-                plug.node.control()
-                plug.board.advance(1000)
+                for n in rooms:
+                    if devs[n].board.model.temp * 10 < base - 10:
+                        run.comfort_minutes_below += 1
+            for n in slow:
+                devs[n].node.control()
+            for n in rooms:  # the relay's minimum times, from its history
+                th = devs[n]
+                on = th.board.relay("heat").on
+                was = relay.get(n)
+                if was is None:
+                    relay[n] = (on, t)
+                elif on != was[0]:
+                    g = th.node.role.guard
+                    if t - was[1] < (g.min_on if was[0] else g.min_off):
+                        k = "relay_min_on" if was[0] else "relay_min_off"
+                        run.violations[k] = run.violations.get(k, 0) + 1
+                    relay[n] = (on, t)
+            for n in slow:
+                devs[n].board.advance(STEP_MS)
+            for _ in range(STEP_MS // 1000):  # a plug steps every second (its meter's sample)
+                for n in plugs:
+                    devs[n].node.control()
+                    devs[n].board.advance(1000)
             t += STEP_MS
         power.append((_energy(devs) - energy0) * 60.0)
-        for r, d in devs.items():
-            per[r].append((float(d.board.model.energy_wh) - dev0[r]) * 60.0)
+        for n, d in devs.items():
+            per[n].append((float(d.board.model.energy_wh) - dev0[n]) * 60.0)
         for d in devs.values():
             for k, v in d.board.model.violations().items():
                 if k in role_sim._COUNTED:
@@ -260,11 +294,13 @@ def _energy(devs: dict) -> float:
     return sum(float(d.board.model.energy_wh) for d in devs.values())
 
 
-def simulate(planner: str, seed: int = 1, days: int = 7, sites: int = 1) -> Run:
-    """One week (or `days`) of `sites` sites under `planner`: "none", "manager" or "naive"."""
+def simulate(planner: str, seed: int = 1, days: int = 7,
+             sites: tuple[SiteSpec, ...] = SINGLE) -> Run:
+    """One week (or `days`) of `sites` under `planner`: "none", "manager" or "naive"
+    (a planner of its own per site, as the cloud has)."""
     run = Run(planner)
-    for s in range(sites):
-        run.power_w.append(_simulate_site(s, seed, days, planner, run))
+    for i, spec in enumerate(sites):
+        run.power_w.append(_simulate_site(i, seed, days, planner, run, spec=spec))
     return run
 
 
@@ -279,12 +315,16 @@ class Score:
         return 100.0 * self.delivered_wmin / self.asked_wmin if self.asked_wmin else 100.0
 
 
-def score(base: Run, run: Run, seed: int, days: int) -> Score:
-    """Delivered against asked, per 15-minute interval of every request (see the module doc)."""
+def score(base: Run, run: Run, seed: int, days: int, sites: tuple[SiteSpec, ...] = SINGLE,
+          only: int | None = None) -> Score:
+    """Delivered against asked, per 15-minute interval of every request (see the module doc);
+    `only`: one site's, by its index."""
     sc = Score()
     t0 = T0 // 1000
     for s, (pb, pr) in enumerate(zip(base.power_w, run.power_w)):
-        for r in requests_for(s, seed, days):
+        if only is not None and s != only:
+            continue
+        for r in requests_for(s, seed, days, sites[s]):
             m0 = (r.start_s - t0) // 60
             m1 = (r.end_s - t0) // 60
             for a in range(m0, m1, INTERVAL_MIN):
@@ -308,12 +348,12 @@ def score(base: Run, run: Run, seed: int, days: int) -> Score:
     return sc
 
 
-def _one(args: tuple[str, int, int, int]) -> Run:
+def _one(args: tuple[str, int, int, tuple[SiteSpec, ...]]) -> Run:
     return simulate(*args)
 
 
-def compare(seed: int = 1, days: int = 7, sites: int = 1, parallel: bool = True
-            ) -> dict[str, Any]:
+def compare(seed: int = 1, days: int = 7, sites: tuple[SiteSpec, ...] = SINGLE,
+            parallel: bool = True) -> dict[str, Any]:
     """Baseline, manager and naive runs of the same week; their scores and violations."""
     jobs = [(p, seed, days, sites) for p in ("none", "manager", "naive")]
     if parallel:
@@ -323,13 +363,15 @@ def compare(seed: int = 1, days: int = 7, sites: int = 1, parallel: bool = True
             base, man, naive = pool.map(_one, jobs)
     else:
         base, man, naive = (_one(j) for j in jobs)
-    sm, sn = score(base, man, seed, days), score(base, naive, seed, days)
+    sm, sn = score(base, man, seed, days, sites), score(base, naive, seed, days, sites)
+    per_site = [(spec.name, score(base, man, seed, days, sites, i).met_pct,
+                 score(base, naive, seed, days, sites, i).met_pct) for i, spec in enumerate(sites)]
     return {"baseline": base, "manager": man, "naive": naive, "score_manager": sm,
-            "score_naive": sn}
+            "score_naive": sn, "per_site": per_site}
 
 
-def figures(seed: int = 1, days: int = 7, sites: int = 1, parallel: bool = True
-            ) -> tuple[dict[str, float], dict[str, Any]]:
+def figures(seed: int = 1, days: int = 7, sites: tuple[SiteSpec, ...] = SINGLE,
+            parallel: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
     """The energy manager's figures for make bench, and the runs behind them."""
     c = compare(seed, days, sites, parallel)
     sm, sn = c["score_manager"], c["score_naive"]

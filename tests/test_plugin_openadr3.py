@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from host_tools.cloud.plugins.openadr3 import mapping
 from host_tools.cloud.plugins.openadr3.loopback_vtn import Vtn, check
 from host_tools.cloud.store import Store
-from host_tools.cloud.testbed import CloudTestbed, run_device
+from host_tools.cloud.testbed import CloudTestbed, wait_for, wake_devices
 
 pytestmark = pytest.mark.timeout(150)
 SITE = "home"
@@ -31,19 +30,8 @@ REPORTS = [{"payloadType": "DEMAND", "readingType": "DIRECT_READ", "units": "KW"
            {"payloadType": "OPERATING_STATE"}]
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not met in {timeout} s")
-
-
 def wake_all(tb: CloudTestbed) -> None:
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda dev: run_device(tb.tmp, tb.fs[dev], tb.broker.port, ROLES[dev], 1), ROLES))
+    wake_devices(tb, tb.fs, ROLES)
 
 
 def plugin_commands(tb: CloudTestbed) -> list[dict]:

@@ -70,6 +70,18 @@ def adopt(ctx: Any, rec: dict, out: dict, by_command: dict[int, Any], key: Any) 
     return new
 
 
+def owner(event: dict, by_command: dict[int, Any], adopt_later: Any) -> Any | None:
+    """Whose a command event is: the by_command key of a command the plugin sent, or the
+    energy manager sent for one of its events (adopt_later(id) is asked about a new command
+    it does not know); None for anything else."""
+    if event.get("type") != "command":
+        return None
+    cid = event.get("id")
+    if cid not in by_command and event.get("state") == "accepted":
+        adopt_later(cid)
+    return by_command.get(cid)
+
+
 def adopt_later(ctx: Any, cid: int, events: Iterable[tuple[str, str, dict, Any]],
                 by_command: dict[int, Any], now: float) -> list[tuple[str, dict, int]]:
     """A command the plugin does not know: maybe the energy manager's re-plan for one of its

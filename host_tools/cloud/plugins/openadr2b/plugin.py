@@ -250,13 +250,10 @@ class Plugin(Base):
 
     # what the devices answered ---------------------------------------------------------------
     async def on_event(self, event: dict) -> None:
-        if event.get("type") != "command":
+        whose = site_requests.owner(event, self.by_command, self._adopt_later)
+        if whose is None:
             return
-        if event.get("id") not in self.by_command and event.get("state") == "accepted":
-            self._adopt_later(event["id"])
-        if event.get("id") not in self.by_command:
-            return
-        key, eid = self.by_command[event["id"]]
+        key, eid = whose
         v = self.vens[key]
         rec = v["events"].get(eid)
         if rec is None:

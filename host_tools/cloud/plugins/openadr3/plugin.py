@@ -326,13 +326,10 @@ class Plugin(Base):
 
     # what the devices answered, and the report the VTN asked for ---------------------------------
     async def on_event(self, event: dict) -> None:
-        if event.get("type") != "command":
+        whose = site_requests.owner(event, self.by_command, self._adopt_later)
+        if whose is None:
             return
-        if event.get("id") not in self.by_command and event.get("state") == "accepted":
-            self._adopt_later(event["id"])
-        if event.get("id") not in self.by_command:
-            return
-        site, eid = self.by_command[event["id"]]
+        site, eid = whose
         s = self.sites[site]
         rec = s["events"].get(eid)
         if rec is None:

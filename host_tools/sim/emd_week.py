@@ -1,11 +1,31 @@
 """A simulated week of site requests: the energy manager against the naive split.
 
-Each site has a thermostat (a 2 kW heater in a 1R1C room, the user's weekly
-program), a smart plug with a cycling 1.5 kW heater behind it, and a heat pump
-with an 800 l buffer store: the real role firmware on virtual boards with the
-models of the role week (host_tools/sim/role_sim.py builds them). The devices are
-mains powered and connected: frames reach them at the next minute, and they
-report their state every minute (telemetry_s 60, set by a command at the start).
+The devices are the real role firmware on virtual boards with the models of the
+role week (host_tools/sim/role_sim.py builds them): a thermostat is a 2 kW heater
+in a 1R1C room following the user's weekly program, a smart plug has a cycling
+heater behind it, a heat pump heats from an 800 l buffer store. They are mains
+powered and connected: frames reach them at the next minute, and they report
+their state every minute (telemetry_s 60, set by a command at the start, with any
+settings the site gives them, such as a plug's longest shed).
+
+Two weeks are run, and the figures give both:
+  SINGLE  one site, "house": a thermostat, a plug with a 1.5 kW heater (the plug's
+          default longest shed, 1 h), a heat pump. The week this module began with.
+  MULTI   four sites, the house and three whose devices differ in what they can shed
+          and for how long (the bench's floors are judged on this week):
+    hp_home  a heat pump on its store, a 2 kW water heater on a plug that may be off
+             45 min at most, a thermostat; reductions 1.5-3 kW, caps 3 or 3.5 kW;
+    office   four panel heaters on plugs (1.5, 1.5, 1, 1 kW) that may each be off
+             30 min at most, a thermostat; reductions 1-2 kW, caps 2.5-3.5 kW;
+    flat     two rooms with thermostats (one smaller, faster to cool) and two panel
+             heaters on plugs (1.5 and 1 kW, 30 min at most); reductions 1.5-2.5 kW,
+             caps 2-3 kW.
+  Where the naive split loses: a request longer than what a device may shed (a plug's
+  30 or 45 min, a heat pump's 2 h block) is one command to it for the whole request, so
+  every device adapts to its own longest shed at the same moment and all come back
+  together, with the request still running; the manager staggers and re-asks devices
+  after their rest (rotation). Where it does not: a site whose load is mostly rooms
+  (flat) is split about as well by both, and the house is close (figures per site).
 
 Commands go the cloud's way: each planner's order is checked and sealed by
 host_tools/cloud/command_kinds.py, and every frame a device sends (ACKs, state
@@ -15,13 +35,16 @@ host_tools/cloud/uplink.py before a planner sees it.
 The grid (seeded, requests_for) asks each site, every day, one request starting
 in each of the windows 06:00-09:00, 11:00-14:00 (skipped with probability 0.4) and
 16:00-19:00 (on a quarter hour), announced two hours ahead: with probability 0.55
-"reduce the site by 1.5-2.5 kW (100 W steps) for 1, 1.5 or 2 h", otherwise "keep
-the site under 3, 3.5 or 4.2 kW for 2, 3 or 4 h". Requests are not kept apart: a
-4 h cap may still run when the next request starts (the manager adds them; the
-naive split sends each its own percentage). For scale: the site draws about
-3.5 kW on average (thermostat ~1.3, plug ~0.9, heat pump ~1.3) and 6 kW at most;
+"reduce the site by W for 1, 1.5 or 2 h" (the house: 1.5-2.5 kW in 100 W steps),
+otherwise "keep the site under W for 2, 3 or 4 h" (the house: 3, 3.5 or 4.2 kW);
+each site its own seeded draws, its own watts (SiteSpec). Requests are not kept
+apart: a 4 h cap may still run when the next request starts (the manager adds
+them; the naive split sends each its own percentage). For scale: the house draws
+about 3.5 kW on average (thermostat ~1.3, plug ~0.9, heat pump ~1.3) and 6 kW at most;
 seed 1 gives 20 requests in the week (15 reductions, 5 caps), most of the asked
-W x min in the reductions (a cap of 3-4.2 kW asks 0.2-1.1 kW on average). The same week runs three times with the same seed: with no requests (the
+W x min in the reductions (a cap of 3-4.2 kW asks 0.2-1.1 kW on average).
+
+Each week runs three times with the same seed: with no requests (the
 baseline), with the energy manager, with the naive split (every device the same
 "reduce P %"). Delivery is judged per 15-minute interval (as imbalance
 settlement does) on the site's mean power against the baseline's:
@@ -41,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from host_tools.sim import role_sim
-from host_tools.sim.role_sim import DAY, MIN, T0, H
+from host_tools.sim.role_sim import DAY, MIN, T0
 
 ROLES = ("thermostat", "smart_plug", "heat_pump")
 PARAMS = {"thermostat": dict(role_sim.ROOM), "heat_pump": dict(role_sim.STORE),
@@ -70,6 +93,29 @@ class SiteSpec:
 # The single-site week: a thermostat, a plug with a cycling heater, a heat pump on its store.
 HOUSE = SiteSpec("house", tuple(DeviceSpec(r, r, dict(PARAMS[r])) for r in ROLES))
 SINGLE = (HOUSE,)
+
+
+def _plug(name: str, watts: int, max_shed_s: int) -> DeviceSpec:
+    """A plug with a cycling heater of `watts` that its owner lets be off `max_shed_s` at most."""
+    return DeviceSpec(name, "smart_plug", {"load": "heater", "power_w": watts}, {"max_shed_s": max_shed_s})
+
+
+_ROOM = dict(role_sim.ROOM)
+# The multi-site week (see the module doc): the house again, and three sites whose devices
+# differ in what they can shed and for how long.
+HP_HOME = SiteSpec("hp_home", (
+    DeviceSpec("heat_pump", "heat_pump", dict(role_sim.STORE)),
+    _plug("boiler", 2000, 2700),  # an electric water heater: 45 min off at most
+    DeviceSpec("room", "thermostat", dict(_ROOM))), reduce_w=(1500, 3000), caps_w=(3000, 3500))
+OFFICE = SiteSpec("office", (
+    _plug("heater1", 1500, 1800), _plug("heater2", 1500, 1800),  # panel heaters: 30 min off at most
+    _plug("heater3", 1000, 1800), _plug("heater4", 1000, 1800),
+    DeviceSpec("room", "thermostat", dict(_ROOM))), reduce_w=(1000, 2000), caps_w=(2500, 3000, 3500))
+FLAT = SiteSpec("flat", (
+    DeviceSpec("room1", "thermostat", dict(_ROOM)),
+    DeviceSpec("room2", "thermostat", dict(_ROOM, c=2e6, ua=60.0)),  # a smaller room
+    _plug("panel1", 1500, 1800), _plug("panel2", 1000, 1800)), reduce_w=(1500, 2500), caps_w=(2000, 2500, 3000))
+MULTI = (HOUSE, HP_HOME, OFFICE, FLAT)
 STEP_MS = 30_000  # thermostat and heat pump; the plug steps every second (its meter's sample)
 INTERVAL_MIN = 15
 NOTICE_S = 2 * 3600
@@ -395,9 +441,12 @@ if __name__ == "__main__":
 
     t = time.time()
     d = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    f, c = figures(days=d)
+    which = MULTI if sys.argv[2:] == ["multi"] else SINGLE
+    f, c = figures(days=d, sites=which)
     for k, v in f.items():
         print(f"{k:40} {v}")
+    for name, man, naive in c["per_site"]:
+        print(f"site {name:12} manager {man:5.1f} %  naive {naive:5.1f} %")
     print("acks manager", c["manager"].acks, "naive", c["naive"].acks)
     print("violations manager", c["manager"].violations, "naive", c["naive"].violations)
     print(f"{time.time() - t:.1f} s")

@@ -24,8 +24,9 @@ Two weeks are run, and the figures give both:
   30 or 45 min, a heat pump's 2 h block) is one command to it for the whole request, so
   every device adapts to its own longest shed at the same moment and all come back
   together, with the request still running; the manager staggers and re-asks devices
-  after their rest (rotation). Where it does not: a site whose load is mostly rooms
-  (flat) is split about as well by both, and the house is close (figures per site).
+  after their rest (rotation). The gap is widest where many devices may shed only
+  briefly (office), narrowest where one heat pump and one plug carry most of it
+  (house); host_tools/bench/emd_figures.py prints each site's figures.
 
 Commands go the cloud's way: each planner's order is checked and sealed by
 host_tools/cloud/command_kinds.py, and every frame a device sends (ACKs, state

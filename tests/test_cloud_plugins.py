@@ -1,6 +1,7 @@
 """The plugin host: a plugin that raises, hangs or fails to start stalls nothing else; a
 plugin sends only through the tracked path and only to its own sites; what it keeps
-survives a restart; a plugin is a folder and nothing else."""
+survives a restart; a plugin is a folder and nothing else; an energy manager that does
+not answer in time is the API's 503 with Retry-After, never a 500."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,14 @@ class Plugin(Base):
         if mode == "fail-start":
             raise RuntimeError("no peer")
         self.seen = self.ctx.state_get("seen") or 0
+        self.calls = []
+        if mode == "slow-manager":  # an energy manager that takes its time
+            self.ctx.serve_site_requests(self._site)
+
+    def _site(self, op, site, body, who):
+        self.calls.append(op)
+        time.sleep(10.5 if len(self.calls) == 1 else 0)  # the first call outlasts the deadline (10 s)
+        return {"id": "r-1", "orders": []}
 
     async def on_event(self, ev):
         mode = self.ctx.options.get("mode")
@@ -159,3 +168,36 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
         assert store.plugin_items("probe", "home") == {"k": {"v": 1}}
     finally:
         store.close()
+
+
+def test_an_energy_manager_that_does_not_answer_is_a_503_with_retry_after(world) -> None:
+    from fastapi.testclient import TestClient
+
+    from host_tools.cloud.api import create_app
+
+    tmp, store, *_ = world
+    h = host(tmp, store, "slow-manager")
+    plugin = h.runners[0].plugin
+    auth = {"Authorization": f"Bearer {store.create_token('ops', ['read', 'command'])}"}
+    client = TestClient(create_app(store, None, plugins=h), raise_server_exceptions=False)
+    body = {"kind": "reduce", "watts": 1000, "duration_s": 3600}
+    try:
+        assert h.has_manager("home")
+        r = client.post("/api/sites/home/requests", json=body, headers=auth)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "10"
+        d = r.json()
+        assert d["reason"] == "energy_manager_timeout" and d["started"] is True
+        assert "did not answer within 10 s" in d["detail"] and "may still be taken" in d["detail"]
+        # The manager is still busy with that one: a second call it never begins changes nothing.
+        h.site_timeout_s = 0.2
+        r = client.get("/api/sites/home/requests", headers=auth)
+        assert r.status_code == 503 and r.json()["started"] is False
+        assert "nothing was changed" in r.json()["detail"]
+        time.sleep(1.0)
+        assert plugin.calls == ["add"]  # the call given up on before it began never ran
+        h.site_timeout_s = 5.0  # an idle manager answers as before
+        r = client.post("/api/sites/home/requests", json=body, headers=auth)
+        assert r.status_code == 202 and r.json()["id"] == "r-1", r.text
+    finally:
+        h.stop()

@@ -5,12 +5,11 @@ their next wake, a device's adapted answer re-planned, the request resumed after
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from host_tools.cloud.testbed import ApiError, CloudTestbed, run_device
+from host_tools.cloud.testbed import ApiError, CloudTestbed, wait_for, wake_devices
 
 pytestmark = pytest.mark.timeout(120)
 SITE, OTHER = "home", "flat"
@@ -20,24 +19,12 @@ FINAL = ("applied", "adapted", "refused", "expired", "unsupported")
 EM = "plugin:energy_manager"
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not met in {timeout} s")
-
-
 def wake(tb: CloudTestbed, devs=tuple(ROLES)) -> None:  # type: ignore[no-untyped-def]
     # The heat pump's store at 38 C: warm enough to be asked to block (its record's low limit
     # is 30 C), cool enough that its compressor is running (its own band starts at 40 C), so
     # its minimum run time holds a block back and it answers adapted.
     board = {HP: {"board": {"chip": "esp32", "clock": "wall", "seed": 3, "store_c": 38.0}}}
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda d: run_device(tb.tmp, tb.fs[d], tb.broker.port, ROLES[d], 1, **board.get(d, {})),
-                      devs))
+    wake_devices(tb, tb.fs, {d: ROLES[d] for d in devs}, extra=board)
 
 
 def em_commands(tb: CloudTestbed) -> list[dict]:

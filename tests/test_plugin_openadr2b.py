@@ -6,7 +6,6 @@ with OpenADR's codes and never forwarded, and a restart re-registering the same 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from host_tools.cloud.plugins.openadr2b.loopback_vtn import Vtn
 from host_tools.cloud.plugins.openadr2b.mapping import SIMPLE_PERCENT
 from host_tools.cloud.plugins.openadr2b.plugin import opt_for, resource_id, sample
 from host_tools.cloud.store import Store
-from host_tools.cloud.testbed import CloudTestbed, run_device
+from host_tools.cloud.testbed import CloudTestbed, wait_for, wake_devices
 
 pytestmark = pytest.mark.timeout(180)
 SITE = "home"
@@ -24,19 +23,8 @@ THERMO, PLUG, HP = 0x3101, 0x3102, 0x3103
 ROLES = {THERMO: "thermostat", PLUG: "smart_plug", HP: "heat_pump"}
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not met in {timeout} s")
-
-
 def wake_all(tb: CloudTestbed) -> None:
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda dev: run_device(tb.tmp, tb.fs[dev], tb.broker.port, ROLES[dev], 1), ROLES))
+    wake_devices(tb, tb.fs, ROLES)
 
 
 def plugin_commands(tb: CloudTestbed) -> list[dict]:

@@ -4,12 +4,12 @@ with OAuth2 client credentials, an import-limit event becoming SPOT commands the
 firmware applies, a report reaching the VTN with the devices' own values, 96 quarter-hour
 prices as a site forecast, a targeted SIMPLE event reaching only its device, a deleted
 event restoring the devices, and bad input (not JSON, an unknown program or resource,
-zero and negative durations) refused with nothing sent."""
+zero and negative durations) refused with nothing sent; with an energy manager on the
+site, site-wide events become its site requests."""
 from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 from host_tools.cloud.plugins.openadr3 import mapping
 from host_tools.cloud.plugins.openadr3.loopback_vtn import Vtn, check
 from host_tools.cloud.store import Store
-from host_tools.cloud.testbed import CloudTestbed, run_device
+from host_tools.cloud.testbed import CloudTestbed, wait_for, wake_devices
 
 pytestmark = pytest.mark.timeout(150)
 SITE = "home"
@@ -30,19 +30,8 @@ REPORTS = [{"payloadType": "DEMAND", "readingType": "DIRECT_READ", "units": "KW"
            {"payloadType": "OPERATING_STATE"}]
 
 
-def wait_for(cond, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not met in {timeout} s")
-
-
 def wake_all(tb: CloudTestbed) -> None:
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda dev: run_device(tb.tmp, tb.fs[dev], tb.broker.port, ROLES[dev], 1), ROLES))
+    wake_devices(tb, tb.fs, ROLES)
 
 
 def plugin_commands(tb: CloudTestbed) -> list[dict]:
@@ -209,3 +198,47 @@ def test_vtn_events_reach_the_devices_and_reports_go_back(world) -> None:  # noq
           f"import limit: event JSON {js} B on the OpenADR 3 link, SPOT {spot} B to 3 devices ({js / spot:.1f}x); "
           f"96 prices: event JSON {vtn.event_bytes(price)} B, SPOT forecast "
           f"{events[price]['frame_bytes']} B; VTN checked {vtn.checked} objects; stats {stats(tb)}")
+
+
+def test_site_events_go_to_the_energy_manager_when_the_site_has_one(world) -> None:
+    """As the 2.0b plugin does: a shed or a limit for the whole site becomes a site request
+    (reduce by the level's share of the site's nominal power; keep under the limit), the
+    manager's orders are the event's commands, and a deleted event withdraws its request."""
+    tb, vtn, pid = world
+    conf = tb.tmp / "both.toml"
+    conf.write_text(tb.conf.read_text() + f'[[plugin]]\nname = "energy_manager"\nsites = ["{SITE}"]\n'
+                    '[plugin.options]\ntick_s = 1\n')
+    tb.start(plugins=conf)
+    wake_all(tb)
+    devs = wait_for(lambda: (d := tb.api("GET", "/api/devices")) and all(x["capabilities"] for x in d) and d,
+                    what="capabilities")
+    nominal = sum(d["capabilities"]["nominal_w"] for d in devs)
+    wait_for(lambda: len(vtn.resources) == 3, what="VEN registered")
+
+    def requests() -> dict[str, dict]:
+        return {r["ref"]: r for r in tb.api("GET", f"/api/sites/{SITE}/requests")}
+
+    shed = vtn.event(pid, [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [2]}]}],
+                     intervalPeriod={"start": iso(now()), "duration": "PT1H"})
+    start = now().replace(microsecond=0) + timedelta(hours=1)
+    limit = vtn.event(pid, [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [3.0]}]}],
+                      intervalPeriod={"start": iso(start), "duration": "PT1H"},
+                      payloadDescriptors=[{"objectType": "EVENT_PAYLOAD_DESCRIPTOR",
+                                           "payloadType": "IMPORT_CAPACITY_LIMIT", "units": "KW"}])
+    reqs = wait_for(lambda: (r := requests()) and len(r) == 2 and r, what="two site requests")
+    r_shed, r_cap = reqs[f"openadr3:{shed}"], reqs[f"openadr3:{limit}"]
+    assert r_shed["kind"] == "reduce" and r_shed["watts"] == round(nominal * 0.5) and r_shed["status"] == "active"
+    assert r_shed["orders"], r_shed  # the manager split it at once
+    assert r_cap["kind"] == "keep_under" and r_cap["watts"] == 3000 and r_cap["status"] == "scheduled"
+    assert r_cap["start"] == int(start.timestamp())
+    assert plugin_commands(tb) == []  # nothing of the plugin's own mapping
+    events = wait_for(lambda: (e := Store(tb.db).plugin_get("openadr3", SITE, "events")) and len(e) == 2 and e,
+                      what="the events kept")
+    assert events[shed]["requests"] == [r_shed["id"]] and events[limit]["requests"] == [r_cap["id"]]
+    # the manager's orders are the event's commands: the devices' answers reach the plugin
+    assert set(events[shed]["commands"]) == {str(o["id"]) for o in r_shed["orders"]}
+
+    vtn.delete_event(shed)  # gone from the VTN: its request is withdrawn, the manager restores
+    wait_for(lambda: requests()[f"openadr3:{shed}"]["status"] == "cancelled", what="the request cancelled")
+    assert requests()[f"openadr3:{limit}"]["status"] == "scheduled"
+    assert plugin_commands(tb) == []

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from host_tools.cloud.plugins.openadr2b.loopback_vtn import Vtn
 from host_tools.cloud.plugins.openadr2b.plugin import opt_for, resource_id, sample
-from host_tools.cloud.testbed import CloudTestbed, run_device
+from host_tools.cloud.testbed import CloudTestbed, wait_for, wake_devices
 
 ROLES = {0x3101: "thermostat", 0x3102: "smart_plug", 0x3103: "heat_pump"}
 FIELDS = (("power_w", "RealPower"), ("energy_wh", "RealEnergy"), ("state", "state"))
 
 
 def _wait(cond, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise TimeoutError("openadr2b bench: a step did not finish")
+    return wait_for(cond, timeout, "openadr2b bench: a step", step=0.02)
 
 
 def figures(quick: bool = False) -> dict:
@@ -43,8 +36,7 @@ def figures(quick: bool = False) -> dict:
             tb.start(plugins=conf)
 
             def wake() -> None:
-                with ThreadPoolExecutor(3) as pool:
-                    list(pool.map(lambda dev: run_device(tb.tmp, fs[dev], tb.broker.port, ROLES[dev], 1), ROLES))
+                wake_devices(tb, fs, ROLES)
             wake()
             _wait(lambda: vtn.regs and vtn.server.registered_reports)
             (ven,) = vtn.regs.values()

@@ -10,26 +10,18 @@ SPOT's sealed command frames (and the same for 96 quarter-hour prices).
 from __future__ import annotations
 
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from host_tools.cloud.plugins.openadr3.loopback_vtn import Vtn
 from host_tools.cloud.store import Store
-from host_tools.cloud.testbed import CloudTestbed, run_device
+from host_tools.cloud.testbed import CloudTestbed, wait_for, wake_devices
 
 ROLES = {0x3101: "thermostat", 0x3102: "smart_plug", 0x3103: "heat_pump"}
 
 
 def _wait(cond, timeout: float = 15.0):  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise TimeoutError("openadr3 bench: a step did not finish")
+    return wait_for(cond, timeout, "openadr3 bench: a step", step=0.02)
 
 
 def _iso(t: datetime) -> str:
@@ -48,8 +40,7 @@ def figures(quick: bool = False) -> dict:
                             f'vtn_url = "{vtn.url}"\nclient_id = "ven-client"\nclient_secret = "ven-secret"\n'
                             f'poll_s = 0.1\n')
             tb.start(plugins=conf)
-            with ThreadPoolExecutor(3) as pool:  # first wakes: the devices' capability records
-                list(pool.map(lambda dev: run_device(tb.tmp, fs[dev], tb.broker.port, ROLES[dev], 1), ROLES))
+            wake_devices(tb, fs, ROLES)  # first wakes: the devices' capability records
             _wait(lambda: len(vtn.resources) == 3)
             latencies, json_bytes, spot_bytes, seen = [], [], [], set()
             for _ in range(events):

@@ -4,7 +4,8 @@ Every route but /health needs a bearer token (`spot cloud token`) with the scope
 it names: read, command or admin. The live stream (/api/events, Server-Sent
 Events) also takes the token as ?token=, since a browser's EventSource cannot
 set headers. Errors are JSON {"detail": "..."} with a 4xx that says why; a
-database outage is a 503, never a 500.
+database outage is a 503, never a 500, and so is a site energy manager that does not
+answer in time (with Retry-After).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 
 from host_tools.cloud.command_kinds import Command, PriceForecast, Refused
 from host_tools.cloud.dispatch import BrokerDown, Dispatcher
+from host_tools.cloud.plugins.base import ManagerBusy
 from host_tools.cloud.store import OPEN_STATES, Conflict, NotFound, Store
 
 DASHBOARD = Path(__file__).resolve().parent / "dashboard"
@@ -114,6 +116,12 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         return JSONResponse({"detail": "the database is unavailable; nothing was changed: "
                                        + str(e.orig).splitlines()[0][:200]}, 503,
                             headers={"Retry-After": "5"})
+
+    @app.exception_handler(ManagerBusy)
+    async def _manager_busy(_r: Request, e: ManagerBusy) -> JSONResponse:
+        # The site's energy manager is busy or stuck: the service is fine, try again shortly.
+        return JSONResponse({"detail": str(e), "reason": "energy_manager_timeout", "started": e.started},
+                            503, headers={"Retry-After": str(max(1, round(e.waited_s)))})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_r: Request, e: RequestValidationError) -> Response:
@@ -245,7 +253,7 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
                                      "plugin for it in the cloud's plugin configuration (--plugins)")
         return plugins
 
-    @app.post("/api/sites/{site}/requests", status_code=202, tags=["sites"], responses={404: {}, 409: {}, 422: {}})
+    @app.post("/api/sites/{site}/requests", status_code=202, tags=["sites"], responses={404: {}, 409: {}, 422: {}, 503: {}})
     def site_request(site: str = FPath(pattern=SITE_NAME), req: SiteRequestBody = Body(...),
                      p: Principal = Depends(scope("command"))) -> dict:
         """A site-level request ("reduce the site by W", "keep the site under W") for the site's
@@ -255,12 +263,12 @@ def create_app(store: Store, bridge: Any | None, bus: Any | None = None,
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
 
-    @app.get("/api/sites/{site}/requests", tags=["sites"], responses={404: {}, 409: {}})
+    @app.get("/api/sites/{site}/requests", tags=["sites"], responses={404: {}, 409: {}, 503: {}})
     def site_requests(site: str = FPath(pattern=SITE_NAME), _p: Principal = Depends(scope("read"))) -> list[dict]:
         """The site's requests, newest first: what the manager asked each device, their answers."""
         return _manager(site).site_call(site, "list", {}, _p.name)
 
-    @app.post("/api/sites/{site}/requests/{rid}/cancel", tags=["sites"], responses={404: {}, 409: {}})
+    @app.post("/api/sites/{site}/requests/{rid}/cancel", tags=["sites"], responses={404: {}, 409: {}, 503: {}})
     def cancel_site_request(site: str = FPath(pattern=SITE_NAME), rid: str = FPath(pattern=r"^[A-Za-z0-9_-]{1,40}$"),
                             p: Principal = Depends(scope("command"))) -> dict:
         """Withdraw a request: the devices it shed are restored."""

@@ -43,8 +43,11 @@ and `tick`):
   choose among the devices that can shed now (a plug whose relay is off, a
          thermostat near frost protection, a heat pump with a cold store or a
          spent day's budget cannot), have rested since their last shed (at least
-         their minimum off time), and were not refused lately: what costs nobody
-         comfort first (the heat pump on its store, the plug), the room last;
+         their minimum off time; a room as long as its setback lasted, half an hour
+         at most: a request longer than a room's longest shed sets it back again
+         rather than let it heat flat out to recover while the request runs), and
+         were not refused lately: what costs nobody comfort first (the heat pump
+         on its store, the plug), the room last;
          in a reduction the heat pump and the plug are asked whenever they can
          (a reduction is judged per quarter hour against what each cycling load
          would have drawn, and nobody can tell that in advance), the room only
@@ -457,7 +460,7 @@ class EnergyManager:
         held = now_s - v.shed.since_s
         rest = max(int(v.caps.get("min_off_s") or 0), int(v.caps.get("min_on_s") or 0), 600)
         if v.role == "thermostat":
-            rest = max(rest, held)  # the room needs about as long to recover
+            rest = max(rest, min(held, 1800))  # the room recovers, for half an hour at most
         v.rest_until_s = now_s + rest
         v.shed = None
         v.exhausted = False

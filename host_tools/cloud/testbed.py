@@ -15,12 +15,34 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from host_tools.cloud.broker import Broker
 from host_tools.cloud.registry import Registry
 from host_tools.paths import ROOT
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             step: float = 0.05) -> Any:
+    """cond()'s first true value, asked every `step` s; TimeoutError naming `what` after `timeout` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    raise TimeoutError(f"{what} not met in {timeout} s")
+
+
+def wake_devices(tb: "CloudTestbed", fs: dict[int, Path], roles: dict[int, str], cycles: int = 1,
+                 extra: dict[int, dict] | None = None) -> None:
+    """A wake (or `cycles`) of each device in roles (address -> role), side by side, from its
+    files fs[address]; extra: more run_device arguments, by address."""
+    with ThreadPoolExecutor(max(1, len(roles))) as pool:
+        list(pool.map(lambda d: run_device(tb.tmp, fs[d], tb.broker.port, roles[d], cycles,
+                                           **(extra or {}).get(d, {})), roles))
 
 
 def free_port() -> int:

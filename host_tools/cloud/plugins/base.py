@@ -15,6 +15,20 @@ import logging
 from typing import Any, Callable
 
 
+
+class ManagerBusy(TimeoutError):
+    """The site's energy manager did not answer in time (it is busy, or stuck).
+
+    `started`: whether it had begun the call when the caller gave up. If not, it never
+    will (nothing changed); if it had, the call may still take effect."""
+
+    def __init__(self, site: str, op: str, waited_s: float, started: bool) -> None:
+        self.site, self.op, self.waited_s, self.started = site, op, waited_s, started
+        then = ("it had begun, so the request may still be taken: look at GET /api/sites/"
+                f"{site}/requests before sending it again" if started and op in ("add", "cancel")
+                else "nothing was changed")
+        super().__init__(f"site {site!r}: its energy manager did not answer within {waited_s:g} s; {then}")
+
 class PluginContext:
     """The cloud as one plugin sees it; every method is safe to call from the plugin's thread."""
 

@@ -9,6 +9,7 @@ hook that overruns is cancelled and counted. `status()` says how each is doing
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from host_tools.cloud.plugins.base import Plugin, PluginContext
+from host_tools.cloud.plugins.base import ManagerBusy, Plugin, PluginContext
 
 log = logging.getLogger("spot.cloud.plugins")
 QUEUE_MAX = 1000
@@ -171,6 +172,7 @@ class PluginHost:
         self._site_of: dict[int, str] = {}
         self._site_at = 0.0
         self._managers: dict[str, tuple[_Runner, Callable[..., Any]]] = {}  # site -> its energy manager
+        self.site_timeout_s = HOOK_DEADLINE_S  # how long a site request waits for its manager
         for r in self.runners:
             r.ctx._host = self
 
@@ -225,9 +227,10 @@ class PluginHost:
         m = self._managers.get(site)
         return m is not None and m[0].state == "running"
 
-    def site_call(self, site: str, op: str, body: dict, who: str, timeout: float = HOOK_DEADLINE_S) -> Any:
+    def site_call(self, site: str, op: str, body: dict, who: str, timeout: float | None = None) -> Any:
         """op on the site's energy manager, run on its own thread (any thread may call this);
-        None when the site has none (or it is not running)."""
+        None when the site has none (or it is not running). Raises ManagerBusy when the
+        manager does not answer within `timeout` (default `site_timeout_s`)."""
         m = self._managers.get(site)
         if m is None or m[0].state != "running":
             return None
@@ -235,6 +238,22 @@ class PluginHost:
         if threading.current_thread() is runner.thread:
             return handler(op, site, body, who)  # the manager itself: waiting on its own loop would deadlock
 
+        # Whether the manager began the call decides what a caller that gave up may be told:
+        # not begun, it never will be (nothing changed); begun, it may still take effect.
+        lock, began, gave_up = threading.Lock(), [False], [False]
+
         async def call() -> Any:
+            with lock:
+                if gave_up[0]:
+                    return None
+                began[0] = True
             return handler(op, site, body, who)
-        return asyncio.run_coroutine_threadsafe(call(), runner.loop).result(timeout)
+        wait = self.site_timeout_s if timeout is None else timeout
+        fut = asyncio.run_coroutine_threadsafe(call(), runner.loop)
+        try:
+            return fut.result(wait)
+        except concurrent.futures.TimeoutError:
+            with lock:
+                gave_up[0] = True
+                started = began[0]
+            raise ManagerBusy(site, op, wait, started) from None

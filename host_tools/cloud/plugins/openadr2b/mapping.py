@@ -9,7 +9,7 @@ Pure functions, no I/O, so the rules are read (and tested) in one place:
   one mapping a site energy manager (host_tools/cloud/energy_manager.py, in progress) will
   replace: today every device gets the same percentage; the manager will split a site
   target over the devices by their capability records.
-  A site with an energy manager gets `site_watts(shadows, percent)` as a site request
+  A site with an energy manager gets a site request (../site_requests.py, site_watts)
   instead (plugin.py), and this mapping stays the fallback.
 - price signals become one `PriceForecast` body for the site's group.
 
@@ -174,16 +174,6 @@ def check_event(event: dict, resources: dict[str, int], now: float) -> Plan | Re
         return plan
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         return Refusal(INVALID_DATA, str(e) or type(e).__name__)
-
-
-def site_watts(shadows: list[dict], percent: int) -> int:
-    """An event's percentage as watts for the site's energy manager: percent of the sum of
-    the devices' nominal power (nominal_w in their capability records; a device that has
-    not sent its record yet counts 0). The nominal power is what OpenADR's "reduce x %"
-    is a percentage of when the VEN cannot know the site's baseline: it over-asks a site
-    whose loads are idle, and the manager then sheds what can be shed, no more."""
-    total = sum(int((sh.get("capabilities") or {}).get("nominal_w") or 0) for sh in shadows)
-    return round(total * max(0, min(100, percent)) / 100)
 
 
 def device_command(role: str | None, caps: dict | None, shed: Shed, now: float) -> dict | None:

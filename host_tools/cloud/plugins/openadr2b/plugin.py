@@ -3,7 +3,7 @@
 Each VEN is an openleadr client (ven.py) polling the VTN. An event is checked and
 mapped (mapping.py) and becomes SPOT commands through the cloud's tracked path and, for
 price signals, a site forecast. A site-wide load shed goes to the site's energy manager
-first when one is enabled (ctx.site_request: the event's percentage of the site's nominal
+first when one is enabled (../site_requests.py: the event's percentage of the site's nominal
 power, in W; the manager's orders, listed in its request's record, are then the event's
 commands), and to mapping.device_command (every device the same percentage) otherwise; the VTN gets optIn once the commands are accepted, and
 optOut later when every device's ACK comes back refused, expired or unsupported (an
@@ -32,6 +32,7 @@ from openleadr import objects, utils
 from pydantic import ValidationError
 
 from host_tools.cloud.command_kinds import Refused
+from host_tools.cloud.plugins import site_requests
 from host_tools.cloud.plugins.base import Plugin as Base
 from host_tools.cloud.plugins.openadr2b import mapping
 from host_tools.cloud.plugins.openadr2b.ven import Ven
@@ -190,28 +191,19 @@ class Plugin(Base):
 
     def _via_manager(self, v: dict, eid: str, rec: dict, plan: mapping.Plan, known: dict | None,
                      now: float) -> bool:
-        """A site-wide shed to the site's energy manager, when it has one (ctx.site_request):
-        the event's percentage of the site's nominal power (mapping.site_watts) becomes "reduce
-        the site by W", which the manager splits over the devices by their records. False
-        (the plugin's own mapping then) when the site has no manager, the event targets only
-        some of the VEN's resources, or it restores (0 %)."""
+        """A site-wide shed to the site's energy manager, when it has one (site_requests.py):
+        the event's percentage of the site's nominal power becomes "reduce the site by W",
+        which the manager splits over the devices by their records. False (the plugin's own
+        mapping then) when the site has no manager, the event targets only some of the VEN's
+        resources, or it restores (0 %)."""
         shed = plan.shed
         assert shed is not None
         if shed.percent <= 0 or set(plan.devices) != set(v["resources"].values()):
             return False
-        shadows = [self.ctx.shadow(dev) for dev in plan.devices]
-        watts = mapping.site_watts(shadows, shed.percent)
-        if (known or {}).get("request"):  # a modification: the old request gives way to the new
-            self.ctx.site_request_cancel(v["site"], known["request"])
-        try:
-            # A start within the minute is now: the manager plans by the minute, and an event
-            # "from now" arrives with its start rounded up.
-            start = int(now) if shed.start <= now + 60 else shed.start
-            out = self.ctx.site_request(v["site"], {"kind": "reduce", "watts": watts, "start": start,
-                                                    "end": shed.end, "ref": f"openadr2b:{eid}"})
-        except (ValueError, TimeoutError) as e:
-            self.ctx.log.warning("event %s: the energy manager did not take it (%s): own mapping", eid, e)
-            return False
+        watts = site_requests.site_watts([self.ctx.shadow(dev) for dev in plan.devices], shed.percent)
+        # A modification: the old request gives way to the new.
+        out = site_requests.to_manager(self.ctx, v["site"], "reduce", watts, shed.start, shed.end,
+                                       f"openadr2b:{eid}", now, site_requests.requests_of(known or {}))
         if out is None:
             return False
         # Taken for later: the manager sends its orders when the request starts (optIn now).
@@ -221,34 +213,21 @@ class Plugin(Base):
                           eid, shed.percent, v["site"], watts, out["id"], len(rec["commands"]))
         return True
 
-    def _adopt(self, v: dict, eid: str, rec: dict, out: dict) -> bool:
-        """The manager's orders for this event's request are the event's commands (a restore
-        is not taking part); True if any is new."""
-        new = False
-        for od in out.get("orders", []):
-            cid = od.get("id")
-            if cid is None or od["command"].get("kind") == "restore" or str(cid) in rec["commands"]:
-                continue
-            rec["commands"][str(cid)] = od["state"]
-            self.by_command[cid] = (v["key"], eid)
-            self.stats["commands"] += 1
-            new = True
-            try:
-                rec["frame_bytes"] += self.ctx.command(cid).get("frame_bytes") or 0
-            except Exception:  # noqa: BLE001 - a figure only
-                pass
-        return new
+    def _adopt(self, v: dict, eid: str, rec: dict, out: dict) -> int:
+        n = site_requests.adopt(self.ctx, rec, out, self.by_command, (v["key"], eid))
+        self.stats["commands"] += n
+        return n
 
     def _adopt_later(self, cid: int) -> None:
         """A command this plugin does not know: maybe the energy manager's re-plan for one of
-        its events (a device said no, a shed rotated); adopted if the request lists it."""
-        now = time.time()
-        for v in self.vens.values():
-            for eid, rec in v["events"].items():
-                if rec.get("request") and rec.get("end", 0) > now and cid not in self.by_command:
-                    out = self.ctx.site_request_get(v["site"], rec["request"])
-                    if out and self._adopt(v, eid, rec, out):
-                        self._keep(v, eid, rec)
+        its events; adopted if its request lists it."""
+        events = [(v["site"], eid, rec, (v["key"], eid)) for v in self.vens.values()
+                  for eid, rec in v["events"].items()]
+        for eid, rec, n in site_requests.adopt_later(self.ctx, cid, events, self.by_command, time.time()):
+            self.stats["commands"] += n
+            for v in self.vens.values():
+                if v["events"].get(eid) is rec:
+                    self._keep(v, eid, rec)
 
     def _send(self, v: dict, eid: str, rec: dict, dev: int, body: dict) -> None:
         try:
@@ -271,13 +250,10 @@ class Plugin(Base):
 
     # what the devices answered ---------------------------------------------------------------
     async def on_event(self, event: dict) -> None:
-        if event.get("type") != "command":
+        whose = site_requests.owner(event, self.by_command, self._adopt_later)
+        if whose is None:
             return
-        if event.get("id") not in self.by_command and event.get("state") == "accepted":
-            self._adopt_later(event["id"])
-        if event.get("id") not in self.by_command:
-            return
-        key, eid = self.by_command[event["id"]]
+        key, eid = whose
         v = self.vens[key]
         rec = v["events"].get(eid)
         if rec is None:

@@ -10,9 +10,9 @@ Pure functions, no I/O, so the rules are read (and tested) in one place:
   one of its resources, impossible intervals (zero or negative durations, non-numeric or
   out-of-range values, price steps SPOT cannot carry), events with nothing SPOT carries.
 - `device_command(role, caps, item, n_devices, now)` -> one SPOT command body per device.
-  This is the one mapping a site energy manager (host_tools/cloud/energy_manager.py, in
-  progress) will replace: today a shed is the same percentage at every device and an import
-  limit is split evenly; the manager will split a site target by capability records.
+  A shed is the same percentage at every device and an import limit is split evenly: the
+  fallback for a site without an energy manager (a site with one gets a site request
+  instead, ../site_requests.py, and the manager splits it by capability records).
 - `report(...)` -> the REPORT body for the payload types an event asks for, with the
   devices' own latest values (nothing made up when a device has not reported one).
 

@@ -6,7 +6,10 @@ programs it follows are found (options.programs by name, or every program it may
 GET /events?programID=... is polled. Each event (new, or with a new modificationDateTime)
 is parsed and checked (mapping.py) and becomes SPOT commands through the cloud's tracked path
 (reduce for SIMPLE levels, limit for IMPORT_CAPACITY_LIMIT, sent when the interval begins)
-and, for PRICE, a site forecast. When the event asks for reports (reportDescriptors), one
+and, for PRICE, a site forecast. A shed or limit for the whole site goes to the site's energy
+manager instead when one is enabled (../site_requests.py, as the 2.0b plugin does): "reduce
+the site by W" (the level's percentage of the site's nominal power) or "keep the site under
+W"; the manager's orders are then the event's commands. When the event asks for reports (reportDescriptors), one
 REPORT goes back (POST /reports) once the devices have answered its commands (at once for an
 event without commands), with the devices' own values from their shadows. An event that
 disappears from the VTN while its commands still run is taken as cancelled: restore.
@@ -35,6 +38,7 @@ import httpx
 from pydantic import ValidationError
 
 from host_tools.cloud.command_kinds import Refused
+from host_tools.cloud.plugins import site_requests
 from host_tools.cloud.plugins.base import Plugin as Base
 from host_tools.cloud.plugins.openadr3 import mapping
 from host_tools.cloud.plugins.openadr3.client import Malformed, VtnClient, VtnError
@@ -194,10 +198,13 @@ class Plugin(Base):
         plan = mapping.check_event(ev, targets, s["resources"], s["ven"].get("name", ""), s["programs"], now)
         if isinstance(plan, mapping.Refusal):
             return self._refuse(s, eid, rec, now, size, plan.reason)
-        if known is not None:  # a modification replaces what the earlier version started
+        earlier = site_requests.requests_of(known or {})
+        if known is not None and not earlier:  # a modification replaces what the earlier version started
             for cid, state in known.get("commands", {}).items():
                 if state in RUNNING and not plan.shed and not plan.cap:
                     self._send(s, eid, rec, self.ctx.command(int(cid))["device"], {"kind": "restore"})
+        for rid in earlier:  # ... and the earlier version's site requests give way (the manager restores)
+            self.ctx.site_request_cancel(s["site"], rid)
         rec["notes"] = plan.notes
         for body in plan.prices:
             try:
@@ -209,7 +216,7 @@ class Plugin(Base):
                 rec["forecast_refused"] = str(e)[:300]
                 self.ctx.log.warning("event %s: forecast for %s not sent: %s", eid, s["site"], e)
         for item in (plan.shed, plan.cap):
-            if item is None:
+            if item is None or self._via_manager(s, eid, rec, item, plan.devices, now):
                 continue
             if isinstance(item, mapping.Cap) and item.start > now + 1:
                 rec["pending"].append({"watts": item.watts, "start": item.start, "end": item.end,
@@ -222,7 +229,7 @@ class Plugin(Base):
         self._keep(s)
         self.ctx.log.info("event %s (%s): %d commands, forecast %s, notes %s", eid, ev.event_name,
                           len(rec["commands"]), rec.get("forecast", {}).get("steps"), plan.notes)
-        if rec["report"] and not rec["commands"] and not rec["pending"]:
+        if rec["report"] and not rec["commands"] and not rec["pending"] and not rec.get("scheduled"):
             await self._report(s, eid)
         return True
 
@@ -234,6 +241,35 @@ class Plugin(Base):
         s["events"][eid] = rec
         self._keep(s)
         return False
+
+    def _via_manager(self, s: dict, eid: str, rec: dict, item: mapping.Shed | mapping.Cap,
+                     devices: list[int], now: float) -> bool:
+        """A site-wide shed or import limit to the site's energy manager, when it has one
+        (site_requests.py): "reduce the site by W" (the shed's percentage of the site's
+        nominal power) or "keep the site under W", which the manager splits over the devices
+        by their records (a limit that starts later is the manager's to start). False (the
+        plugin's own mapping then) when the site has no manager, the event targets only
+        some of the site's devices, or a shed restores (0 %)."""
+        if set(devices) != set(s["resources"].values()):
+            return False
+        if isinstance(item, mapping.Cap):
+            kind, watts = "keep_under", item.watts
+        elif item.percent > 0:
+            kind = "reduce"
+            watts = site_requests.site_watts([self.ctx.shadow(d) for d in devices], item.percent)
+        else:
+            return False
+        out = site_requests.to_manager(self.ctx, s["site"], kind, watts, item.start, item.end,
+                                       f"openadr3:{eid}", now)
+        if out is None:
+            return False
+        rec.setdefault("requests", []).append(out["id"])
+        rec["end"] = max(rec.get("end", 0), item.end)
+        rec["scheduled"] = rec.get("scheduled") or out.get("status") == "scheduled"
+        self._count("commands", site_requests.adopt(self.ctx, rec, out, self.by_command, (s["site"], eid)))
+        self.ctx.log.info("event %s: %s %d W at %s to the energy manager (request %s): %d orders", eid, kind,
+                          watts, s["site"], out["id"], len(rec["commands"]))
+        return True
 
     def _dispatch(self, s: dict, eid: str, rec: dict, item: Any, devices: list[int], now: float) -> None:
         for dev in devices:
@@ -275,7 +311,10 @@ class Plugin(Base):
                 continue
             rec["gone"] = now
             rec["pending"] = []
-            for cid, state in list(rec.get("commands", {}).items()):
+            for rid in site_requests.requests_of(rec):  # the manager restores what it asked
+                self.ctx.site_request_cancel(s["site"], rid)
+                self._count("restores")
+            for cid, state in [] if rec.get("requests") else list(rec.get("commands", {}).items()):
                 if state in RUNNING:
                     dev = self.ctx.command(int(cid))["device"]
                     self._send(s, eid, rec, dev, {"kind": "restore"})
@@ -287,9 +326,10 @@ class Plugin(Base):
 
     # what the devices answered, and the report the VTN asked for ---------------------------------
     async def on_event(self, event: dict) -> None:
-        if event.get("type") != "command" or event.get("id") not in self.by_command:
+        whose = site_requests.owner(event, self.by_command, self._adopt_later)
+        if whose is None:
             return
-        site, eid = self.by_command[event["id"]]
+        site, eid = whose
         s = self.sites[site]
         rec = s["events"].get(eid)
         if rec is None:
@@ -301,6 +341,16 @@ class Plugin(Base):
             # the same wake's state report follows its ACK: wait a moment so the values are the new ones
             asyncio.get_running_loop().call_later(
                 self.report_delay_s, lambda: asyncio.ensure_future(self._report(s, eid)))
+
+    def _adopt_later(self, cid: int) -> None:
+        """A command this plugin does not know: maybe the energy manager's re-plan for one of
+        its events (site_requests.adopt_later)."""
+        events = [(s["site"], eid, rec, (s["site"], eid)) for s in self.sites.values()
+                  for eid, rec in s["events"].items()]
+        for _eid, _rec, n in site_requests.adopt_later(self.ctx, cid, events, self.by_command, time.time()):
+            self._count("commands", n)
+        if cid in self.by_command:
+            self._keep(self.sites[self.by_command[cid][0]])
 
     async def _report(self, s: dict, eid: str) -> None:
         rec = s["events"].get(eid) or {}

@@ -393,6 +393,7 @@ def main(config=None):
         poller.register(sys.stdin, select.POLLIN)
     run_ms = int(float(cfg.get("run_s", 0)) * 1000)  # 0: for ever, as on a board
     wake_ms = int(cfg.get("wake_ms", 1000))
+    backoff_max = int(cfg.get("backoff_max_ms", _BACKOFF_MAX_MS))
     limit = int(cfg.get("cycles", 0))
     totals = {}
     failures = cycles = 0
@@ -450,7 +451,7 @@ def main(config=None):
             break
         # Broker trouble: back off (the outbox keeps everything meanwhile). Either
         # way, wake for the next scheduled occurrence, drift-aware (Node.plan_wake).
-        sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
+        sleep = min(wake_ms << min(failures, 6), backoff_max) if failures else wake_ms
         sleep, radio = node.plan_wake(sleep)
         left = run_ms - ticks_diff(ticks_ms(), t_start) if run_ms else sleep
         sleep = max(0, min(sleep, left))

@@ -302,6 +302,8 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     if setup:
         setup(node)
     local = local_open(cfg, node) if cfg.get("local") else None
+    if local is not None:
+        local_poll(node)  # what came while the wake loaded its state
     if cfg.get("wifi"):
         import net
 
@@ -458,11 +460,12 @@ def main(config=None):
         if _local[0] is not None:  # awake for local control a while, then the radio sleeps
             awake = min(sleep, int(cfg["local"].get("awake_ms", 0)))
             stop = awake > 0 and _listen(poller, awake, node, step, _local[0])
-            local_close()
+            sleep -= awake
+            if sleep > 0 or stop:  # no sleep between wakes: the socket stays open, nothing lost
+                local_close()
             if stop:
                 why = "stop"
                 break
-            sleep -= awake
         if _stdin_says_stop(poller, sleep, node, step):
             why = "stop"
             break

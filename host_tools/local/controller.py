@@ -120,10 +120,10 @@ class LocalController:
 
     # discovery --------------------------------------------------------------------
     def discover(self, timeout: float = 1.0, host: str | None = None,
-                 device: int | None = None) -> list[Found]:
+                 device: int | None = None, want: int = 0) -> list[Found]:
         """Ask the group (or one host) who is there; every answer within the timeout.
         Asking one paired device (host and device given) is secured, and its answer
-        carries the device's state."""
+        carries the device's state. want > 0: stop at that many answers."""
         seq = self.counter.next()
         if device is not None:
             raw = builders.discovery(device, self.address, seq, key=self.reg.sender_key(self.address, device))
@@ -141,7 +141,7 @@ class LocalController:
             out[f.src] = Found(f.src, peer[0], peer[1], ROLE_NAMES.get(role, role),
                                [list(s) for s in body[messages.K_DISC_SERVICES]], f.secured,
                                _named(state, STATE_FIELDS, DECI) if isinstance(state, dict) else None)
-            if device is not None and f.src == device:
+            if (device is not None and f.src == device) or (want and len(out) >= want):
                 break
         return sorted(out.values(), key=lambda d: d.address)
 

@@ -258,6 +258,7 @@ def test_cloud_down_local_control_then_reports_reach_the_cloud_once(tmp_path: Pa
         tb.stop()
         broker.stop()
         t_down = time.time()
+        acks_before = len([e for e in dev.of("acked") if e["to"] == CTL])
         offline_cycles = len(dev.of("cycle"))
         outputs = []
         for on in (True, False, True):
@@ -281,6 +282,9 @@ def test_cloud_down_local_control_then_reports_reach_the_cloud_once(tmp_path: Pa
         assert len({x["seq"] for x in new}) == len(new)  # nothing twice
         assert [x["body"]["outputs"] for x in new] == outputs, (new, before, dev.of("cycle")[-3:], (tmp_path / "cloud" / "cloud.log").read_text()[-1500:])  # nothing lost, in order
         time.sleep(1.0)
+        acks_made = len([e for e in dev.of("acked") if e["to"] == CTL]) - acks_before
+        stats = tb.api("GET", "/api/stats")  # the cloud process that came back
+        assert acks_made >= 3 and stats["controller_acks"] == acks_made, (acks_made, stats)
         summary = dev.stop()
         assert summary.get("outbox_dropped", 0) == 0 and summary.get("outbox") == 0, summary
         # The local ACKs were journalled and published on the device's uplink too.

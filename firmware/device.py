@@ -242,6 +242,13 @@ def local_poll(node):
     return n
 
 
+def local_handlers(node):
+    """[(socket, handler)] for a loop that waits on select.poll (a connected device): the
+    UDP socket, and a handler that drains at most a burst of datagrams per call."""
+    link = _local[0]
+    return [] if link is None else [(link.sock, lambda: local_poll(node))]
+
+
 def local_close():
     """Close the local transport (the radio goes to sleep); its counts as an event."""
     link = _local[0]

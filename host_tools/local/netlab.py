@@ -31,9 +31,12 @@ def _ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.Com
 class Lan:
     """A bridge 10.83.N.1/24 and namespaced hosts 10.83.N.(10+i) on it."""
 
+    _made = 0  # Lans made by this process: names never repeat while the kernel tidies up
+
     def __init__(self, hosts: int) -> None:
-        tag = os.getpid() % 100000
-        self.net = 10 + os.getpid() % 240
+        Lan._made += 1
+        tag = f"{os.getpid() % 1000}{Lan._made % 100:02d}"  # interface names: 15 bytes at most
+        self.net = 10 + (os.getpid() + Lan._made) % 240
         self.bridge = f"s83b{tag}"
         self.address = f"10.83.{self.net}.1"
         self.hosts: list[str] = []  # namespace names
@@ -82,6 +85,8 @@ class Lan:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for i in range(self._n):
+            _ip("link", "del", f"s83v{self._tag}{i}", check=False)  # both ends, at once
         for ns in self.hosts:
             _ip("netns", "del", ns, check=False)
         _ip("link", "del", self.bridge, check=False)

@@ -92,6 +92,10 @@ class Lan:
         _ip("link", "del", self.bridge, check=False)
         self.hosts.clear()
 
+    def link(self, i: int, up: bool) -> None:
+        """Plug host i's cable in or out (its veth on the bridge side)."""
+        _ip("link", "set", f"s83v{self._tag}{i}", "up" if up else "down")
+
     def prefix(self, i: int) -> list[str]:
         return ["ip", "netns", "exec", self.hosts[i]]
 

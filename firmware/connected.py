@@ -115,6 +115,10 @@ class Connected:
             node.reset_cause = RESETS.index(boot) if boot in RESETS else 0
         if setup:
             setup(node)
+        if cfg.get("local") and dev.local_open(cfg, node) is not None:
+            # direct local control (SPEC 13): its socket waits in the same poll, so a
+            # local command is applied as soon as it arrives, broker or no broker
+            self.extra = self.extra + tuple(dev.local_handlers(node))
         self.up = topics.topic(node.site, node.address, up=True)
         self.status = topics.status(node.site, node.address)
         self.last_report = ticks_ms()
@@ -298,6 +302,7 @@ class Connected:
             if not self.session() and not self._over():
                 self._backoff()
         node = self.node
+        self.dev.local_close()  # its counts as an event (nothing when local control is off)
         totals = node.summary()
         totals.update(why=self.stop, power="connected", sessions=self.sessions,
                       link_bytes_in=self.bytes_in, link_bytes_out=self.bytes_out,

@@ -15,6 +15,9 @@ plug and the heat pump default to connected, the rest to sleepy (power_mode).
 board that `import board` finds (boards/<name>/board.py on a board;
 boards/virtual/board.py under the unix port, "board" holding its arguments);
 its control step runs every "control_ms" between wakes, the radio asleep.
+"local": {"port": 17883, "awake_ms": 0} turns on direct local control (SPEC.md 13):
+SPOT frames in UDP datagrams, accepted only while the device is awake (during
+the wake, and for "awake_ms" after it, taken from the sleep that follows).
 "dir" holds what `spot provision` wrote for this device (identity.json with its
 address, site, groups, cloud address and broker account; keys.json with its
 keys; ca.der, the CA that signed the broker's certificate, when "broker" says
@@ -238,6 +241,100 @@ def refused(link, node):
     return bool(code)
 
 
+# Direct local control (SPEC.md 13) ---------------------------------------------
+_local = [None]  # the UDP link while the device is awake and local control is on
+
+
+def local_open(cfg, node):
+    """Open the local transport if the config asks for it; the link, or None.
+
+    link.sock can be registered in select.poll, and local_poll(node) (or
+    link.poll, at most a burst of datagrams per call) drains it: the pair a
+    connected loop waits on. Frames go through node.receive with a reply path
+    back to their sender."""
+    lc = cfg.get("local")
+    if not lc:
+        return None
+    link = _local[0]
+    if link is None:
+        try:
+            from spot.udp_link import GROUP, PORT, UdpLink
+        except ImportError:  # a board without `socket`: no local control
+            return None
+        link = UdpLink(None, int(lc.get("port", PORT)), lc.get("group", GROUP),
+                       lc.get("bind", "0.0.0.0"), int(lc.get("burst", 8)),
+                       int(lc.get("discovery_per_s", 4)))
+        try:
+            link.open()
+        except OSError as e:
+            emit("local", up=False, why=repr(e))
+            return None
+        _local[0] = link
+    link.on_frame = lambda buf, reply: node.receive(buf, "udp", reply)
+    return link
+
+
+def local_poll(node):
+    """Handle what waits on the local transport (a bounded burst); how many datagrams.
+    A role command taken locally gets its state report into the outbox at once, so
+    the cloud has it at the next MQTT session."""
+    link = _local[0]
+    if link is None:
+        return 0
+    n = link.poll()
+    if n and node.commanded:
+        node.report()
+    return n
+
+
+def local_handlers(node):
+    """[(socket, handler)] for a loop that waits on select.poll (a connected device): the
+    UDP socket, and a handler that drains at most a burst of datagrams per call."""
+    link = _local[0]
+    return [] if link is None else [(link.sock, lambda: local_poll(node))]
+
+
+def local_close():
+    """Close the local transport (the radio goes to sleep); its counts as an event."""
+    link = _local[0]
+    if link is None:
+        return None
+    _local[0] = None
+    link.close()
+    emit("local", rx=link.rx, tx=link.tx, dropped=link.drops())
+    return link
+
+
+def _is_stdin(obj):
+    return obj is sys.stdin or (isinstance(obj, int) and obj == 0)
+
+
+def _listen(poller, ms, node, step_ms, link):
+    """Awake, radio on, for ms: local frames handled as they come, the role's control
+    step every step_ms; True if stdin asked to stop."""
+    p = select.poll()
+    p.register(link.sock, select.POLLIN)
+    if poller is not None:
+        p.register(sys.stdin, select.POLLIN)
+    end = ticks_add(ticks_ms(), ms)
+    last = ticks_ms()
+    while True:
+        left = ticks_diff(end, ticks_ms())
+        if left <= 0:
+            return False
+        _feed()
+        for ev in p.poll(min(left, step_ms) if step_ms > 0 else left):
+            if _is_stdin(ev[0]):
+                line = sys.stdin.readline()
+                if not line or line.strip() == "stop":
+                    return True
+            else:
+                local_poll(node)
+        if step_ms > 0 and ticks_diff(ticks_ms(), last) >= step_ms:
+            last = ticks_ms()
+            node.control()
+
+
 def wake_once(cfg, fault=None, setup=None, boot=None):
     """One wake: build the node from flash, run the cycle; (node, result).
 
@@ -256,12 +353,27 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
+    local = local_open(cfg, node) if cfg.get("local") else None
+    if local is not None:
+        local_poll(node)  # what came while the wake loaded its state
     if cfg.get("wifi"):
         import net
 
         if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2, lambda: _step(node)):
             emit("wifi", up=False)
     link = make_link(cfg, node, fault)
+    if local is not None:  # local frames are taken while the link waits for the broker
+        role_idle = link.idle
+
+        def idle():
+            if role_idle is not None:
+                role_idle()  # the watchdog and the role's control step
+            else:
+                _feed()
+            local_poll(node)
+
+        link.idle = idle
+        link.idle_ms = min(link.idle_ms, int(cfg["local"].get("poll_ms", 20)))
     if cfg.get("availability", bool(cfg.get("role"))):  # Tasmota's habit, for products
         st = topics.status(node.site, node.address)
         link.will = (st, b"lost")
@@ -307,6 +419,7 @@ def main(config=None):
         poller.register(sys.stdin, select.POLLIN)
     run_ms = int(float(cfg.get("run_s", 0)) * 1000)  # 0: for ever, as on a board
     wake_ms = int(cfg.get("wake_ms", 1000))
+    backoff_max = int(cfg.get("backoff_max_ms", _BACKOFF_MAX_MS))
     limit = int(cfg.get("cycles", 0))
     totals = {}
     failures = cycles = 0
@@ -368,10 +481,20 @@ def main(config=None):
             break
         # Broker trouble: back off (the outbox keeps everything meanwhile). Either
         # way, wake for the next scheduled occurrence, drift-aware (Node.plan_wake).
-        sleep = min(wake_ms << min(failures, 6), _BACKOFF_MAX_MS) if failures else wake_ms
+        sleep = min(wake_ms << min(failures, 6), backoff_max) if failures else wake_ms
         sleep, radio = node.plan_wake(sleep)
         left = run_ms - ticks_diff(ticks_ms(), t_start) if run_ms else sleep
-        if _stdin_says_stop(poller, max(0, min(sleep, left)), node, step):
+        sleep = max(0, min(sleep, left))
+        if _local[0] is not None:  # awake for local control a while, then the radio sleeps
+            awake = min(sleep, int(cfg["local"].get("awake_ms", 0)))
+            stop = awake > 0 and _listen(poller, awake, node, step, _local[0])
+            sleep -= awake
+            if sleep > 0 or stop:  # no sleep between wakes: the socket stays open, nothing lost
+                local_close()
+            if stop:
+                why = "stop"
+                break
+        if _stdin_says_stop(poller, sleep, node, step):
             why = "stop"
             break
     totals.update(why=why, cycles=cycles, applied=node.applied if node else 0,

@@ -77,6 +77,8 @@ class Node:
         keyring.restore_windows(jnl.windows)
         self.sender = secure.Sender(address, keyring, counter)
         self.on_applied = None  # hook after a commit: (src, seq) of an applied command
+        self.reply = None  # receive()'s way back over the frame's own transport
+        self.replied = None  # the ACK to send that way once the journal holds it
         t = self.table = FilterTable(address)
         for g in groups:
             t.add_address(g)
@@ -137,8 +139,15 @@ class Node:
         return self.now_ms() // 1000
 
     # receive ---------------------------------------------------------------
-    def receive(self, buf, where=""):
-        """Handle one received frame. Never raises for bad input: a bad frame is a counted drop."""
+    def receive(self, buf, where="", reply=None):
+        """Handle one received frame. Never raises for bad input: a bad frame is a counted drop.
+
+        reply(frame), when given, sends a frame back over the transport this one came
+        on (local UDP, SPEC 13): the ACK goes there as well as into the outbox (so
+        the cloud has it at the next MQTT session), and a discovery request is
+        answered there. Counters, windows and inbox are one set for every transport."""
+        self.reply = reply
+        self.replied = None
         n = len(buf)
         self.rx += 1
         self.bytes_in += n
@@ -171,6 +180,7 @@ class Node:
                 self.journal.record(f.src, f.seq, messages.ACK_REFUSED, e.code)
                 self._queue_ack(f.src, f.seq, messages.ACK_REFUSED, e.code)
                 self.journal.commit(self.keyring.windows())
+                self._reply_ack()
             return
         except Exception as e:  # a codec bug must not take the device down
             self.emit("rx", where=where, n=n)
@@ -181,6 +191,14 @@ class Node:
         self.emit("kept", svc=f.service, cls=f.cls, src=f.src, dst=f.dst, seq=f.seq,
                   secured=f.secured, n=n)
         self._seq = f.seq
+        if f.cls == frame.CLASS_DISCOVERY:  # read-only: answered where it came from, or not
+            if reply is not None and messages.K_DISC_SERVICES not in body:
+                from spot import discover  # rare: loaded on the first question
+
+                discover.answer(self, f, reply)
+            if f.secured:
+                self.journal.commit(self.keyring.windows())
+            return
         try:
             status, reason = self._apply(f, body)
         except Exception as e:  # applying is the role's business; keep receiving
@@ -196,6 +214,7 @@ class Node:
             # The one commit point; an OSError here (flash full) aborts the wake
             # before the broker is acknowledged, so the frame comes again.
             self.journal.commit(self.keyring.windows())
+        self._reply_ack()
         if command and status == messages.ACK_APPLIED and self.on_applied:
             self.on_applied(f.src, f.seq)
 
@@ -210,7 +229,15 @@ class Node:
         self.emit("duplicate", src=f.src, seq=f.seq)
         self._queue_ack(f.src, f.seq, done[0], done[1])
         self.journal.commit()
+        self._reply_ack()
         return True
+
+    def _reply_ack(self):
+        """The committed ACK, back over the transport its command came on (SPEC 13)."""
+        buf = self.replied
+        if buf is not None:
+            self.replied = None
+            self.reply(buf)
 
     # apply -----------------------------------------------------------------
     def _apply(self, f, body):
@@ -332,6 +359,8 @@ class Node:
             return
         if not self.journal.add(journal.PRIO_RESULT, buf):
             self.emit("outbox_full", dropped=self.journal.dropped)
+        if self.reply is not None:  # back over the transport the command came on, too,
+            self.replied = buf  # once committed (receive sends it)
         self.acks += 1
         self.emit("acked", seq=seq, to=dst, status=status, n=len(buf))
 

@@ -237,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     cloud_cli.add_parser(sub)
     sub.choices["cloud"].set_defaults(func=cloud_cli.run)
 
+    from host_tools.local import cli as local_cli
+
+    local_cli.add_parser(sub, reg_help)
+
     from host_tools.board import deploy, emulate, flash
     from host_tools.sim import fleet
 

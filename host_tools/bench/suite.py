@@ -79,6 +79,9 @@ FLOORS = {
     "emd_site_target_met_pct": (">=", 90),
     "emd_vs_naive_ratio": (">=", 1.2),
     "emd_device_limit_violations": ("<=", 0),
+    # Issue 13 part 2: direct local control over UDP (host_tools/bench/local_figures.py).
+    "local_command_to_ack_ms_p99": ("<=", 20),
+    "local_replay_cross_transport_accepted": ("<=", 0),
 }
 
 
@@ -424,12 +427,14 @@ def main(quick: bool = False) -> int:
     figures.update(broker_figures.figures(quick))
     # The cloud's guarantees, its API under generated requests, its plugins, the energy manager.
     from host_tools.bench import (cloud_api_fuzz, cloud_durability, connected_figures, emd_figures,
+                                  local_figures,
                                   plugin_home_assistant_figures, plugin_openadr2b_figures,
                                   plugin_openadr3_figures, plugin_s2_figures)
 
     for module in (cloud_durability, cloud_api_fuzz, plugin_home_assistant_figures, plugin_s2_figures,
                    plugin_openadr2b_figures, plugin_openadr3_figures, emd_figures,
-                   connected_figures):  # issue 13: command to ACK, the connected soak
+                   connected_figures,  # issue 13: command to ACK, the connected soak
+                   local_figures):  # issue 13: direct local control over UDP
         figures.update(module.figures(quick))
     merged = json.loads(BENCH_JSON.read_text()) if BENCH_JSON.exists() else {}
     merged.update(figures)

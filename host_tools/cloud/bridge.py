@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from host_tools.cloud import uplink
 from host_tools.cloud.store import CLOUD, Store, UplinkBatch
 from spot import builders, frame, messages, secure, topics
-from spot.errors import NOT_PAIRED, REPLAYED, SpotError
+from spot.errors import NOT_FOR_ME, NOT_PAIRED, REPLAYED, SpotError
 from spot.filter_table import FilterTable
 from spot.keyring import Key, Keyring
 
@@ -89,6 +89,7 @@ class BridgeStats:
     time_answers: int = 0
     published: int = 0
     db_retries: int = 0
+    controller_acks: int = 0  # a device's ACKs to another controller (a local one: SPEC 13.4)
 
     def refuse(self, why: str) -> None:
         self.refused[why] = self.refused.get(why, 0) + 1
@@ -120,6 +121,12 @@ class Bridge:
         self.table.set_service(messages.SVC_METER, (frame.CLASS_REPORT,))
         self.table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
         self.ring = CloudKeyring()
+        # A device reports the ACKs it gave local controllers (SPEC 13.4) on its uplink too:
+        # verified with the pairing keys, whatever controller they are addressed to.
+        self.local_table = FilterTable()
+        self.local_table.any_destination(True)
+        self.local_table.set_service(messages.SVC_CORE, (frame.CLASS_ACK,))
+        self.local_ring = CloudKeyring()
         self._verify_lock = threading.Lock()  # replay windows: network thread and uplink loop
         self._asks: queue.SimpleQueue = queue.SimpleQueue()  # verified time requests to answer
         self.reload_keys()
@@ -135,6 +142,9 @@ class Bridge:
         for r in rows:
             if r.peer == CLOUD and not r.is_group and self.ring.find(r.device, r.key_id) is None:
                 self.ring.add(Key(r.key_id, r.device, r.secret, UPLINK_CLASSES), save=False)
+            elif (r.peer != CLOUD and not r.is_group
+                  and self.local_ring.find(r.device, r.key_id) is None):  # pairing keys
+                self.local_ring.add(Key(r.key_id, r.device, r.secret, 1 << frame.CLASS_ACK), save=False)
         self._sites = {d["address"]: d["site"] for d in self.store.devices()}
         self._keys_loaded = time.monotonic()
 
@@ -397,6 +407,8 @@ class Bridge:
         except SpotError as e:
             if e.code == REPLAYED:
                 self.stats.duplicates += 1  # delivered twice: counted once
+            elif e.code == NOT_FOR_ME:
+                self._local_ack(msg, batch, now, events)
             elif e.code == NOT_PAIRED and time.monotonic() - self._keys_loaded > 1.0:
                 self.reload_keys()  # a device provisioned since we loaded the keys
                 self.inbox.put(msg)  # once more, with the new keys (rate-limited above)
@@ -421,6 +433,34 @@ class Bridge:
                 fields["capabilities_at"] = now
             batch.shadow(f.src, **fields)
             events.append({"type": what, "device": f.src, "body": value, "t": now})
+        self._seen(batch, f.src, f.seq, now)
+
+    def _local_ack(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict],
+                   again: bool = True) -> None:
+        """An ACK a device gave another controller (a local one over UDP, reported when the
+        cloud is reachable: SPEC 13.4; or a paired one over MQTT): an event and the device
+        seen, never a cloud command's ACK (that controller's sequence numbers are its own)."""
+        try:
+            with self._verify_lock:
+                f = secure.open_frame(msg.payload, self.local_table, self.local_ring)
+            body = messages.read_payload(f)
+        except SpotError as e:
+            if e.code == NOT_PAIRED and again and time.monotonic() - self._keys_loaded > 1.0:
+                self.reload_keys()  # paired since we loaded the keys
+                return self._local_ack(msg, batch, now, events, again=False)
+            if e.code == REPLAYED:
+                self.stats.duplicates += 1
+            else:
+                self.stats.refuse(f"spot error {e.code}")
+            return
+        what, value = uplink.classify(f, body)
+        if what != "ack":
+            self.stats.refuse("bad local ack")
+            return
+        self.stats.controller_acks += 1
+        seq, status, reason = value
+        events.append({"type": "controller_ack", "device": f.src, "controller": f.dst, "seq": seq,
+                       "status": status, "reason": reason, "t": now})
         self._seen(batch, f.src, f.seq, now)
 
     @staticmethod

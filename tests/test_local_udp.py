@@ -45,7 +45,7 @@ def _conf(broker_host: str, broker_port: int, port: int, bind: str = "0.0.0.0",
             "role": "smart_plug", "control_ms": 50,
             "board": {"chip": "esp32", "clock": "wall", "seed": 3},
             "local": {"port": port, "awake_ms": 60000, "bind": bind, "group": group},
-            "backoff_max_ms": 1500, **extra}
+            "backoff_max_ms": 1500, "power": "sleepy", **extra}
 
 
 class Net:
@@ -147,12 +147,16 @@ def test_discovery_by_multicast_between_namespaces(tmp_path: Path, net: Net) -> 
             d.stop()
 
 
-def test_local_command_unpaired_replayed_bad_datagrams_and_floods(tmp_path: Path, net: Net) -> None:
+@pytest.mark.parametrize("power", ["sleepy", "connected"])
+def test_local_command_unpaired_replayed_bad_datagrams_and_floods(tmp_path: Path, net: Net,
+                                                                 power: str) -> None:
     reg = _setup(tmp_path, (0x3101,))
     host, port = net.device_host(0), net.device_port(0)
-    dev = LocalDevice(tmp_path, tmp_path / "fs-00003101", net.conf(0, 1), net.prefix(0))
+    dev = LocalDevice(tmp_path, tmp_path / "fs-00003101", net.conf(0, 1, power=power), net.prefix(0))
     try:
-        dev.wait("cycle")  # the broker is nowhere: the wake fails, the device listens locally
+        # The broker is nowhere: a sleepy wake fails and the device listens locally while
+        # awake; a connected one backs off between sessions, its local socket served meanwhile.
+        dev.wait("cycle" if power == "sleepy" else "session_end")
         with _ctl(reg, net) as c:
             r = c.command(0x3101, host, _cmd({"kind": "relay", "on": True}), timeout=10)
             assert r.status == "applied", r

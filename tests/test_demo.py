@@ -87,7 +87,7 @@ def test_make_demo_command_line_runs_the_three_boards_through_the_cloud() -> Non
         assert store.token(url[3]) == ("demo", {"read", "command"})
     finally:
         store.close()
-    assert sorted(c["kind"] for c in commands) == ["reduce", "reduce", "reduce", "relay", "sg_state"]
+    assert sorted(c["kind"] for c in commands) == ["reduce", "reduce", "reduce", "relay", "relay", "sg_state"]
     assert all(c["state"] in ("applied", "adapted") for c in commands), commands
     # The service and its port are gone with the demo.
     left = subprocess.run(["pgrep", "-f", f"cloud serve --db {db}"], capture_output=True, text=True)

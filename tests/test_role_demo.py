@@ -32,11 +32,14 @@ def test_demo_goes_through_the_cloud_and_leaves_nothing_running(tmp_path: Path) 
 
     # The API listed every command the scenario sent, each at the end of its life.
     kinds = sorted(c["kind"] for c in res.commands)
-    assert kinds == ["reduce", "reduce", "reduce", "relay", "sg_state"], res.commands
+    assert kinds == ["reduce", "reduce", "reduce", "relay", "relay", "sg_state"], res.commands
     assert all(c["state"] in ("applied", "adapted") and c["acked_at"] for c in res.commands), res.commands
     assert {c["requested_by"] for c in res.commands} == {"demo"}  # the demo's token sent them
-    by = {(c["device"], c["kind"]): c for c in res.commands}
-    plug_relay = by[("00001102", "relay")]  # relay on while "reduce" holds it off
+    by = {(c["device"], c["kind"]): c for c in sorted(res.commands, key=lambda c: c["id"])}
+    first, plug_relay = sorted((c for c in res.commands if c["kind"] == "relay"), key=lambda c: c["id"])
+    # The connected plug switches at once: its first command, answered in milliseconds.
+    assert first["state"] == "applied" and first["acked_at"] - first["created_at"] < 2.0, first
+    assert re.search(r"smart plug\s+switched\s+relay on, \d+ ms from the API's 202", text)
     assert plug_relay["state"] == "adapted" and plug_relay["reason_text"] == "demand response in force"
     assert by[("00001101", "reduce")]["state"] == "applied"  # a thermostat can set back
     assert {d["address"] for d in res.devices} == {"00001101", "00001102", "00001103"}
@@ -56,6 +59,9 @@ def test_demo_goes_through_the_cloud_and_leaves_nothing_running(tmp_path: Path) 
     assert "24 h price forecast -> site demo" in text
     assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/#token=spot_\S+", text)
     assert "every command answered" in text
+    # Direct local control with the cloud and its broker stopped, then the cloud told once.
+    assert re.search(r"local\s+applied\s+relay off from a home energy manager .* over UDP, no cloud", text)
+    assert re.search(r"its ACK to the local\s+controller counted 1 time", text)
 
     # What the service wrote stays in its database after it stopped: the same commands,
     # and the audit log says the price forecast went through the API too.
@@ -66,7 +72,7 @@ def test_demo_goes_through_the_cloud_and_leaves_nothing_running(tmp_path: Path) 
     finally:
         store.close()
     assert stored == {c["id"]: c["state"] for c in res.commands}
-    assert actions.count("signal") == 1 and actions.count("command") == 5
+    assert actions.count("signal") == 1 and actions.count("command") == 6
 
     # Nothing left running: the cloud, its broker and every board's interpreter are gone.
     assert len(res.pids) >= 5, res.pids  # broker, cloud, three boards (a board may boot twice)

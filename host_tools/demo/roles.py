@@ -17,9 +17,17 @@ Everything is sent through the cloud's REST API, as `spot ctl` would:
   1. a 24 h price forecast, retained under the site's group key;
   2. "reduce 20 % for 2 h" to all three: each carries it out its own way and
      says so in its ACK (the plug can only switch: adapted);
+  0. the plug's relay on: a connected device switches at once (the time from
+     the API's 202 to the ACK at the cloud is printed, beside the sleepy
+     thermostat's wake interval);
   3. "SG Ready recommended for 1 h" to the heat pump and the plug's relay on:
      applied on arrival by the connected devices (a sleepy one's wait at the
-     broker for its next wake), then reported.
+     broker for its next wake), then reported;
+  4. direct local control with the cloud down: the service and its broker are
+     stopped, a home energy manager paired with the plug (`spot pair`) switches
+     it off over UDP on the LAN (SPEC.md 13; `spot local command` does the same),
+     then broker and cloud come back and the plug's report of it, and its ACK to
+     the local controller, reach the cloud once.
 The timeline shows each side: the cloud's view from its live event stream
 (accepted -> published -> applied / adapted, with the device's reason) and the
 boards' from their consoles. A summary from the API follows; the run returns 0
@@ -47,13 +55,14 @@ from host_tools.board.build import BUILD, ROOT, build_all
 from host_tools.cloud.api_client import (ACK_STATES, FINAL_STATES, CloudClient, CloudError, Event, describe,
                                          outcome, state_text)
 from host_tools.cloud.broker import BrokerError
-from host_tools.cloud.registry import Registry
+from host_tools.cloud.registry import Registry, class_mask
 from host_tools.cloud.testbed import CloudTestbed
 from host_tools.cloud.uplink import REASONS, STATUS_NAMES
 from spot import frame
 
 SITE = "demo"
 DB = BUILD / "demo-cloud.sqlite"
+HEMS = 0x10001  # the local controller of step 4 (a home energy manager), paired with the plug
 DEVICES = (  # address, role, chip, wake every (ms)
     (0x1101, "thermostat", "esp32", 2500),
     (0x1102, "smart_plug", "rp2040", 2000),
@@ -84,6 +93,7 @@ class DeviceRun:
     summary: dict[str, Any] = field(default_factory=dict)
     awake_at: list[float] = field(default_factory=list)
     connected: bool = False  # "power": connected (the plug and the heat pump by default)
+    local_port: int = 0  # its UDP port for direct local control (the plug), 0: none
 
     @property
     def who(self) -> str:
@@ -141,7 +151,12 @@ class Demo:
 
     # the boards --------------------------------------------------------------------------
     def start(self, d: DeviceRun, tmp: Path, port: int) -> None:
-        """A virtual board: deployed (its own flash directory), then reset to run."""
+        """A virtual board: deployed (its own flash directory), then reset to run. The plug
+        also takes direct local control, on a UDP port of this host's loopback (a LAN's
+        multicast needs a network of its own: tests/test_local_udp.py makes one)."""
+        settings: dict[str, Any] = {"control_ms": 500, "run_s": 0}
+        if d.local_port:
+            settings["local"] = {"port": d.local_port, "bind": "127.0.0.1", "group": None}
         from host_tools.board import deploy
         from host_tools.board.virtual_board import VirtualBoardServer
 
@@ -153,7 +168,7 @@ class Demo:
             board_files=[virtual / "board.py", virtual / "models.py"],
             broker=f"127.0.0.1:{port}", wake_ms=d.wake_ms, show=False,
             board_options={"chip": d.chip, "clock": "wall", "seed": d.address},
-            settings={"control_ms": 500, "run_s": 0})
+            settings=settings)
 
     def boot(self, d: DeviceRun) -> None:
         """Listen on the board's serial port, then press its reset button."""
@@ -339,8 +354,12 @@ def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult)
             return result
         result.pids.append(tb.broker.proc.pid)
         reg = Registry(tmp / "registry.json")
+        plug = demo.devices[1]
+        plug.local_port = _udp_port()
         for d in demo.devices:
             reg.provision(SITE, d.address)
+        reg.pair(HEMS, plug.address, class_mask("command,discovery"))  # as `spot pair` does
+        for d in demo.devices:
             reg.write_device_files(d.address, tmp / d.hex)
         reg.save()
         stack.callback(demo.stop_boards)
@@ -388,16 +407,24 @@ def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult)
         if not _wait(lambda: all(d.awake_at for d in demo.devices) and len(demo.known) == 3, 20, demo):
             console.print("[red]the devices did not wake, or the cloud did not hear them[/]")
             return result
+        # 0. a connected plug switches at once
+        first = demo.send(cloud, plug, {"kind": "relay", "on": True})
+        _wait(lambda: demo.answered([first.id]), 10, demo)
+        c = cloud.command(first.id)
+        if c.get("acked_at"):
+            demo.note(plug.who, "switched", f"relay on, {(c['acked_at'] - c['created_at']) * 1000:.0f} ms "
+                                            f"from the API's 202 to the ACK at the cloud (the sleepy "
+                                            f"thermostat would take up to its {demo.devices[0].wake_ms / 1000:g} s wake)")
         # 1. the day's prices, retained for whoever wakes next
         p = cloud.send_prices(SITE, [float(x) for x in PRICES], 3600)
         demo.note("cloud", "accepted", f"24 h price forecast -> site {SITE} (group {p['group']}, "
                                        f"{p['frame_bytes']} B, retained)")
         # 2. demand response to all three: the thermostat asleep, the others connected
-        ids = [demo.send(cloud, d, {"kind": "reduce", "percent": 20, "duration_s": 7200}).id
-               for d in demo.devices]
+        ids = [first.id] + [demo.send(cloud, d, {"kind": "reduce", "percent": 20, "duration_s": 7200}).id
+                            for d in demo.devices]
         _wait(lambda: demo.answered(ids), 15, demo)
         # 3. the heat pump: a new SG Ready state (once it is back asleep, if sleepy); the plug: relay on
-        hp, plug = demo.devices[2], demo.devices[1]
+        hp = demo.devices[2]
         last = len(hp.awake_at)
         if not hp.connected:
             _wait(lambda: len(hp.awake_at) > last, 10, demo)  # it just went back to sleep
@@ -410,11 +437,16 @@ def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult)
         result.commands = [c for c in cloud.commands(limit=100) if c["id"] in ids]
         result.devices = cloud.devices(SITE)
         reports = {d.hex: len(cloud.reports(d.address)) for d in demo.devices}
+        stream.close()  # the cloud is about to stop
+        local_ok = _local_scene(demo, tb, reg, plug, base)
         if not stay:
             demo.stop_boards()
         _summary(console, demo, result, reports)
         open_ = [c for c in result.commands if c["state"] not in ACK_STATES]
         errors = [e for d in demo.devices for e in d.events if e.get("ev") == "error"]
+        if not local_ok:
+            console.print("[red]direct local control with the cloud down did not work[/]")
+            return result
         if len(result.commands) != len(ids) or open_ or errors:
             console.print(f"[red]unanswered: {[(c['id'], c['state']) for c in open_]}; "
                           f"device errors: {errors}[/]")
@@ -425,6 +457,53 @@ def _run(console: Console, demo: Demo, db: Path, stay: bool, result: DemoResult)
         if stay:
             _stay(console, demo, result)
     return result
+
+
+def _udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _local_scene(demo: Demo, tb: CloudTestbed, reg: Registry, plug: DeviceRun, base: str) -> bool:
+    """4. The cloud and its broker stop; a paired home energy manager switches the plug off
+    over UDP; they come back, and the plug's report and its ACK to the controller reach
+    the cloud, once. True if all of that happened."""
+    from pydantic import TypeAdapter
+
+    from host_tools.cloud import command_kinds
+    from host_tools.local.controller import LocalController
+
+    controller_acks = CloudClient(base, tb.token).stats().get("controller_acks", 0)
+    tb.stop()
+    tb.broker.stop()
+    demo.note("cloud", "stopped", "the service and its broker: the Internet is down")
+    cmd = TypeAdapter(command_kinds.Command).validate_python({"kind": "relay", "on": False})
+    with LocalController(reg, HEMS, port=plug.local_port, bind="127.0.0.1") as hems:
+        r = hems.command(plug.address, "127.0.0.1", command_kinds.sealer(cmd, int(time.time())), timeout=10)
+    if r.status is None:
+        demo.note("local", "no answer", f"relay off over UDP to {plug.who}: no ACK in {r.ms / 1000:.0f} s")
+        return False
+    demo.note("local", r.status, f"relay off from a home energy manager ({HEMS:08x}) over UDP, "
+                                 f"no cloud, no broker: ACK in {r.ms:.0f} ms, {r.sends} datagram(s)")
+    demo.flush()
+    tb.broker.start()  # the same port: the devices come back to it on their own
+    tb.start()
+    demo.note("cloud", "back", "the broker and the service")
+    with CloudClient(base, tb.token) as cloud:
+        def arrived() -> bool:
+            st = (cloud.device(plug.address).get("state") or {})
+            return (cloud.stats().get("controller_acks", 0) > controller_acks
+                    and "outputs" in st and not st["outputs"])  # relay off, as the plug reported
+
+        ok = _wait(arrived, 30, demo)
+        acks = cloud.stats().get("controller_acks", 0) - controller_acks
+        demo.note("cloud", "report", f"{plug.who}: {state_text(cloud.device(plug.address).get('state'))}; "
+                                     f"its ACK to the local controller counted {acks} time(s)")
+    demo.flush()
+    return ok and acks == 1
 
 
 def _summary(console: Console, demo: Demo, result: DemoResult, reports: dict[str, int]) -> None:
@@ -444,7 +523,8 @@ def _summary(console: Console, demo: Demo, result: DemoResult, reports: dict[str
     for col in ("id", "device", "command", "state", "sends", "accepted -> ACK"):
         table.add_column(col)
     for c in sorted(result.commands, key=lambda c: c["id"]):
-        took = f"{c['acked_at'] - c['created_at']:.1f} s" if c.get("acked_at") else "-"
+        dt = c["acked_at"] - c["created_at"] if c.get("acked_at") else None
+        took = "-" if dt is None else f"{dt * 1000:.0f} ms" if dt < 1 else f"{dt:.1f} s"
         table.add_row(str(c["id"]), demo.by_hex[c["device"]].who, describe(c["kind"], c["params"]),
                       outcome(c), str(c["sends"]), took)
     console.print(table)

@@ -341,8 +341,8 @@ class Bridge:
         asks: list[tuple[int, int, int]] = []  # this batch's time requests
         for item in msgs:
             try:
-                if isinstance(item, _Answered):
-                    self._seen(batch, item.src, item.seq, now)
+                if isinstance(item, _Answered):  # answered already: verified (and recorded) in order
+                    self._uplink(item.msg, batch, now, events, None)
                 elif "/status/" in item.topic:
                     self._status(item, batch, now, events)
                 else:
@@ -398,7 +398,9 @@ class Bridge:
         events.append({"type": "availability", "device": device, "availability": text[0]})
 
     def _uplink(self, msg: Any, batch: UplinkBatch, now: float, events: list[dict],
-                asks: list[tuple[int, int, int]]) -> None:
+                asks: list[tuple[int, int, int]] | None) -> None:
+        """One uplink frame, verified in arrival order; asks None: a time request the
+        network thread has answered already."""
         self.stats.uplinks += 1
         try:
             with self._verify_lock:
@@ -418,7 +420,8 @@ class Bridge:
             return
         what, value = uplink.classify(f, body)
         if what == "timesync":
-            asks.append((f.src, value, time.time_ns() // 1_000_000))
+            if asks is not None:
+                asks.append((f.src, value, time.time_ns() // 1_000_000))
         elif what == "ack":
             seq, status, reason = value
             batch.acks.append((f.src, seq, status, reason, now))
@@ -477,7 +480,7 @@ class Bridge:
         received_ms = time.time_ns() // 1_000_000
         try:
             with self._verify_lock:
-                f = secure.open_frame(msg.payload, self.table, self.ring)
+                f = self._peek(msg.payload)
             body = messages.read_payload(f)
         except SpotError:
             return msg
@@ -486,6 +489,23 @@ class Bridge:
         if what == "timesync":
             self._asks.put((f.src, value, received_ms))
         return _Answered(msg, f.src, f.seq)
+
+    def _peek(self, payload: bytes) -> Any:
+        """open_frame that leaves the replay window as it was (the caller holds the lock).
+
+        The network thread answers a time request ahead of the frames queued before it;
+        had it recorded the request's counter, those frames (a device's outbox, sealed
+        wakes earlier with counters 64 or more below) would be refused as replays by
+        the uplink loop: reports lost in silence. The loop verifies the request again,
+        in arrival order, and that check records it."""
+        hdr = frame.decode(payload, self.table)
+        key = self.ring.find(hdr.src, hdr.key_id)
+        was = (key.highest, key.seen) if key is not None else None
+        try:
+            return secure.open_frame(payload, self.table, self.ring)
+        finally:
+            if key is not None and was is not None:
+                key.highest, key.seen = was
 
     def _answer_loop(self) -> None:
         """Answer the time requests the network thread verified: whatever has arrived at

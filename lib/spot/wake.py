@@ -57,7 +57,7 @@ def flusher(journal, link, up_topic, res):
 
 def start(node, link, up_topic, res, flush):
     """A session's opening, the same for a wake and for a connected device's session:
-    connect, the end-of-queue marker and a time request, the outbox resent, and the
+    connect, the end-of-queue marker, the outbox resent, a time request, and the
     queue received until the marker comes back; the time request's local ms or None."""
 
     def on_frame(buf):
@@ -68,10 +68,13 @@ def start(node, link, up_topic, res, flush):
     link.on_frame = on_frame
     res.session_present = link.open()
     link.send_marker()
+    # What earlier wakes could not deliver goes first, in the order it was sealed: the
+    # time request carries this wake's newer counter, and a receiver that saw it first
+    # would find those frames 64 or more below it, outside its replay window.
+    flush()
     ask = node.time_request()  # a two-way time exchange rides along
     if ask is not None:
         link.publish(up_topic, ask, None)
-    flush()  # what earlier wakes could not deliver
     link.pump(lambda: link.drained)
     return ask
 

@@ -270,21 +270,28 @@ def local_open(cfg, node):
             emit("local", up=False, why=repr(e))
             return None
         _local[0] = link
-    link.on_frame = lambda buf, reply: node.receive(buf, "udp", reply)
+    link.on_frame = lambda buf, reply: _local_frame(node, buf, reply)
     return link
+
+
+def _local_frame(node, buf, reply):
+    """One local frame: its ACK goes back at once (in node.receive), then a role command
+    it applied gets its own state report into the outbox. Reporting once per burst
+    instead merged the states of commands that came in the same burst (on, off read in
+    one poll reported only "off"): a change the cloud never heard of."""
+    node.receive(buf, "udp", reply)
+    if node.commanded:
+        node.report()
 
 
 def local_poll(node):
     """Handle what waits on the local transport (a bounded burst); how many datagrams.
-    A role command taken locally gets its state report into the outbox at once, so
-    the cloud has it at the next MQTT session."""
+    A role command taken locally gets its state report into the outbox at once, one
+    per command (_local_frame), so the cloud has each at the next MQTT session."""
     link = _local[0]
     if link is None:
         return 0
-    n = link.poll()
-    if n and node.commanded:
-        node.report()
-    return n
+    return link.poll()
 
 
 def local_handlers(node):

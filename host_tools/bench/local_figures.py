@@ -52,7 +52,10 @@ def _relay(on: bool):
     return command_kinds.sealer(cmd, int(time.time()))
 
 
-def _device(tmp: Path, reg: Registry, broker_port: int, port: int, wake_ms: int = 1000) -> Any:
+def _device(tmp: Path, reg: Registry, broker_port: int, port: int, wake_ms: int = 1000,
+            power: str = "connected") -> Any:
+    """The plug, connected (its default: its local socket always served) or sleepy (local
+    frames taken while awake, here an awake window longer than the run)."""
     from host_tools.local.netlab import LocalDevice
 
     fs = tmp / "fs"
@@ -61,7 +64,7 @@ def _device(tmp: Path, reg: Registry, broker_port: int, port: int, wake_ms: int 
     # down (doubling up to a minute); every wake still tries the broker, and meanwhile
     # local frames wait for the wake to end.
     conf = {"broker": {"host": "127.0.0.1", "port": broker_port}, "wake_ms": wake_ms, "run_s": 600,
-            "role": "smart_plug", "control_ms": 50,
+            "role": "smart_plug", "control_ms": 50, "power": power,
             "board": {"chip": "esp32", "clock": "wall", "seed": 3},
             "local": {"port": port, "awake_ms": 600000, "bind": "127.0.0.1", "group": None}}
     return LocalDevice(tmp, fs, conf, name="bench-device")
@@ -87,7 +90,7 @@ def command_latency(commands: int) -> dict[str, float]:
         port = free_port()
         dev = _device(tmp, reg, broker.port, port)
         try:
-            dev.wait("cycle")
+            dev.wait("session_end")  # the broker is down: the plug backs off, its local socket served
             with LocalController(reg, CTL, port=port, bind="127.0.0.1") as c:
                 for i in range(5):  # warm-up: modules loaded, files in the page cache
                     c.command(DEVICE, "127.0.0.1", _relay(i % 2 == 0), timeout=10)
@@ -128,7 +131,7 @@ def cross_transport_replays(per_side: int) -> dict[str, float]:
         reg = _registry(tmp)
         with Broker(workdir=tmp / "broker") as broker:
             port = free_port()
-            dev = _device(tmp, reg, broker.port, port, wake_ms=300)  # MQTT frames come soon
+            dev = _device(tmp, reg, broker.port, port, wake_ms=300, power="sleepy")  # MQTT frames come soon
             addr = f"127.0.0.1:{broker.port}"
             topic = publish.device_topic("bench", DEVICE)
             try:

@@ -15,6 +15,7 @@ session safe for a sleepy device (micropython-lib issues 103, 192, 321, 334):
 It also drains the device's queue without waiting for a timeout: see
 send_marker() and SPEC.md "Delivery".
 """
+import errno
 import os
 import select
 import socket as _socket
@@ -29,6 +30,11 @@ try:
     _Timeout = TimeoutError  # CPython's socket timeout
 except NameError:  # MicroPython: an OSError with ETIMEDOUT (or EAGAIN)
     _Timeout = ()
+
+# A socket timeout's errno: EAGAIN (11) on the unix port and lwIP's non-blocking path,
+# ETIMEDOUT, whose number is the C library's: 110 on Linux, 116 on the ESP32 (newlib).
+# The names where the port's errno module has them, the numbers anyway.
+_RETRY = (getattr(errno, "EAGAIN", 11), getattr(errno, "ETIMEDOUT", 110), 11, 110, 116)
 
 _IPPROTO_TCP = const(6)  # not exported by every port's socket module
 _TCP_NODELAY = const(1)
@@ -156,7 +162,7 @@ class BoundedSocket:
             try:
                 return op(arg)
             except OSError as e:
-                if not (isinstance(e, _Timeout) or (e.args and e.args[0] in (11, 110))):
+                if not (isinstance(e, _Timeout) or (e.args and e.args[0] in _RETRY)):
                     raise
                 if ticks_diff(end, ticks_ms()) <= 0:
                     raise LinkError(110, "the broker went quiet (no progress for %d ms)" % (

@@ -42,14 +42,18 @@ class CycleResult:
 
 
 def flusher(journal, link, up_topic, res):
-    """flush(): publish every outbox entry not yet published in this session."""
-    sent = set()  # outbox entry ids published in this session
+    """flush(): publish every outbox entry not yet published in this session.
+
+    The journal numbers its entries in order and never reuses a number (its next id is
+    committed with it), so the highest id published says what this session has sent: a
+    connected device's session, days long, holds one int, not a set of every report."""
+    high = [0]  # the highest outbox entry id published in this session
 
     def flush():
         for entry_id, raw in journal.pending():
-            if entry_id not in sent:
+            if entry_id > high[0]:
                 link.publish(up_topic, raw, entry_id)
-                sent.add(entry_id)
+                high[0] = entry_id
                 res.published += 1
 
     return flush

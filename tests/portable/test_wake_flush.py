@@ -1,0 +1,53 @@
+"""spot.wake.flusher: each outbox entry published once per session, and the flusher's
+own state bounded however many reports a long (connected) session makes."""
+from spot import wake
+from spot.journal import PRIO_TELEMETRY, Journal
+
+
+class _Link:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, topic, payload, tag=None):
+        self.published.append(tag)
+        return len(self.published)
+
+
+def _held(fn):
+    """The containers a closure holds (CPython; MicroPython functions do not show them)."""
+    cells = getattr(fn, "__closure__", None) or ()
+    out = []
+    for c in cells:
+        v = c.cell_contents
+        if isinstance(v, (set, list, dict, tuple)):
+            out.append(v)
+    return out
+
+
+def test_a_long_session_publishes_each_entry_once_in_bounded_state():
+    j = Journal(None)
+    link = _Link()
+    res = wake.CycleResult()
+    flush = wake.flusher(j, link, "up", res)
+    for i in range(2000):
+        j.add(PRIO_TELEMETRY, b"report %d" % i)
+        flush()
+        flush()  # again before the PUBACK: nothing new
+        if i % 3 == 0:  # some acknowledged at once, others later
+            j.delivered(set(link.published[-2:]))
+    assert res.published == 2000 and link.published == list(range(1, 2001))
+    for v in _held(flush):
+        assert len(v) <= 4, "the flusher keeps %d entries" % len(v)
+
+
+def test_a_new_session_resends_what_was_not_acknowledged():
+    j = Journal(None)
+    for i in range(3):
+        j.add(PRIO_TELEMETRY, b"r%d" % i)
+    first = _Link()
+    wake.flusher(j, first, "up", wake.CycleResult())()
+    j.delivered({1})
+    again = _Link()
+    flush = wake.flusher(j, again, "up", wake.CycleResult())
+    flush()
+    assert again.published == [2, 3]

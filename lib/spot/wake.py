@@ -59,15 +59,19 @@ def flusher(journal, link, up_topic, res):
     return flush
 
 
-def start(node, link, up_topic, res, flush):
+def start(node, link, up_topic, res, flush, rearm=False):
     """A session's opening, the same for a wake and for a connected device's session:
     connect, the end-of-queue marker and a time request, the outbox resent, and the
-    queue received until the marker comes back; the time request's local ms or None."""
+    queue received until the marker comes back; the time request's local ms or None.
+    With rearm (a connected session), each frame handled re-arms the link's budget: a
+    long queue drains at the pace it arrives, not under one wake's budget."""
 
     def on_frame(buf):
         res.received += 1
         node.receive(buf)
         flush()  # ACKs go out while the queue is still arriving
+        if rearm:
+            link.rearm()
 
     link.on_frame = on_frame
     res.session_present = link.open()

@@ -65,13 +65,15 @@ def test_a_connected_plug_applies_cloud_commands_on_arrival(tmp_path: Path) -> N
                 ms.append((c["acked_at"] - c["created_at"]) * 1000)
             s = dev.stop()
     # No wake interval between a command and its ACK: loopback and one packet each way.
-    # (A sleepy device waits for its next wake: seconds to minutes.)
-    assert sorted(ms)[len(ms) // 2] < 100 and max(ms) < 500, ms
+    # (A sleepy device waits for its next wake: seconds to minutes.) The median says it;
+    # the maximum only bounds a loaded 2-core machine's scheduling (a wake would be 1 s+).
+    assert sorted(ms)[len(ms) // 2] < 100 and max(ms) < 2000, ms
     assert s["power"] == "connected" and s["why"] == "stop", s
     assert s["sessions"] == 1 and s["applied"] == 10 and s["duplicates"] == 0, s
     assert s["outbox"] == 0 and s["acks"] == 10, s
     assert not [e for e in dev.events if e["ev"] == "cycle"]  # no wake cycles at all
-    assert s["watchdog_resets"] == 0 and s["control_gap_ms"] < 500, s
+    # The step is 50 ms; below 1 s even on a loaded machine (a stall would show seconds).
+    assert s["watchdog_resets"] == 0 and s["control_gap_ms"] < 1000, s
 
 
 def test_reconnects_after_a_broker_sigkill_and_drains_its_queue(tmp_path: Path) -> None:
@@ -145,7 +147,8 @@ def test_a_hung_broker_never_stalls_control(tmp_path: Path) -> None:
     ends = [e for e in dev.events if e["ev"] == "session_end"]
     assert ends and all("went quiet" in e["why"] for e in ends), ends
     assert s["sessions"] == 0, s
-    assert s["control_gap_ms"] < 300, s
+    # An unsliced read would show its 2 s timeout here; the slack is a loaded machine's.
+    assert s["control_gap_ms"] < 1000, s
     assert s["watchdog_resets"] == 0, s
 
 
@@ -177,3 +180,146 @@ def test_a_long_session_keeps_exchanging_time_past_its_budget(tmp_path: Path) ->
             s = dev.stop()
     assert s["sessions"] == 1 and s["time_answers"] >= 4, s
     assert [e["why"] for e in dev.events if e["ev"] == "session_end"] == ["stop"]
+
+
+# In-process (CPython, the same firmware source): hooks the process tests cannot reach.
+
+def _in_process(tmp: Path, port: int, **extra: object) -> tuple:
+    from host_tools.sim import fleet_host, role_sim  # noqa: F401 (the virtual board's path)
+
+    fw = fleet_host.firmware()
+    import board as vboard
+    import connected
+
+    provision(tmp, SITE, PLUG)
+    cfg = fleet_host.device_config(tmp / "fs", port, budget_ms=1500)
+    cfg.update(role="smart_plug", power="connected", control_ms=50, reconnect_ms=50,
+               board_obj=vboard.make("smart_plug", seed=1, clock="wall"), **extra)
+    events: list[dict] = []
+    fw.emit = lambda ev, **f: events.append(dict(f, ev=ev))
+    return fw, connected, cfg, events
+
+
+def test_a_session_killed_right_after_it_opens_keeps_backing_off(tmp_path: Path) -> None:
+    # A broker (or a middlebox) that drops every session as soon as it opens: the failure
+    # streak must go on, each wait longer, not restart at every open (a reconnect every
+    # 25-50 ms for ever).
+    import socket
+
+    from host_tools.cloud.broker import Broker
+
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port)
+        last: list = [None]
+
+        def fault(where: str, link: object = None) -> None:
+            if link is not None:
+                last[0] = link
+
+        def emit(ev: str, **f: object) -> None:
+            events.append(dict(f, ev=ev))
+            if ev == "session" and last[0] is not None:
+                last[0].raw.shutdown(socket.SHUT_RDWR)  # the session dies as it opens
+
+        fw.emit = emit
+        end = time.monotonic() + 30
+        connected.run(fw, cfg, fault=fault, should_stop=lambda: time.monotonic() > end or sum(
+            1 for e in events if e["ev"] == "backoff") >= 5)
+    opened = [e for e in events if e["ev"] == "session"]
+    backoff = [e for e in events if e["ev"] == "backoff"]
+    assert len(opened) >= 4, events[-10:]
+    assert [b["failures"] for b in backoff] == [1, 2, 3, 4, 5], backoff
+
+
+class _Bug(Exception):
+    pass
+
+
+def test_a_bug_in_a_session_is_said_and_backed_off_but_a_power_cut_ends_the_run(
+        tmp_path: Path) -> None:
+    from host_tools.cloud.broker import Broker
+    from host_tools.sim.soak import PowerCut
+
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port)
+        def setup(node: object) -> None:
+            real = node.report  # type: ignore[attr-defined]
+            calls = [0]
+
+            def report() -> None:  # the session's first report fails: a bug, no OSError
+                calls[0] += 1
+                if calls[0] == 1:
+                    raise _Bug("a bug under the session")
+                real()
+
+            node.report = report  # type: ignore[attr-defined]
+
+        end = time.monotonic() + 20
+        assert connected.run(fw, cfg, setup=setup, should_stop=lambda: time.monotonic() > end or any(
+            e["ev"] == "session" for e in events)) == 0
+        [err] = [e for e in events if e["ev"] == "error"]
+        assert err["stage"] == "connected" and "a bug under the session" in err["detail"], err
+        kinds = [e["ev"] for e in events]
+        assert kinds.index("error") < kinds.index("backoff") < kinds.index("session"), kinds
+        assert events[-1]["ev"] == "summary" and events[-1]["sessions"] == 1
+
+        def cut(where: str, link: object = None) -> None:
+            raise PowerCut(where)
+
+        with pytest.raises(PowerCut):  # a BaseException: nothing runs after a cut
+            connected.run(fw, cfg, fault=cut, should_stop=lambda: time.monotonic() > end)
+
+
+def test_backoff_doubles_to_its_cap_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from host_tools.sim import fleet_host
+
+    fleet_host.firmware()
+    import connected
+
+    rand = [b"\x00\x00"]
+    monkeypatch.setattr(connected, "_urandom", lambda n: rand[0])
+    lo = [connected.backoff_ms(500, f) for f in range(1, 12)]
+    rand[0] = b"\xff\xff"
+    hi = [connected.backoff_ms(500, f) for f in range(1, 12)]
+    full = [min(500 << min(f - 1, 8), 60000) for f in range(1, 12)]
+    assert hi == full and lo == [m // 2 for m in full], (lo, hi)
+    assert full[-1] == 60000 and full[7] == 60000 and full[6] == 32000  # capped at 60 s
+    rand[0] = b"\x80\x00"
+    assert 8000 < connected.backoff_ms(500, 6) < 16000
+
+    # _backoff waits what it says, on the device's clock, with control between.
+    clock = [0]
+    monkeypatch.setattr(connected, "ticks_ms", lambda: clock[0])
+
+    def sleep(ms: int) -> None:
+        clock[0] += ms
+
+    monkeypatch.setattr(connected, "sleep_ms", sleep)
+    said: list[dict] = []
+
+    class _Node:
+        role = None
+        steps = 0
+
+        def control(self) -> None:
+            self.steps += 1
+
+        def tick(self) -> None:
+            pass
+
+    class _Dev:
+        @staticmethod
+        def _feed() -> None:
+            pass
+
+    c = object.__new__(connected.Connected)
+    c.dev, c.node, c.emit = _Dev, _Node(), lambda ev, **f: said.append(dict(f, ev=ev))
+    c.extra, c.stdin, c.stop, c.run_ms, c.should_stop = (), False, None, 0, None
+    c.step, c.base_ms, c.failures, c.last_control, c.gap_ms = 100, 500, 0, 0, 0
+    rand[0] = b"\xff\xff"
+    for f in range(1, 11):
+        t0 = clock[0]
+        c._backoff()
+        assert said[-1] == {"ev": "backoff", "ms": full[f - 1], "failures": f}, said[-1]
+        assert clock[0] - t0 == full[f - 1]
+    assert c.node.steps >= sum(full[:10]) // 100 - 10  # the role's step every 100 ms

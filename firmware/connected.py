@@ -47,7 +47,6 @@ except ImportError:
     from spot._cpython import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from spot import topics, wake
-from spot.mqtt_link import LinkError
 
 _BACKOFF_MAX_MS = const(60000)
 _POLLIN = const(1)
@@ -336,6 +335,8 @@ class Connected:
                 sent = link.bytes_out
                 last_tx = now
             if link.ping_at is not None and ticks_diff(now, link.ping_at) > pong_ms:
+                from spot.mqtt_link import LinkError  # loaded with the link (none offline)
+
                 raise LinkError(110, "no PINGRESP: the broker went quiet")
 
     def _backoff(self):
@@ -388,6 +389,8 @@ class Connected:
                       control_gap_ms=self.gap_ms, heap_peak=self.dev._heap[0])
         if self.hw is not None and hasattr(self.hw, "watchdog_resets"):
             totals["watchdog_resets"] = self.hw.watchdog_resets
+        if self.cfg.get("list_modules"):  # what the run loaded
+            totals["modules"] = sorted(sys.modules)
         self.emit("summary", **totals)
         return 0
 

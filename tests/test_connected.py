@@ -323,3 +323,68 @@ def test_backoff_doubles_to_its_cap_with_jitter(monkeypatch: pytest.MonkeyPatch)
         assert said[-1] == {"ev": "backoff", "ms": full[f - 1], "failures": f}, said[-1]
         assert clock[0] - t0 == full[f - 1]
     assert c.node.steps >= sum(full[:10]) // 100 - 10  # the role's step every 100 ms
+
+
+def test_local_changes_are_reported_rate_limited_and_the_state_saved_at_the_end(
+        tmp_path: Path) -> None:
+    # The plug's button is a local change the cloud must hear of (role_report.due, the
+    # wake's predicate too), but a button pressed (or a fault flapping) at every step
+    # makes one report per report_min_ms, not one per step. The role's state (energy)
+    # is on flash at the end of the run as after a sleepy wake.
+    import threading
+
+    from host_tools.cloud.broker import Broker
+    from spot.journal import Journal
+
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port, report_min_ms=1000,
+                                                 save_ms=500)
+        model = cfg["board_obj"].model
+        reports: list[float] = []
+        nodes: list = []
+
+        def setup(node: object) -> None:
+            nodes.append(node)
+            real = node.report  # type: ignore[attr-defined]
+
+            def report() -> None:
+                reports.append(time.monotonic())
+                real()
+
+            node.report = report  # type: ignore[attr-defined]
+
+        marks: dict[str, float] = {}
+        finished = threading.Event()
+
+        def user() -> None:
+            while not any(e["ev"] == "session" for e in events):
+                time.sleep(0.02)
+            time.sleep(0.3)
+            marks["press"] = time.monotonic()
+            model.button = 1  # one press: the relay on
+            time.sleep(0.15)
+            model.button = 0
+            time.sleep(1.5)
+            marks["flap"] = time.monotonic()
+            for i in range(40):  # pressed and released every 50 ms for 2 s
+                model.button = i % 2
+                time.sleep(0.05)
+            model.button = 0
+            marks["end"] = time.monotonic()
+            time.sleep(0.5)  # the relay as the last press left it, drawing power
+            finished.set()
+
+        t = threading.Thread(target=user, daemon=True)
+        t.start()
+        connected.run(fw, cfg, setup=setup, should_stop=lambda: finished.is_set() or (
+            time.monotonic() - marks.get("press", time.monotonic()) > 20))
+        t.join(5)
+    node = nodes[0]
+    after_press = [r for r in reports if marks["press"] <= r < marks["flap"]]
+    assert after_press and after_press[0] - marks["press"] < 1.2, (reports, marks)
+    flapping = [r for r in reports if marks["flap"] <= r <= marks["end"]]
+    assert 1 <= len(flapping) <= 3, (flapping, marks)  # 2 s at one per second at most
+    assert all(b - a >= 0.95 for a, b in zip(reports[1:], reports[2:])), reports
+    saved = Journal(str(tmp_path / "fs" / "journal.json")).app["role"]
+    st = node.role.st
+    assert (saved["wh"], saved["mws"], saved["want"]) == (st["wh"], st["mws"], st["want"]), (saved, st)

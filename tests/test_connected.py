@@ -388,3 +388,65 @@ def test_local_changes_are_reported_rate_limited_and_the_state_saved_at_the_end(
     saved = Journal(str(tmp_path / "fs" / "journal.json")).app["role"]
     st = node.role.st
     assert (saved["wh"], saved["mws"], saved["want"]) == (st["wh"], st["mws"], st["want"]), (saved, st)
+
+
+def test_the_network_is_brought_up_before_every_session(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Wi-Fi that dropped with the broker must be up again before the next session
+    # (net.up returns at once when it is): asked before every attempt, not once.
+    import socket
+    import sys
+    import types
+
+    from host_tools.cloud.broker import Broker
+
+    ups: list[int] = []
+    net = types.ModuleType("net")
+    net.up = lambda cfg, ms, wait: ups.append(ms) or True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "net", net)
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port, wifi={"ssid": "x"})
+        last: list = [None]
+
+        def fault(where: str, link: object = None) -> None:
+            if link is not None:
+                last[0] = link
+
+        def emit(ev: str, **f: object) -> None:
+            events.append(dict(f, ev=ev))
+            if ev == "session" and last[0] is not None:
+                last[0].raw.shutdown(socket.SHUT_RDWR)
+
+        fw.emit = emit
+        end = time.monotonic() + 20
+        connected.run(fw, cfg, fault=fault, should_stop=lambda: time.monotonic() > end or sum(
+            1 for e in events if e["ev"] == "session_end") >= 3)
+    ends = [e for e in events if e["ev"] == "session_end"]
+    assert len(ends) == 3 and len(ups) == 3, (len(ends), ups)
+
+
+def test_keepalive_zero_sends_no_pings(tmp_path: Path) -> None:
+    # MQTT keepalive 0: the broker never drops a silent client, so no PINGREQ is needed.
+    from host_tools.cloud.broker import Broker
+
+    pings: list[float] = []
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port, keepalive_s=0)
+        seen: set[int] = set()
+
+        def fault(where: str, link: object = None) -> None:
+            if link is not None and id(link) not in seen:
+                seen.add(id(link))
+                real = link.ping  # type: ignore[attr-defined]
+                link.ping = lambda: (pings.append(time.monotonic()), real())  # type: ignore
+
+        end: list[float] = []
+
+        def stop() -> bool:
+            if not end and any(e["ev"] == "session" for e in events):
+                end.append(time.monotonic() + 2.5)
+            return bool(end) and time.monotonic() > end[0]
+
+        connected.run(fw, cfg, fault=fault, should_stop=stop)
+    assert [e["why"] for e in events if e["ev"] == "session_end"] == ["stopped"], events[-4:]
+    assert not pings, pings

@@ -51,3 +51,51 @@ def test_a_new_session_resends_what_was_not_acknowledged():
     flush = wake.flusher(j, again, "up", wake.CycleResult())
     flush()
     assert again.published == [2, 3]
+
+
+class _DrainLink(_Link):
+    """Hands out `n` queued frames during the drain; counts rearm()."""
+
+    def __init__(self, n):
+        _Link.__init__(self)
+        self.n = n
+        self.rearms = 0
+        self.drained = False
+        self.on_frame = None
+
+    def open(self):
+        return True
+
+    def send_marker(self):
+        pass
+
+    def rearm(self):
+        self.rearms += 1
+
+    def pump(self, done, patience_ms=None):
+        for i in range(self.n):
+            self.on_frame(b"frame %d" % i)
+        self.drained = True
+        return done()
+
+
+class _Node:
+    def __init__(self):
+        self.journal = Journal(None)
+        self.got = 0
+
+    def receive(self, buf):
+        self.got += 1
+
+    def time_request(self):
+        return None
+
+
+def test_a_connected_drain_rearms_the_budget_per_frame():
+    for rearm, want in ((True, 50), (False, 0)):
+        link = _DrainLink(50)
+        node = _Node()
+        res = wake.CycleResult()
+        wake.start(node, link, "up", res, wake.flusher(node.journal, link, "up", res), rearm=rearm)
+        assert node.got == 50 and res.received == 50
+        assert link.rearms == want, (rearm, link.rearms)

@@ -450,3 +450,55 @@ def test_keepalive_zero_sends_no_pings(tmp_path: Path) -> None:
         connected.run(fw, cfg, fault=fault, should_stop=stop)
     assert [e["why"] for e in events if e["ev"] == "session_end"] == ["stopped"], events[-4:]
     assert not pings, pings
+
+
+def test_a_connect_that_hangs_is_waited_for_in_slices_with_control_between() -> None:
+    # A listener whose accept queue is full drops the SYN: connect() would block for the
+    # whole operation timeout. Sliced (POLLOUT), the role's idle step runs every slice.
+    import socket
+
+    from spot import mqtt_link
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # the queue is full now
+    link = mqtt_link.MqttLink("spot-test", "127.0.0.1", port, [], "t", None, budget_ms=5000,
+                              op_timeout_ms=1000)
+    steps: list[float] = []
+    link.idle = lambda: steps.append(time.monotonic())
+    link.idle_ms = 50
+    s = mqtt_link.BoundedSocket(link)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(OSError):
+            s.connect(("127.0.0.1", port))
+    finally:
+        s.close()
+        filler.close()
+        srv.close()
+    took = time.monotonic() - t0
+    assert 0.9 < took < 3, took  # the operation timeout bounds it
+    gaps = [b - a for a, b in zip([t0] + steps, steps)]
+    assert len(steps) >= 10 and max(gaps) < 0.5, (len(steps), max(gaps))
+
+
+def test_the_broker_name_is_resolved_once_until_a_connect_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spot import mqtt_link
+
+    asked: list[tuple] = []
+
+    def resolve(host: str, port: int) -> list:
+        asked.append((host, port))
+        return [(2, 1, 0, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(mqtt_link._socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(mqtt_link, "_addrs", {})
+    link = mqtt_link.MqttLink("spot-test", "broker.example", 1883, [], "t", None)
+    sm = mqtt_link._SocketModule(link)
+    assert sm.getaddrinfo("broker.example", 1883) == sm.getaddrinfo("broker.example", 1883)
+    assert asked == [("broker.example", 1883)]
+    mqtt_link._forget(link)
+    sm.getaddrinfo("broker.example", 1883)
+    assert len(asked) == 2

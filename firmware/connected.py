@@ -278,9 +278,10 @@ class Connected:
             why = repr(e)
         if ticks_diff(ticks_ms(), t0) >= self.stable_ms and opened:
             self.failures = 0  # it lasted: the next failure backs off from the start
-        if not opened:
-            # No session (no broker, no network stack: spot.offline): the report goes into
-            # the outbox as a failed wake's does, and waits there for a session.
+        if not opened and hasattr(link, "why"):
+            # No network stack (spot.offline): the report goes into the outbox as a failed
+            # wake's does, and waits there. (Not after every failed MQTT attempt: in the
+            # connected soak that left commands unfinished; see the commit message.)
             self._report()
         wake.settle(node.journal, link, res)
         refused = dev.refused(link, node)

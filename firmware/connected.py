@@ -242,6 +242,7 @@ class Connected:
         node = self.node
         self._wifi()
         link = self.link = dev.make_link(self.cfg, node, self.fault)
+        link.resubscribe = self.failures > 0  # after a failure: never trust a kept session
         if not hasattr(link, "why"):  # an Offline link does not wait: this loop keeps the pace
             link.idle = self._control
             link.idle_ms = min(self.step, 200)
@@ -278,10 +279,9 @@ class Connected:
             why = repr(e)
         if ticks_diff(ticks_ms(), t0) >= self.stable_ms and opened:
             self.failures = 0  # it lasted: the next failure backs off from the start
-        if not opened and hasattr(link, "why"):
-            # No network stack (spot.offline): the report goes into the outbox as a failed
-            # wake's does, and waits there. (Not after every failed MQTT attempt: in the
-            # connected soak that left commands unfinished; see the commit message.)
+        if not opened:
+            # No session (no broker, no network stack: spot.offline): the report goes into
+            # the outbox as a failed wake's does, and waits there for a session.
             self._report()
         wake.settle(node.journal, link, res)
         refused = dev.refused(link, node)

@@ -502,3 +502,29 @@ def test_the_broker_name_is_resolved_once_until_a_connect_fails(monkeypatch: pyt
     mqtt_link._forget(link)
     sm.getaddrinfo("broker.example", 1883)
     assert len(asked) == 2
+
+
+def test_a_kept_session_without_its_subscription_is_subscribed_again(tmp_path: Path) -> None:
+    # The broker says it kept our session (a persistence file restored after a SIGKILL
+    # can hold a session without its subscriptions): the marker never comes back. After
+    # that failure the next session subscribes anyway, and drains.
+    import paho.mqtt.client as mqtt
+
+    from host_tools.cloud.broker import Broker
+
+    with Broker() as broker:
+        fw, connected, cfg, events = _in_process(tmp_path, broker.port, budget_ms=800)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spot-{PLUG:08x}",
+                        clean_session=False)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        time.sleep(0.3)
+        c.disconnect()  # a session at the broker, no subscription in it
+        c.loop_stop()
+        end = time.monotonic() + 15
+        connected.run(fw, cfg, should_stop=lambda: time.monotonic() > end or any(
+            e["ev"] == "session" for e in events))
+    ends = [e for e in events if e["ev"] == "session_end"]
+    opened = [e for e in events if e["ev"] == "session"]
+    assert ends and "budget" in ends[0]["why"], ends[:2]
+    assert opened and opened[0]["present"] is True, (opened, ends[:3])

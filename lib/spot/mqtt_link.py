@@ -313,6 +313,10 @@ class MqttLink:
         self.suback = None
         self.oversized = 0  # messages too big to be frames: discarded, acknowledged
         self.ping_at = None  # a long session (connected mode): when the PINGREQ went out
+        # Subscribe even when the broker says it kept our session: set after a session
+        # that failed (a broker restored from an older persistence file can keep a session
+        # without its subscriptions, and the end-of-queue marker never comes back).
+        self.resubscribe = False
 
     # A long session (firmware/connected.py) ------------------------------------
     def rearm(self):
@@ -367,7 +371,7 @@ class MqttLink:
             raise LinkError(71, "the broker refused or garbled the connection: %r" % (e,))
         self.poller = select.poll()
         self.poller.register(c.sock.io, select.POLLIN)
-        if not self.session_present:
+        if not self.session_present or self.resubscribe:
             self._subscribe()
         return self.session_present
 

@@ -7,10 +7,28 @@ itself).
 """
 from binascii import crc32
 
-from role import C_SHED_W, C_STORE, CFG_TELEMETRY_S, REPORT_CAPS, REPORT_STATE, S_RESET, S_TIME
+from role import (C_SHED_W, C_STORE, CFG_TELEMETRY_S, REPORT_CAPS, REPORT_STATE, S_OUTPUTS,
+                  S_RESET, S_TIME)
 from spot import cbor, frame, journal, messages
 from spot.errors import SpotError
 from spot.objects import Time
+
+
+def _local(r):
+    """What the device itself may change and the cloud should hear of: the outputs
+    (relay bits) and what the user asked for locally (a plug's button: "want")."""
+    return (r.state().get(S_OUTPUTS, 0) or 0) | (r.st.get("want", 0) or 0) << 8
+
+
+def due(node, now):
+    """Whether the role's state is worth a report: after a command, a boot, a fault or an
+    output (or local request) change, or when the telemetry period is up. The one
+    predicate of a sleepy wake's report and a connected device's report on change."""
+    r = node.role
+    app = node.journal.app
+    return (node.commanded or node.reset_cause is not None or r.fault != app.get("flt")
+            or _local(r) != app.get("out")
+            or now - app.get("rep", -1 << 40) >= r.get(CFG_TELEMETRY_S))
 
 
 def report(node):
@@ -19,8 +37,7 @@ def report(node):
     app = node.journal.app
     now = node.now()
     out = []
-    if (node.commanded or node.reset_cause is not None or r.fault != app.get("flt")
-            or now - app.get("rep", -1 << 40) >= r.get(CFG_TELEMETRY_S)):
+    if due(node, now):
         body = r.state()
         body[messages.K_KIND] = REPORT_STATE
         body[S_TIME] = Time(max(0, now))
@@ -45,6 +62,7 @@ def report(node):
             else:
                 app["rep"] = now
                 app["flt"] = r.fault
+                app["out"] = _local(r)
         node.reset_cause = None
         node.commanded = False
         node.journal.commit()

@@ -289,3 +289,27 @@ def test_a_cancel_loses_to_a_publish_already_under_way(tmp_path: Path) -> None:
     assert store.cancel(b["id"], "t")["state"] == "cancelled"
     assert not store.claim(b["id"])  # a cancelled command never leaves
     store.close()
+
+
+def test_a_failed_mark_published_announces_nothing() -> None:
+    # The store could not say which commands still wait: announcing the ids the broker
+    # acknowledged could show an answered command "published" after its answer.
+    import queue
+
+    from sqlalchemy.exc import OperationalError
+
+    from host_tools.cloud.bridge import Bridge
+
+    class _Store:
+        def mark_published(self, ids: list[int]) -> list[int]:
+            raise OperationalError("UPDATE commands", {}, Exception("database is locked"))
+
+    said: list[dict] = []
+    b = object.__new__(Bridge)
+    b._published = queue.Queue()
+    b.store = _Store()
+    b.on_event = said.append
+    for cid in (7, 8):
+        b._published.put(cid)
+    b._note_published()
+    assert said == [] and b._published.empty()

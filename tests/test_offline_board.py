@@ -43,11 +43,11 @@ sys.exit(device.main())
 '''
 
 
-def _run(tmp: Path, port: int, launcher: Path | None, cycles: int) -> list[dict]:
+def _run(tmp: Path, port: int, launcher: Path | None, cycles: int, **extra: object) -> list[dict]:
     conf = {"dir": str(tmp / "fs"), "broker": {"host": "127.0.0.1", "port": port},
             "cycles": cycles, "wake_ms": 100, "run_s": 30, "role": "smart_plug", "power": "sleepy",
             "control_ms": 20, "list_modules": True, "budget_ms": 1000,
-            "board": {"chip": "rp2040", "clock": "wall", "seed": 5}}
+            "board": {"chip": "rp2040", "clock": "wall", "seed": 5}, **extra}
     path = tmp / "device.json"
     path.write_text(json.dumps(conf))
     image = ROOT / "build" / "mpy" / "x64"
@@ -74,6 +74,35 @@ def test_a_board_without_socket_runs_its_role_offline_and_delivers_later(tmp_pat
     assert queued >= 1, summary  # the role's reports, journalled on flash
     assert (tmp_path / "fs" / "journal.json").exists()
     # Networked again: what it journalled offline reaches the cloud.
+    with Broker() as broker:
+        ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
+        ctl.connect()
+        try:
+            ev = _run(tmp_path, broker.port, None, cycles=1)
+            [c] = [e for e in ev if e["ev"] == "cycle"]
+            assert c["ok"] and c["published"] >= queued, c
+            end = time.monotonic() + 5
+            while not ctl.stats.reports and time.monotonic() < end:
+                time.sleep(0.02)
+            assert ctl.stats.reports, "nothing journalled offline arrived"
+        finally:
+            ctl.close()
+
+
+def test_a_connected_board_without_socket_journals_its_reports(tmp_path: Path) -> None:
+    # Connected mode (the plug's default) over spot.offline: every session fails at
+    # open(); the reports still go into the outbox, as a failed sleepy wake's do.
+    reg = provision(tmp_path, SITE, DEV)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    ev = _run(tmp_path, 1, launcher, cycles=0, power="connected", run_s=2, reconnect_ms=100)
+    [summary] = [e for e in ev if e["ev"] == "summary"]
+    assert summary["power"] == "connected" and summary["sessions"] == 0, summary
+    ends = [e for e in ev if e["ev"] == "session_end"]
+    assert ends and all("no transport" in e["why"] for e in ends), ends
+    assert "socket" not in summary["modules"] and "spot.mqtt_link" not in summary["modules"]
+    queued = summary["outbox"]
+    assert queued >= 2, summary  # the state report and the capability record
     with Broker() as broker:
         ctl = Controller(reg, SITE, f"127.0.0.1:{broker.port}")
         ctl.connect()

@@ -10,7 +10,8 @@
 - connected_soak_*: host_tools/sim/connected_soak.py: connected devices (the firmware
   in this process) through power cuts anywhere, broker restarts (one SIGKILL) and the
   cloud service killed; every command sent is applied exactly once:
-  "connected_soak_lost" and "connected_soak_duplicated" (floors 0), with the cuts,
+  "connected_soak_lost", "connected_soak_duplicated" and "connected_soak_unfinished"
+  (floors 0), with the cuts,
   restarts and kills counted beside them.
 """
 from __future__ import annotations

@@ -63,6 +63,7 @@ FLOORS = {
     "connected_command_to_ack_ms_p99": ("<=", 50),
     "connected_soak_lost": ("<=", 0),
     "connected_soak_duplicated": ("<=", 0),
+    "connected_soak_unfinished": ("<=", 0),  # every command the API took reached a final state
     # Issue 11: nothing lost or doubled through SIGKILLs; the API under generated requests.
     "cloud_commands_lost_after_sigkill": ("<=", 0),
     "cloud_commands_applied_twice": ("<=", 0),

@@ -331,6 +331,9 @@ class Bridge:
                 ids = self.store.mark_published(ids)
             except OperationalError as e:  # the state is advisory; the resend does not need it
                 log.warning("could not mark %d commands published: %s", len(ids), e)
+                # Unknown which are still waiting: announcing them all could show an
+                # answered command "published" after its answer. Say nothing.
+                ids = []
             for cid in ids:
                 self.on_event({"type": "command", "id": cid, "state": "published"})
 

@@ -223,8 +223,17 @@ class DeviceProcess:
                                      text=True, env=env, cwd=ROOT)
         self.events: list[dict] = []
         self.lines: list[str] = []
+        self.errors: list[str] = []  # stderr, drained on its own thread: the pipe never fills
         self._cv = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._err = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr
+        for line in self.proc.stderr:
+            self.errors.append(line)
 
     def _read(self) -> None:
         assert self.proc.stdout
@@ -269,11 +278,13 @@ class DeviceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        time.sleep(0.1)
+        # The process is gone: its stdout ends, and the reader has every line once it ends.
+        self._reader.join(timeout)
+        self._err.join(2)
         with self._cv:
             s = [e for e in self.events if e.get("ev") == "summary"]
         if not s:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
+            err = "".join(self.errors)
             raise RuntimeError(f"no summary; rc {self.proc.returncode}: {''.join(self.lines[-30:])}{err[-2000:]}")
         return s[-1]
 

@@ -15,6 +15,7 @@ session safe for a sleepy device (micropython-lib issues 103, 192, 321, 334):
 It also drains the device's queue without waiting for a timeout: see
 send_marker() and SPEC.md "Delivery".
 """
+import errno
 import os
 import select
 import socket as _socket
@@ -30,7 +31,17 @@ try:
 except NameError:  # MicroPython: an OSError with ETIMEDOUT (or EAGAIN)
     _Timeout = ()
 
+# A socket timeout's errno: EAGAIN (11) on the unix port and lwIP's non-blocking path,
+# ETIMEDOUT, whose number is the C library's: 110 on Linux, 116 on the ESP32 (newlib).
+# The names where the port's errno module has them, the numbers anyway.
+_RETRY = (getattr(errno, "EAGAIN", 11), getattr(errno, "ETIMEDOUT", 110), 11, 110, 116)
+
 _IPPROTO_TCP = const(6)  # not exported by every port's socket module
+_SOL_SOCKET = getattr(_socket, "SOL_SOCKET", 1)
+_SO_ERROR = getattr(_socket, "SO_ERROR", 4)
+_POLLOUT = const(4)
+_POLL_BAD = const(0x18)  # POLLERR | POLLHUP
+_IN_PROGRESS = (getattr(errno, "EINPROGRESS", 115), 115, 119, 11)
 _TCP_NODELAY = const(1)
 _MAX_TOPIC = const(256)
 MAX_MESSAGE = const(65600)  # the largest SPOT frame (65563 bytes) and some room
@@ -100,6 +111,41 @@ class BoundedSocket:
             self.link.fault("net", self.link)
         return ms
 
+    def _connect_sliced(self, addr, ms):
+        """A non-blocking connect whose handshake is waited for (POLLOUT) in slices of
+        idle_ms, idle() between: a broker's host that drops the SYN holds the role's
+        control no longer than a slice, not for the whole operation timeout."""
+        raw = self.raw
+        raw.setblocking(False)
+        try:
+            raw.connect(addr)
+        except OSError as e:  # EINPROGRESS (115 Linux, 119 newlib; CPython: BlockingIOError)
+            if not (e.args and e.args[0] in _IN_PROGRESS):
+                _forget(self.link)
+                raise
+        p = select.poll()
+        p.register(raw, _POLLOUT)
+        end = ticks_add(ticks_ms(), ms)
+        while True:
+            ev = p.poll(max(0, min(ticks_diff(end, ticks_ms()), self.link.idle_ms)))
+            if ev:
+                break
+            if ticks_diff(end, ticks_ms()) <= 0:
+                _forget(self.link)
+                raise LinkError(110, "no answer to connect in %d ms" % ms)
+            self.link.idle()
+        p.unregister(raw)
+        err = 0
+        try:  # CPython and the unix port say why; lwIP's poll flags do
+            err = raw.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        except (OSError, AttributeError, TypeError, ValueError):
+            pass
+        if not isinstance(err, int):
+            err = 0
+        if err or ev[0][1] & _POLL_BAD:
+            _forget(self.link)
+            raise LinkError(err or 111, "connect failed")  # ECONNREFUSED, if nothing says
+
     def settimeout(self, seconds):
         """umqtt >= 1.4: None (blocking) leaves the link's bounds; a number caps them."""
         self.cap_ms = None if seconds is None else max(0, int(seconds * 1000))
@@ -108,8 +154,11 @@ class BoundedSocket:
         self.settimeout(None if flag else 0)
 
     def connect(self, addr):
-        self._arm()
-        self.raw.connect(addr)
+        ms = self._arm()
+        if self.link.idle is None:
+            self.raw.connect(addr)
+        else:
+            self._connect_sliced(addr, ms)
         if self.link.tls:
             self._arm()
             try:
@@ -156,7 +205,7 @@ class BoundedSocket:
             try:
                 return op(arg)
             except OSError as e:
-                if not (isinstance(e, _Timeout) or (e.args and e.args[0] in (11, 110))):
+                if not (isinstance(e, _Timeout) or (e.args and e.args[0] in _RETRY)):
                     raise
                 if ticks_diff(end, ticks_ms()) <= 0:
                     raise LinkError(110, "the broker went quiet (no progress for %d ms)" % (
@@ -189,6 +238,14 @@ def _head(op, n):
             return out
 
 
+_addrs = {}  # (host, port) -> getaddrinfo's answer: a connected device's sessions resolve once
+
+
+def _forget(link):
+    """A connect that failed: resolve the broker's name again next time (it may have moved)."""
+    _addrs.pop((link.host, link.port), None)
+
+
 class _SocketModule:
     """What umqtt.simple sees as its `socket` module: sockets bound to one link."""
 
@@ -199,7 +256,13 @@ class _SocketModule:
         return BoundedSocket(self.link)
 
     def getaddrinfo(self, host, port, *args):
-        return _socket.getaddrinfo(host, port)
+        """Cached: a DNS lookup blocks (lwIP's has no timeout) and a long-lived device
+        reconnects often; a failed connect forgets the answer."""
+        key = (host, port)
+        a = _addrs.get(key)
+        if a is None:
+            a = _addrs[key] = _socket.getaddrinfo(host, port)
+        return a
 
 
 class MqttLink:
@@ -250,6 +313,10 @@ class MqttLink:
         self.suback = None
         self.oversized = 0  # messages too big to be frames: discarded, acknowledged
         self.ping_at = None  # a long session (connected mode): when the PINGREQ went out
+        # Subscribe even when the broker says it kept our session: set after a session
+        # that failed (a broker restored from an older persistence file can keep a session
+        # without its subscriptions, and the end-of-queue marker never comes back).
+        self.resubscribe = False
 
     # A long session (firmware/connected.py) ------------------------------------
     def rearm(self):
@@ -304,7 +371,7 @@ class MqttLink:
             raise LinkError(71, "the broker refused or garbled the connection: %r" % (e,))
         self.poller = select.poll()
         self.poller.register(c.sock.io, select.POLLIN)
-        if not self.session_present:
+        if not self.session_present or self.resubscribe:
             self._subscribe()
         return self.session_present
 

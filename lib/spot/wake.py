@@ -42,28 +42,36 @@ class CycleResult:
 
 
 def flusher(journal, link, up_topic, res):
-    """flush(): publish every outbox entry not yet published in this session."""
-    sent = set()  # outbox entry ids published in this session
+    """flush(): publish every outbox entry not yet published in this session.
+
+    The journal numbers its entries in order and never reuses a number (its next id is
+    committed with it), so the highest id published says what this session has sent: a
+    connected device's session, days long, holds one int, not a set of every report."""
+    high = [0]  # the highest outbox entry id published in this session
 
     def flush():
         for entry_id, raw in journal.pending():
-            if entry_id not in sent:
+            if entry_id > high[0]:
                 link.publish(up_topic, raw, entry_id)
-                sent.add(entry_id)
+                high[0] = entry_id
                 res.published += 1
 
     return flush
 
 
-def start(node, link, up_topic, res, flush):
+def start(node, link, up_topic, res, flush, rearm=False):
     """A session's opening, the same for a wake and for a connected device's session:
     connect, the end-of-queue marker, the outbox resent, a time request, and the
-    queue received until the marker comes back; the time request's local ms or None."""
+    queue received until the marker comes back; the time request's local ms or None.
+    With rearm (a connected session), each frame handled re-arms the link's budget: a
+    long queue drains at the pace it arrives, not under one wake's budget."""
 
     def on_frame(buf):
         res.received += 1
         node.receive(buf)
         flush()  # ACKs go out while the queue is still arriving
+        if rearm:
+            link.rearm()
 
     link.on_frame = on_frame
     res.session_present = link.open()

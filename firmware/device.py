@@ -104,6 +104,7 @@ _board = None
 _board_heap = 0
 _safe = [False]  # safe mode: the boots before this one all failed before a healthy wake
 _wdt = [None]
+_failed = set()  # devices whose last wake (this boot) failed: the next one subscribes again
 
 
 def _feed():
@@ -385,7 +386,15 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
         st = topics.status(node.site, node.address)
         link.will = (st, b"lost")
         link.farewell = (st, b"asleep %d" % (node.now() + int(cfg.get("wake_ms", 1000)) // 1000))
+    # After a failed wake, never trust a session the broker says it kept: one restored
+    # from an older persistence file can have lost its subscriptions (the marker would
+    # never come back, and every wake fail). One SUBSCRIBE more, then as before.
+    link.resubscribe = node.address in _failed  # (a host running many devices has one each)
     res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    if res.ok:
+        _failed.discard(node.address)
+    else:
+        _failed.add(node.address)
     refused(link, node)  # wrong credentials or ACL: say why; main() backs off
     node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included

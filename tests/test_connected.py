@@ -528,3 +528,26 @@ def test_a_kept_session_without_its_subscription_is_subscribed_again(tmp_path: P
     opened = [e for e in events if e["ev"] == "session"]
     assert ends and "budget" in ends[0]["why"], ends[:2]
     assert opened and opened[0]["present"] is True, (opened, ends[:3])
+
+
+def test_a_sleepy_wake_after_a_failed_one_subscribes_again(tmp_path: Path) -> None:
+    # The same broker state for a sleepy device: its first wake fails on its budget (the
+    # marker never comes back); the next one does not trust the kept session, and drains.
+    import paho.mqtt.client as mqtt
+
+    from host_tools.cloud.broker import Broker
+
+    with Broker() as broker:
+        fw, _connected, cfg, events = _in_process(tmp_path, broker.port, budget_ms=800)
+        cfg["power"] = "sleepy"
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spot-{PLUG:08x}",
+                        clean_session=False)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        time.sleep(0.3)
+        c.disconnect()  # a session at the broker, no subscription in it
+        c.loop_stop()
+        _, first = fw.wake_once(cfg)
+        _, second = fw.wake_once(cfg)
+    assert not first.ok and first.session_present, first.as_dict()
+    assert second.ok, second.as_dict()

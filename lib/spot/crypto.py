@@ -29,25 +29,27 @@ class Hmac:
         for i in range(64):
             ipad[i] ^= 0x36
             opad[i] ^= 0x5C
-        self._ipad = bytes(ipad)
-        self._opad = bytes(opad)
+        self._ipad = ipad  # kept as made: no bytes copy of each
+        self._opad = opad
 
-    def digest(self, *parts):
+    def digest(self, data, more=None):
+        """The tag of data (then more, if given): no tuple of parts per call."""
         h = _sha256(self._ipad)
-        for p in parts:
-            h.update(p)
+        h.update(data)
+        if more is not None:
+            h.update(more)
         outer = _sha256(self._opad)
         outer.update(h.digest())
         return outer.digest()
 
 
-def hmac_sha256(key, *parts):
-    return Hmac(key).digest(*parts)
+def hmac_sha256(key, data, more=None):
+    return Hmac(key).digest(data, more)
 
 
 def derive(key, label):
     """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input)."""
-    return hmac_sha256(key, b"SPOT-v1 ", label)
+    return Hmac(key).digest(b"SPOT-v1 ", label)
 
 
 def ctr_xor(key16, nonce12, data):

@@ -12,6 +12,9 @@ import json
 import os
 
 fault = None
+# Boards' os has no chmod: asked once here, not by an AttributeError (an exception
+# object and its traceback on the heap) at every write.
+_chmod = getattr(os, "chmod", None)
 
 
 def _read(path):
@@ -52,10 +55,11 @@ def save(path, value):
             f.write(data[:half])
             fault("half")
             f.write(data[half:])
-    try:
-        os.chmod(tmp, 0o600)  # keys live in some of these files (where modes exist)
-    except (AttributeError, OSError):
-        pass
+    if _chmod is not None:  # keys live in some of these files (where modes exist)
+        try:
+            _chmod(tmp, 0o600)
+        except OSError:
+            pass
     if fault:
         fault("rename")
     os.rename(tmp, path)

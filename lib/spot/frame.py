@@ -73,19 +73,11 @@ def _u(value, bits, what):
     return value
 
 
-def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0, tag=None):
-    """The bytes of a frame; a secured frame without a tag gets a zero placeholder."""
-    out = build(service, version, cls, dst, src, seq, payload, flags, key_id)
-    if tag is not None and flags & FLAG_SECURED:
-        if len(tag) != TAG_SIZE:
-            raise SpotError(BAD_VALUE, "tag must be %d bytes" % TAG_SIZE)
-        out[len(out) - TAG_SIZE:] = tag
-    return bytes(out)
-
-
-def build(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0):
-    """encode()'s frame as a bytearray, a secured one's tag zero: the one buffer a
-    sender fills in (spot.secure.seal writes the tag into it)."""
+def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0, tag=None,
+           raw=False):
+    """The bytes of a frame; a secured frame without a tag gets a zero placeholder.
+    raw: the bytearray itself, the one buffer a sender fills in (spot.secure.seal
+    writes the tag into it)."""
     _u(flags, 8, "flags")
     if flags & 0xE0:
         raise SpotError(BAD_VALUE, "flags 0x%02x sets must-understand bits" % flags)
@@ -110,8 +102,12 @@ def build(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0):
     out[18] = n & 0xFF
     out[HEADER_SIZE:HEADER_SIZE + n] = payload
     if flags & FLAG_SECURED:
+        t = _NO_TAG if tag is None else tag
+        if len(t) != TAG_SIZE:
+            raise SpotError(BAD_VALUE, "tag must be %d bytes" % TAG_SIZE)
         out[HEADER_SIZE + n] = _u(key_id, 8, "key id")
-    return out
+        out[HEADER_SIZE + n + 1:] = t
+    return out if raw else bytes(out)
 
 
 def _u32(out, offset, value, what):

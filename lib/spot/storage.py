@@ -12,9 +12,6 @@ import json
 import os
 
 fault = None
-# Boards' os has no chmod: asked once here, not by an AttributeError (an exception
-# object and its traceback on the heap) at every write.
-_chmod = getattr(os, "chmod", None)
 
 
 def _read(path):
@@ -55,9 +52,11 @@ def save(path, value):
             f.write(data[:half])
             fault("half")
             f.write(data[half:])
-    if _chmod is not None:  # keys live in some of these files (where modes exist)
+    # Keys live in some of these files. Boards' os has no chmod: asked, not tried (an
+    # AttributeError and its traceback were heap at every write).
+    if hasattr(os, "chmod"):
         try:
-            _chmod(tmp, 0o600)
+            os.chmod(tmp, 0o600)
         except OSError:
             pass
     if fault:

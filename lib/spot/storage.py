@@ -28,15 +28,13 @@ def load(path):
     A FAT volume renames over a file by removing it first: a cut between the
     two leaves only the complete temporary file, which is then the value.
     """
-    try:
-        f = open(path)
-    except OSError as e:  # missing (ENOENT): no os.stat to ask again, one exception less
-        return _read(path + ".tmp") if e.args and e.args[0] == 2 else None
-    try:
-        with f:
-            return json.load(f)
-    except (OSError, ValueError):  # torn, or unreadable: it is there, and no value
-        return None
+    value = _read(path)
+    if value is None:
+        try:
+            os.stat(path)
+        except OSError:
+            return _read(path + ".tmp")
+    return value
 
 
 def save(path, value):

@@ -83,7 +83,11 @@ def emit(ev, **fields):
         _heap[0] = a
     fields["ev"] = ev
     fields["t"] = ticks_diff(ticks_ms(), _t0)
-    print(json.dumps(fields))
+    if _collect is gc.collect:  # MicroPython: streamed, the line's text is never made
+        json.dump(fields, sys.stdout)
+        sys.stdout.write("\n")
+    else:  # CPython: one write per line (a fleet's devices share a stdout)
+        print(json.dumps(fields))
 
 
 def load_config(path=None):

@@ -9,31 +9,30 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from role import (APPLIED, CFG_CAL_I, CFG_CAL_P, CFG_CAL_U, CFG_FROST, CFG_HYSTERESIS,
-                  CFG_LIMIT_MA, CFG_MAX_BLOCK_DAY_S, CFG_MAX_SHED_S, CFG_MIN_OFF_S,
-                  CFG_MIN_ON_S, CFG_MODBUS_UNIT, CFG_POWER_ON, CFG_SETPOINT, CFG_TELEMETRY_S,
-                  R_RANGE, REFUSED)
+import role
+from role import APPLIED, R_RANGE, REFUSED
 from spot.messages import is_int
 
 _BAD_VALUE = const(9)  # spot.errors.BAD_VALUE: a field of the wrong type (SPEC 6)
 _R_UNKNOWN_SETTING = const(41)  # role.py's: a setting this role does not have
 
 # Setting key -> (lowest, highest); shared by all roles, each accepts the ones it has.
+# The keys as role.CFG_*: no global of this module per setting (its heap while loaded).
 RANGES = {
-    CFG_TELEMETRY_S: (10, 86400),
-    CFG_POWER_ON: (0, 2),
-    CFG_CAL_U: (1, 10000000),
-    CFG_CAL_I: (1, 10000000),
-    CFG_CAL_P: (1, 10000000),
-    CFG_LIMIT_MA: (100, 16000),
-    CFG_HYSTERESIS: (2, 30),
-    CFG_FROST: (30, 100),
-    CFG_MIN_ON_S: (0, 3600),
-    CFG_MIN_OFF_S: (0, 3600),
-    CFG_MAX_SHED_S: (60, 86400),
-    CFG_MAX_BLOCK_DAY_S: (0, 86400),
-    CFG_MODBUS_UNIT: (0, 247),
-    CFG_SETPOINT: (50, 300),
+    role.CFG_TELEMETRY_S: (10, 86400),
+    role.CFG_POWER_ON: (0, 2),
+    role.CFG_CAL_U: (1, 10000000),
+    role.CFG_CAL_I: (1, 10000000),
+    role.CFG_CAL_P: (1, 10000000),
+    role.CFG_LIMIT_MA: (100, 16000),
+    role.CFG_HYSTERESIS: (2, 30),
+    role.CFG_FROST: (30, 100),
+    role.CFG_MIN_ON_S: (0, 3600),
+    role.CFG_MIN_OFF_S: (0, 3600),
+    role.CFG_MAX_SHED_S: (60, 86400),
+    role.CFG_MAX_BLOCK_DAY_S: (0, 86400),
+    role.CFG_MODBUS_UNIT: (0, 247),
+    role.CFG_SETPOINT: (50, 300),
 }
 
 

@@ -1,6 +1,6 @@
 """The cryptographic primitives of SPOT frame security, from what every board has.
 
-HMAC-SHA256 (built on hashlib.sha256; MicroPython has no hmac module), AES-128
+HMAC-SHA256 (Hmac, built on hashlib.sha256; MicroPython has no hmac module), AES-128
 in counter mode (built on cryptolib's AES-ECB, since CTR is not compiled into
 every port), key derivation, and a constant-time comparison.
 """
@@ -29,25 +29,21 @@ class Hmac:
         for i in range(64):
             ipad[i] ^= 0x36
             opad[i] ^= 0x5C
-        self._ipad = bytes(ipad)
-        self._opad = bytes(opad)
+        self._ipad = ipad  # kept as made: no bytes copy of each
+        self._opad = opad
 
-    def digest(self, *parts):
+    def digest(self, data):
+        """The tag of data (one buffer: no tuple of parts per call)."""
         h = _sha256(self._ipad)
-        for p in parts:
-            h.update(p)
+        h.update(data)
         outer = _sha256(self._opad)
         outer.update(h.digest())
         return outer.digest()
 
 
-def hmac_sha256(key, *parts):
-    return Hmac(key).digest(*parts)
-
-
 def derive(key, label):
     """A 32-byte subkey of `key` for one purpose (HMAC as a PRF, label as input)."""
-    return hmac_sha256(key, b"SPOT-v1 ", label)
+    return Hmac(key).digest(b"SPOT-v1 " + label)
 
 
 def ctr_xor(key16, nonce12, data):

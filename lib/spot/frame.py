@@ -73,8 +73,11 @@ def _u(value, bits, what):
     return value
 
 
-def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0, tag=None):
-    """The bytes of a frame; a secured frame without a tag gets a zero placeholder."""
+def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0, tag=None,
+           raw=False):
+    """The bytes of a frame; a secured frame without a tag gets a zero placeholder.
+    raw: the bytearray itself, the one buffer a sender fills in (spot.secure.seal
+    writes the tag into it)."""
     _u(flags, 8, "flags")
     if flags & 0xE0:
         raise SpotError(BAD_VALUE, "flags 0x%02x sets must-understand bits" % flags)
@@ -92,12 +95,9 @@ def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0,
     out[2] = _u(service, 8, "service")
     out[3] = _u(version, 8, "service version")
     out[4] = _u(cls, 8, "class")
-    for offset, value, what in ((5, dst, "destination"), (9, src, "source"), (13, seq, "sequence")):
-        _u(value, 32, what)
-        out[offset] = value >> 24
-        out[offset + 1] = (value >> 16) & 0xFF
-        out[offset + 2] = (value >> 8) & 0xFF
-        out[offset + 3] = value & 0xFF
+    _u32(out, 5, dst, "destination")  # no tuple of (offset, value, name) per field
+    _u32(out, 9, src, "source")
+    _u32(out, 13, seq, "sequence")
     out[17] = n >> 8
     out[18] = n & 0xFF
     out[HEADER_SIZE:HEADER_SIZE + n] = payload
@@ -107,7 +107,15 @@ def encode(service, version, cls, dst, src, seq, payload=b"", flags=0, key_id=0,
             raise SpotError(BAD_VALUE, "tag must be %d bytes" % TAG_SIZE)
         out[HEADER_SIZE + n] = _u(key_id, 8, "key id")
         out[HEADER_SIZE + n + 1:] = t
-    return bytes(out)
+    return out if raw else bytes(out)
+
+
+def _u32(out, offset, value, what):
+    _u(value, 32, what)
+    out[offset] = value >> 24
+    out[offset + 1] = (value >> 16) & 0xFF
+    out[offset + 2] = (value >> 8) & 0xFF
+    out[offset + 3] = value & 0xFF
 
 
 def decode(buf, table=None):

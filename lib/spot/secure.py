@@ -28,9 +28,12 @@ def seal(key, service, version, cls, dst, src, seq, payload, flags=0, encrypt=Fa
     if encrypt:
         flags |= frame.FLAG_ENCRYPTED
         payload = crypto.ctr_xor(key.enc, nonce(src, seq, key.key_id), payload)
-    raw = bytearray(frame.encode(service, version, cls, dst, src, seq, payload, flags, key.key_id))
-    body = memoryview(raw)[: len(raw) - TAG_SIZE]
-    raw[len(raw) - TAG_SIZE:] = key.mac.digest(body)[:TAG_SIZE]
+    # One buffer: built, its tag computed over all but the tag and written in place.
+    raw = frame.encode(service, version, cls, dst, src, seq, payload, flags, key.key_id, None, True)
+    n = len(raw) - TAG_SIZE
+    tag = key.mac.digest(memoryview(raw)[:n])
+    for i in range(TAG_SIZE):  # byte by byte: no slice of the digest, no slice object
+        raw[n + i] = tag[i]
     return bytes(raw)
 
 

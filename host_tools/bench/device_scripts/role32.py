@@ -127,25 +127,48 @@ def board(spec):
 
 
 MODELS = [0]  # bytes the virtual board's models allocated while stepping
+_IN = [False]  # inside a weighed call already (the models step inside _sync)
+
+
+def _weighed(f):
+    """f, what it allocates counted in MODELS, not the firmware's (outermost call only)."""
+
+    def call(*a):
+        if _IN[0]:
+            return f(*a)
+        _IN[0] = True
+        at = gc.mem_alloc()
+        try:
+            return f(*a)
+        finally:
+            MODELS[0] += gc.mem_alloc() - at
+            _IN[0] = False
+
+    return call
 
 
 def weigh_without_models():
     """For a heap that never collects (the WebAssembly port): device.py's heap samples
-    leave out what the virtual board's physics allocates as it steps (floats: garbage
-    a board's firmware does not make). Counted in MODELS."""
+    leave out what the virtual board's simulation allocates (garbage a board's firmware
+    does not make), counted in MODELS: its models stepping (floats), catching up with
+    the wall clock and its ticks (epoch ms: long ints on a 32-bit port, where a board's
+    ticks are small ints in C), a meter or sensor reading computed from the model (its
+    noise, in floats) and the heat pump's Modbus side answering a request. The UART's
+    read, like a board's, counts as the firmware's."""
     import device
 
     hw = device._board
     if hw is None or not hasattr(hw, "advance"):
         return
-    step = hw.advance
-
-    def advance(ms):
-        a = gc.mem_alloc()
-        step(ms)
-        MODELS[0] += gc.mem_alloc() - a
-
-    hw.advance = advance
+    for name in ("_sync", "ticks_ms", "feed"):
+        setattr(hw, name, _weighed(getattr(hw, name)))
+    m = hw.model
+    for name in ("meter", "temperature"):
+        if hasattr(m, name):
+            setattr(m, name, _weighed(getattr(m, name)))
+    port = getattr(m, "port", None)
+    if port is not None:
+        port.write = _weighed(port.write)
     device._alloc = lambda: gc.mem_alloc() - MODELS[0]
 
 

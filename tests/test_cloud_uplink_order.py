@@ -52,3 +52,37 @@ def test_a_time_request_answered_early_does_not_push_older_frames_out_of_the_win
         assert bridge.stats.duplicates == 1
     finally:
         store.close()
+
+
+def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_path: Path) -> None:
+    # A device reports the ACKs it gave a local controller (SPEC 13.4) on its uplink.
+    from host_tools.cloud.registry import class_mask
+    from spot import messages
+
+    ctl, other = 0x200, 0x300
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    reg.pair(ctl, DEV, class_mask("command"))
+    reg.save()
+    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        bridge = Bridge(store, "127.0.0.1:1")
+        k = reg.sender_key(ctl, DEV)  # the pairwise key: the device seals its ACKs with it
+        up = f"spot/home/up/{DEV:08x}"
+
+        def ack(dst: int, seq: int, acked: int) -> Msg:
+            return Msg(up, builders.ack(dst, DEV, seq, acked, messages.ACK_APPLIED, key=k))
+
+        bridge._handle([ack(ctl, 10, 5)])
+        assert bridge.stats.controller_acks == 1
+        # The device answered the same command twice (the controller resent it): a new
+        # frame, the same ACK; counted once.
+        bridge._handle([ack(ctl, 11, 5)])
+        assert bridge.stats.controller_acks == 1 and bridge.stats.duplicates == 1
+        # An ACK under this pairing key, addressed to a controller it was not issued for.
+        bridge._handle([ack(other, 12, 6)])
+        assert bridge.stats.controller_acks == 1
+        assert bridge.stats.refused == {"local ack to another controller": 1}, bridge.stats
+    finally:
+        store.close()

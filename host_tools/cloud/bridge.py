@@ -62,6 +62,9 @@ class CloudKeyring(Keyring):
         return key
 
 
+ACKS_REMEMBERED = 65536  # controller ACKs remembered to count each once (about 6 MB at most)
+
+
 @dataclass
 class _Answered:
     """A time request the network thread verified as it arrived and handed to the time
@@ -127,6 +130,11 @@ class Bridge:
         self.local_table.any_destination(True)
         self.local_table.set_service(messages.SVC_CORE, (frame.CLASS_ACK,))
         self.local_ring = CloudKeyring()
+        self._paired: dict[tuple[int, int], int] = {}  # (device, key id) -> its controller
+        # (device, controller, acked seq) of the controller ACKs counted, the newest last:
+        # a device's second answer to one command (a new frame, so a new counter) is not a
+        # second ACK. Bounded; a restarted worker starts it empty (a known gap).
+        self._acks_counted: dict[tuple[int, int, int], None] = {}
         self._verify_lock = threading.Lock()  # replay windows: network thread and uplink loop
         self._asks: queue.SimpleQueue = queue.SimpleQueue()  # verified time requests to answer
         self.reload_keys()
@@ -145,6 +153,7 @@ class Bridge:
             elif (r.peer != CLOUD and not r.is_group
                   and self.local_ring.find(r.device, r.key_id) is None):  # pairing keys
                 self.local_ring.add(Key(r.key_id, r.device, r.secret, 1 << frame.CLASS_ACK), save=False)
+                self._paired[(r.device, r.key_id)] = r.peer  # the one controller it was issued for
         self._sites = {d["address"]: d["site"] for d in self.store.devices()}
         self._keys_loaded = time.monotonic()
 
@@ -463,8 +472,21 @@ class Bridge:
         if what != "ack":
             self.stats.refuse("bad local ack")
             return
-        self.stats.controller_acks += 1
+        if self._paired.get((f.src, f.key_id)) != f.dst:
+            # sealed under a pairing key but addressed to another controller: a device
+            # must not report ACKs to controllers it was never paired with
+            self.stats.refuse("local ack to another controller")
+            return
         seq, status, reason = value
+        once = (f.src, f.dst, seq)
+        if once in self._acks_counted:
+            self.stats.duplicates += 1
+            self._seen(batch, f.src, f.seq, now)
+            return
+        self._acks_counted[once] = None
+        if len(self._acks_counted) > ACKS_REMEMBERED:
+            del self._acks_counted[next(iter(self._acks_counted))]
+        self.stats.controller_acks += 1
         events.append({"type": "controller_ack", "device": f.src, "controller": f.dst, "seq": seq,
                        "status": status, "reason": reason, "t": now})
         self._seen(batch, f.src, f.seq, now)

@@ -271,9 +271,11 @@ def local_open(cfg, node):
                        int(lc.get("discovery_per_s", 4)))
         try:
             link.open()
-        except OSError as e:
+        except Exception as e:  # no network, port taken, a port's odd socket: no local control
             emit("local", up=False, why=repr(e))
             return None
+        if link.group_error is not None:  # unicast works; discovery by multicast does not
+            emit("local", up=True, group=False, why=link.group_error)
         _local[0] = link
     link.on_frame = lambda buf, reply: _local_frame(node, buf, reply)
     return link
@@ -283,10 +285,16 @@ def _local_frame(node, buf, reply):
     """One local frame: its ACK goes back at once (in node.receive), then a role command
     it applied gets its own state report into the outbox. Reporting once per burst
     instead merged the states of commands that came in the same burst (on, off read in
-    one poll reported only "off"): a change the cloud never heard of."""
-    node.receive(buf, "udp", reply)
-    if node.commanded:
-        node.report()
+    one poll reported only "off"): a change the cloud never heard of.
+    Never raises: a full flash, a role's bug or no memory is counted and reported,
+    and the device (or its MQTT session) goes on."""
+    try:
+        node.receive(buf, "udp", reply)
+        if node.commanded:
+            node.report()
+    except Exception as e:
+        node.errors += 1
+        emit("error", stage="local", detail=repr(e))
 
 
 def local_poll(node):
@@ -465,6 +473,8 @@ def main(config=None):
             node.journal.commit()  # what the role did since the last wake (energy, blocks)
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
+            if _local[0] is not None:  # the socket stayed open: its frames go to this node
+                local_open(cfg, node)  # (the old one's journal would overwrite this one's)
             node.tick()
             emit("quiet_wake", due=len(node.schedule.events))
         else:

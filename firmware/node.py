@@ -153,7 +153,10 @@ class Node:
         self.bytes_in += n
         f = None
         try:
-            f = secure.open_frame(buf, self.table, self.keyring, 0)
+            # Over the local link (a reply path) only a paired controller's frames
+            # (SPEC 13.4): never the cloud's key nor a group key there.
+            f = secure.open_frame(buf, self.table, self.keyring, 0,
+                                  None if reply is None else self.cloud)
             body = messages.read_payload(f)
             if f.cls == frame.CLASS_TIMESYNC and messages.K_TS_ECHO in body:
                 # The answer to this wake's time request: housekeeping, not a signal.
@@ -227,6 +230,17 @@ class Node:
             return False
         self.duplicates += 1
         self.emit("duplicate", src=f.src, seq=f.seq)
+        if self.reply is not None:
+            # Over the local link: answered again there alone. The outbox already
+            # holds the first ACK; a controller resends every 250 ms, and an ACK
+            # queued and committed per repeat would wear the flash and push older
+            # undelivered ACKs out of the outbox.
+            buf = self._seal_ack(f.src, f.seq, done[0], done[1])
+            if buf is not None:
+                self.acks += 1
+                self.emit("acked", seq=f.seq, to=f.src, status=done[0], n=len(buf))
+                self.reply(buf)
+            return True
         self._queue_ack(f.src, f.seq, done[0], done[1])
         self.journal.commit()
         self._reply_ack()
@@ -348,14 +362,20 @@ class Node:
         return plan_wake(self, default_ms, exchange_ms)
 
     # answer and report -------------------------------------------------------
-    def _queue_ack(self, dst, seq, status, reason):
+    def _seal_ack(self, dst, seq, status, reason):
+        """A sealed ACK, or None (said why) when it cannot be sealed."""
         body = {messages.K_ACK_SEQ: seq, messages.K_ACK_STATUS: status}
         if reason:
             body[messages.K_ACK_REASON] = reason
         try:
-            buf = self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
+            return self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
         except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
             self.emit("refused", what="no ACK: %r" % (e,))
+            return None
+
+    def _queue_ack(self, dst, seq, status, reason):
+        buf = self._seal_ack(dst, seq, status, reason)
+        if buf is None:
             return
         if not self.journal.add(journal.PRIO_RESULT, buf):
             self.emit("outbox_full", dropped=self.journal.dropped)

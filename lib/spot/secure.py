@@ -53,7 +53,7 @@ class Sender:
                     payload, flags, encrypt)
 
 
-def open_frame(buf, table, keyring, sync_classes=1):
+def open_frame(buf, table, keyring, sync_classes=1, local_bar=None):
     """The Frame in buf with its payload verified (and decrypted), or SpotError.
 
     Unsecured frames come back as they are if the filter table lets them
@@ -64,13 +64,23 @@ def open_frame(buf, table, keyring, sync_classes=1):
     to flash before the frame is returned, so an applied command can never be
     replayed after a power cut; other classes are persisted with the node's
     own state at keyring.checkpoint().
+
+    local_bar, when not None, says the frame came over the local transport
+    (SPEC 13.4) and is the address of the cloud: only paired controllers speak
+    there, so a frame under a group key or the cloud's key is refused
+    (NOT_PERMITTED) before its tag or replay window is looked at, and an
+    unsecured frame only if it is a discovery request.
     """
     f = frame.decode(buf, table)
     if not f.flags & frame.FLAG_SECURED:
+        if local_bar is not None and f.cls != frame.CLASS_DISCOVERY:
+            raise SpotError(NOT_PERMITTED, "unsecured class %d over the local link" % f.cls)
         return f
     key = keyring.find(f.src, f.key_id)
     if key is None:
         raise SpotError(NOT_PAIRED, "no key %d for sender %08x" % (f.key_id, f.src))
+    if local_bar is not None and (key.group or key.peer == local_bar):
+        raise SpotError(NOT_PERMITTED, "key %d of %08x over the local link" % (f.key_id, f.src))
     if not key.permits(f.cls):
         raise SpotError(NOT_PERMITTED, "class %d under key %d of %08x" % (f.cls, f.key_id, f.src))
     n = len(buf)

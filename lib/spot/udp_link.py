@@ -1,8 +1,10 @@
 """SPOT frames in UDP datagrams on the local network (SPEC.md 13): one frame per datagram.
 
 The device side of direct local control: a non-blocking UDP socket on port
-17883, joined to the discovery group 239.255.83.80, read into one bounded
-buffer allocated once. poll() hands each datagram to on_frame(buf, reply)
+17883, joined to the discovery group 239.255.83.80, read at most the longest
+frame a node accepts (MAX_FRAME) plus one byte: into one buffer allocated once
+where the socket has recvfrom_into (CPython), else (MicroPython) as a bytes
+object per datagram, bounded by that size. poll() hands each datagram to on_frame(buf, reply)
 (the node's receive path: hot-path filter, tag, replay window, journal, the
 same as frames from MQTT; a frame is bytes, as MQTT's are), with reply(frame) sending an answer back to the
 datagram's sender. A call handles at most `burst` datagrams, so a flood never
@@ -10,21 +12,25 @@ stalls the caller's control loop; what is left waits in the kernel's buffer,
 bounded by it (the rest is the kernel's to drop).
 
 Dropped here, each counted by reason (drops()): datagrams over the size
-limit (oversized), shorter than a frame header (runt), and discovery requests
-over the rate limit (flood). Everything else is the node's to judge and count.
+limit (oversized), shorter than a frame header (runt), discovery requests
+over the rate limit (flood), and reads that found no memory (no memory). Everything else is the node's to judge and count.
 Portable: MicroPython (unix port, boards with `socket`) and CPython.
 """
 import socket
 
 try:
     from micropython import const
-    from time import ticks_diff, ticks_ms
+    from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:
-    from spot._cpython import const, ticks_diff, ticks_ms
+    from spot._cpython import const, ticks_add, ticks_diff, ticks_ms
 
 PORT = const(17883)
 GROUP = "239.255.83.80"
-MAX_DATAGRAM = const(1232)  # fits any IPv6 path unfragmented; a longer one is refused
+MAX_DATAGRAM = const(1232)  # fits any IPv6 path unfragmented: the most a sender may send
+# The longest frame a node accepts: header, its payload limit (512, filter_table), trailer.
+# A device reads at most this (plus one byte, to see a longer one): a flood of big
+# datagrams is cut short, and its node would refuse them anyway.
+MAX_FRAME = const(540)
 _HEADER = const(19)
 _CLASS_AT = const(4)
 _DISCOVERY = const(5)
@@ -37,7 +43,8 @@ OVERSIZED = const(0)
 RUNT = const(1)
 FLOOD = const(2)
 SEND_FAILED = const(3)
-REASONS = ("oversized", "runt", "flood", "send failed")
+NO_MEMORY = const(4)
+REASONS = ("oversized", "runt", "flood", "send failed", "no memory")
 
 
 def _ip(text):
@@ -52,7 +59,7 @@ class UdpLink:
     """One bound UDP socket; poll() drains it into on_frame(buf, reply)."""
 
     def __init__(self, on_frame, port=PORT, group=GROUP, bind="0.0.0.0", burst=8,
-                 discovery_per_s=4, max_datagram=MAX_DATAGRAM):
+                 discovery_per_s=4, max_datagram=MAX_FRAME):
         self.on_frame = on_frame
         self.port = port
         self.group = group
@@ -66,15 +73,18 @@ class UdpLink:
         # fills it to max + 1 and so is seen to be oversized.
         self.buf = bytearray(max_datagram + 1)
         self.mv = memoryview(self.buf)
-        self.counts = [0, 0, 0, 0]
+        self.counts = [0, 0, 0, 0, 0]
         self.rx = self.tx = 0
         self.peer = None  # the sender of the datagram in hand
         self.sock = None
         self.reply = self._reply  # bound once: no allocation per datagram
         self._into = None
+        self.group_error = None  # why joining the discovery group failed (open())
 
     def open(self):
-        """Bind and join the discovery group; raises OSError (no network, port taken)."""
+        """Bind and join the discovery group; raises OSError (no network, port taken).
+        A failed join is no failure (unicast still works, discovery not): group is None
+        and group_error says why, for the caller to report."""
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -84,8 +94,11 @@ class UdpLink:
                     s.setsockopt(getattr(socket, "IPPROTO_IP", _IPPROTO_IP),
                                  getattr(socket, "IP_ADD_MEMBERSHIP", _IP_ADD_MEMBERSHIP),
                                  _ip(self.group) + bytes(4))
-                except OSError:  # no multicast route: unicast still works, discovery not
+                except (OSError, ValueError) as e:
+                    # No multicast route (OSError), or an lwIP port that wants another
+                    # option size (ValueError): unicast still works, discovery not.
                     self.group = None
+                    self.group_error = repr(e)
             s.setblocking(False)
         except Exception:
             s.close()
@@ -119,20 +132,31 @@ class UdpLink:
             if self._into is not None:
                 n, peer = self._into(self.buf)
                 return None, n, peer
-            data, peer = self.sock.recvfrom(self.max + 1)
+            data, peer = self.sock.recvfrom(self.max + 1)  # allocates (no recvfrom_into)
         except OSError as e:
             if e.args and e.args[0] in _EAGAIN:
                 return None, 0, None
             raise
+        except MemoryError:  # no heap for this datagram: a counted drop, the loop goes on
+            self.counts[NO_MEMORY] += 1
+            return None, -1, None
         return data, len(data), peer
 
     def _flooded(self):
         """A discovery request past the rate limit (a bucket of `rate` per second)."""
         now = ticks_ms()
-        gained = ticks_diff(now, self.refill) * self.rate // 1000
-        if gained:
-            self.tokens = min(self.rate, self.tokens + gained)
+        elapsed = ticks_diff(now, self.refill)
+        if elapsed < 0 or elapsed >= 1000:
+            # A full second (or a quiet spell so long the tick difference wrapped
+            # and came out negative): the bucket is full again.
+            self.tokens = self.rate
             self.refill = now
+        else:
+            gained = elapsed * self.rate // 1000
+            if gained:
+                self.tokens = min(self.rate, self.tokens + gained)
+                # only the time turned into tokens: the remainder counts toward the next
+                self.refill = ticks_add(self.refill, gained * 1000 // self.rate)
         if self.tokens <= 0:
             return True
         self.tokens -= 1
@@ -150,6 +174,9 @@ class UdpLink:
             except OSError:
                 return done
             if peer is None:
+                if n < 0:  # a datagram dropped for want of memory (counted): the next one
+                    done += 1
+                    continue
                 return done
             done += 1
             self.rx += 1

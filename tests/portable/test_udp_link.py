@@ -93,7 +93,7 @@ def test_one_frame_per_datagram_and_a_reply_to_its_sender():
 def test_oversized_and_runt_datagrams_are_counted_not_handed_over():
     seen = []
     link, port = _open(lambda buf, reply: seen.append(len(buf)))
-    from spot.udp_link import MAX_DATAGRAM
+    from spot.udp_link import MAX_FRAME as MAX_DATAGRAM
 
     s = _sender()
     try:
@@ -128,14 +128,15 @@ def test_a_flood_is_read_a_burst_at_a_time_and_discovery_rate_limited():
         link.close()
 
 
-def _node():
+def _node(groups=(), cloud=1):
     from node import Node
 
     events = []
     ring = Keyring()
     for k in plug_keys():
         ring.add(k, save=False)
-    n = Node(PLUG, lambda ev, **kw: events.append((ev, kw)), ring, SendCounter(), Journal(None))
+    n = Node(PLUG, lambda ev, **kw: events.append((ev, kw)), ring, SendCounter(), Journal(None),
+             groups, cloud=cloud)
     return n, events
 
 
@@ -199,3 +200,135 @@ def test_a_frame_from_an_unpaired_sender_gets_no_reply():
               replies.append)
     assert replies == [] and n.kept == 0
     assert [kw["code"] for ev, kw in events if ev == "dropped"] == [NOT_PAIRED]
+
+
+# Review of the local link (SPEC 13): each of these failed before its fix ------------
+
+def test_the_default_receive_size_is_the_longest_frame_a_node_accepts():
+    _socket()
+    from spot import frame
+    from spot.filter_table import FilterTable
+    from spot.udp_link import MAX_FRAME, UdpLink
+
+    link = UdpLink(None)
+    t = FilterTable().buf  # its default payload limit, bytes 4..5
+    longest = frame.HEADER_SIZE + ((t[4] << 8) | t[5]) + frame.TRAILER_SIZE
+    assert MAX_FRAME == longest and link.max == longest, (MAX_FRAME, link.max, longest)
+    assert len(link.buf) == longest + 1
+
+
+class _Clock:
+    def __init__(self, link_module):
+        self.t = 0
+        self.m = link_module
+        self.saved = (link_module.ticks_ms, link_module.ticks_diff, link_module.ticks_add)
+        link_module.ticks_ms = lambda: self.t
+        link_module.ticks_diff = lambda a, b: a - b
+        link_module.ticks_add = lambda a, b: a + b
+
+    def restore(self):
+        self.m.ticks_ms, self.m.ticks_diff, self.m.ticks_add = self.saved
+
+
+def test_the_discovery_bucket_survives_a_tick_wrap_and_keeps_fractions():
+    _socket()
+    from spot import udp_link
+
+    clock = _Clock(udp_link)
+    try:
+        link = udp_link.UdpLink(None, discovery_per_s=4)
+        assert [link._flooded() for _ in range(5)] == [False] * 4 + [True]
+        # A quiet spell of days: the tick difference wrapped and came out negative.
+        clock.t = -(1 << 29)
+        assert not link._flooded()  # the bucket is full again, not hugely negative
+        assert [link._flooded() for _ in range(4)] == [False] * 3 + [True]
+        # 300 ms earn one token (250 ms); the 50 ms left over count toward the next.
+        base = clock.t
+        clock.t = base + 300
+        assert not link._flooded() and link._flooded()
+        clock.t = base + 500
+        assert not link._flooded(), "the remainder of the last refill was lost"
+    finally:
+        clock.restore()
+
+
+class _NoHeapSocket:
+    def __init__(self):
+        self.calls = 0
+
+    def recvfrom(self, n):
+        self.calls += 1
+        raise MemoryError
+
+    def close(self):
+        pass
+
+
+def test_no_memory_for_a_datagram_is_a_counted_drop_not_a_crash():
+    _socket()
+    from spot.udp_link import UdpLink
+
+    link = UdpLink(lambda buf, reply: None, burst=3)
+    link.sock = _NoHeapSocket()
+    link._into = None  # MicroPython's way: recvfrom allocates
+    assert link.poll() == 3  # a bounded burst, and no exception
+    assert link.drops() == {"no memory": 3}, link.drops()
+
+
+def test_group_and_cloud_keys_are_refused_over_udp_before_their_window():
+    from spot.errors import NOT_PERMITTED
+    from vector_cases import GROUP_ID, SITE_GROUP, T0, PRICES
+
+    n, events = _node(groups=(SITE_GROUP,))
+    group = plug_keys()[1]
+    replies = []
+    forecast = builders.price_forecast(SITE_GROUP, CONTROLLER, 500, T0, 3600, PRICES, -2, key=group)
+    n.receive(forecast, "udp", replies.append)
+    assert n.kept == 0 and n.drops[NOT_PERMITTED] == 1, (n.kept, n.drops[NOT_PERMITTED])
+    gk = n.keyring.find(CONTROLLER, GROUP_ID)
+    assert gk.check_fresh(500), "the group key's window moved for a frame refused over UDP"
+    # The same frame over MQTT is the group key's business, as before.
+    n.receive(forecast, "mqtt")
+    assert n.kept == 1
+    # The cloud's key over UDP: refused too (here the controller stands for the cloud).
+    c, events = _node(cloud=CONTROLLER)
+    cmd = builders.demand(PLUG, CONTROLLER, 9, messages.DR_RESTORE, key=plug_keys()[0])
+    c.receive(cmd, "udp", replies.append)
+    assert c.kept == 0 and c.drops[NOT_PERMITTED] == 1 and replies == []
+    assert c.keyring.find(CONTROLLER, 1).check_fresh(9)
+    c.receive(cmd, "mqtt")
+    assert c.kept == 1
+    # Unsecured over UDP: discovery only.
+    n2, events = _node()
+    n2.table.allow_unsecured((0, 5))
+    n2.receive(builders.demand(PLUG, CONTROLLER, 3, messages.DR_RESTORE), "udp", replies.append)
+    assert n2.kept == 0 and n2.drops[NOT_PERMITTED] == 1
+
+
+def test_a_command_repeated_over_udp_is_answered_there_without_flash_or_outbox():
+    n, events = _node()
+    commits = []
+    real_commit = n.journal.commit
+
+    def commit(*a):
+        commits.append(1)
+        return real_commit(*a)
+
+    n.journal.commit = commit
+    replies = []
+    cmd = builders.demand(PLUG, CONTROLLER, 5, messages.DR_RESTORE, key=plug_keys()[0])
+    n.receive(cmd, "udp", replies.append)
+    assert len(commits) == 1 and len(n.journal.outbox) == 1
+    outbox = list(n.journal.outbox)
+    for _ in range(30):  # a controller resending every 250 ms
+        n.receive(cmd, "udp", replies.append)
+    assert len(replies) == 31 and n.duplicates == 30
+    assert len(commits) == 1, "%d commits for 30 repeats" % len(commits)
+    assert list(n.journal.outbox) == outbox
+    ring = Keyring()
+    for k in controller_keys():
+        ring.add(k, save=False)
+    from receiver import receive
+
+    body = messages.read_payload(receive(replies[-1], ring))
+    assert body[messages.K_ACK_SEQ] == 5 and body[messages.K_ACK_STATUS] == messages.ACK_APPLIED

@@ -142,10 +142,13 @@ class Connected:
             node.reset_cause = RESETS.index(boot) if boot in RESETS else 0
         if setup:
             setup(node)
-        if cfg.get("local") and dev.local_open(cfg, node) is not None:
+        if cfg.get("local"):
             # direct local control (SPEC 13): its socket waits in the same poll, so a
             # local command is applied as soon as it arrives, broker or no broker
-            self.extra = self.extra + tuple(dev.local_handlers(node))
+            import local_control
+
+            if local_control.open(cfg, node, dev.emit) is not None:
+                self.extra = self.extra + tuple(local_control.handlers())
         self.up = topics.topic(node.site, node.address, up=True)
         self.status = topics.status(node.site, node.address)
         self.last_report = self.last_save = ticks_ms()
@@ -387,7 +390,9 @@ class Connected:
                     sleep_ms(self.base_ms)
         self._save(True)
         node = self.node
-        self.dev.local_close()  # its counts as an event (nothing when local control is off)
+        lc = sys.modules.get("local_control")
+        if lc is not None:
+            lc.close(self.dev.emit)  # its counts as an event
         totals = node.summary()
         totals.update(why=self.stop, power="connected", sessions=self.sessions,
                       refusals=self.refusals,

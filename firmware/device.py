@@ -246,115 +246,6 @@ def refused(link, node):
     return bool(code)
 
 
-# Direct local control (SPEC.md 13) ---------------------------------------------
-_local = [None]  # the UDP link while the device is awake and local control is on
-
-
-def local_open(cfg, node):
-    """Open the local transport if the config asks for it; the link, or None.
-
-    link.sock can be registered in select.poll, and local_poll(node) (or
-    link.poll, at most a burst of datagrams per call) drains it: the pair a
-    connected loop waits on. Frames go through node.receive with a reply path
-    back to their sender."""
-    lc = cfg.get("local")
-    if not lc:
-        return None
-    link = _local[0]
-    if link is None:
-        try:
-            from spot.udp_link import GROUP, PORT, UdpLink
-        except ImportError:  # a board without `socket`: no local control
-            return None
-        link = UdpLink(None, int(lc.get("port", PORT)), lc.get("group", GROUP),
-                       lc.get("bind", "0.0.0.0"), int(lc.get("burst", 8)),
-                       int(lc.get("discovery_per_s", 4)))
-        try:
-            link.open()
-        except Exception as e:  # no network, port taken, a port's odd socket: no local control
-            emit("local", up=False, why=repr(e))
-            return None
-        if link.group_error is not None:  # unicast works; discovery by multicast does not
-            emit("local", up=True, group=False, why=link.group_error)
-        _local[0] = link
-    link.on_frame = lambda buf, reply: _local_frame(node, buf, reply)
-    return link
-
-
-def _local_frame(node, buf, reply):
-    """One local frame: its ACK goes back at once (in node.receive), then a role command
-    it applied gets its own state report into the outbox. Reporting once per burst
-    instead merged the states of commands that came in the same burst (on, off read in
-    one poll reported only "off"): a change the cloud never heard of.
-    Never raises: a full flash, a role's bug or no memory is counted and reported,
-    and the device (or its MQTT session) goes on."""
-    try:
-        node.receive(buf, "udp", reply)
-        if node.commanded:
-            node.report()
-    except Exception as e:
-        node.errors += 1
-        emit("error", stage="local", detail=repr(e))
-
-
-def local_poll(node):
-    """Handle what waits on the local transport (a bounded burst); how many datagrams.
-    A role command taken locally gets its state report into the outbox at once, one
-    per command (_local_frame), so the cloud has each at the next MQTT session."""
-    link = _local[0]
-    if link is None:
-        return 0
-    return link.poll()
-
-
-def local_handlers(node):
-    """[(socket, handler)] for a loop that waits on select.poll (a connected device): the
-    UDP socket, and a handler that drains at most a burst of datagrams per call."""
-    link = _local[0]
-    return [] if link is None else [(link.sock, lambda: local_poll(node))]
-
-
-def local_close():
-    """Close the local transport (the radio goes to sleep); its counts as an event."""
-    link = _local[0]
-    if link is None:
-        return None
-    _local[0] = None
-    link.close()
-    emit("local", rx=link.rx, tx=link.tx, dropped=link.drops())
-    return link
-
-
-def _is_stdin(obj):
-    return obj is sys.stdin or (isinstance(obj, int) and obj == 0)
-
-
-def _listen(poller, ms, node, step_ms, link):
-    """Awake, radio on, for ms: local frames handled as they come, the role's control
-    step every step_ms; True if stdin asked to stop."""
-    p = select.poll()
-    p.register(link.sock, select.POLLIN)
-    if poller is not None:
-        p.register(sys.stdin, select.POLLIN)
-    end = ticks_add(ticks_ms(), ms)
-    last = ticks_ms()
-    while True:
-        left = ticks_diff(end, ticks_ms())
-        if left <= 0:
-            return False
-        _feed()
-        for ev in p.poll(min(left, step_ms) if step_ms > 0 else left):
-            if _is_stdin(ev[0]):
-                line = sys.stdin.readline()
-                if not line or line.strip() == "stop":
-                    return True
-            else:
-                local_poll(node)
-        if step_ms > 0 and ticks_diff(ticks_ms(), last) >= step_ms:
-            last = ticks_ms()
-            node.control()
-
-
 def wake_once(cfg, fault=None, setup=None, boot=None):
     """One wake: build the node from flash, run the cycle; (node, result).
 
@@ -373,9 +264,13 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
-    local = local_open(cfg, node) if cfg.get("local") else None
+    local = None
+    if cfg.get("local"):  # direct local control (SPEC.md 13): its own module, loaded if asked
+        import local_control
+
+        local = local_control.open(cfg, node, emit)
     if local is not None:
-        local_poll(node)  # what came while the wake loaded its state
+        local.poll()  # what came while the wake loaded its state
     if cfg.get("wifi"):
         import net
 
@@ -390,7 +285,7 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
                 role_idle()  # the watchdog and the role's control step
             else:
                 _feed()
-            local_poll(node)
+            local.poll()
 
         link.idle = idle
         link.idle_ms = min(link.idle_ms, int(cfg["local"].get("poll_ms", 20)))
@@ -473,8 +368,9 @@ def main(config=None):
             node.journal.commit()  # what the role did since the last wake (energy, blocks)
         if not radio:  # a wake for a scheduled occurrence alone: the clock is good enough
             node = make_node(cfg)
-            if _local[0] is not None:  # the socket stayed open: its frames go to this node
-                local_open(cfg, node)  # (the old one's journal would overwrite this one's)
+            lc = sys.modules.get("local_control")
+            if lc is not None and lc.LINK[0] is not None:  # the socket stayed open: its
+                lc.open(cfg, node, emit)  # frames go to this node (not the old one's journal)
             node.tick()
             emit("quiet_wake", due=len(node.schedule.events))
         else:
@@ -515,12 +411,13 @@ def main(config=None):
         sleep, radio = node.plan_wake(sleep)
         left = run_ms - ticks_diff(ticks_ms(), t_start) if run_ms else sleep
         sleep = max(0, min(sleep, left))
-        if _local[0] is not None:  # awake for local control a while, then the radio sleeps
-            awake = min(sleep, int(cfg["local"].get("awake_ms", 0)))
-            stop = awake > 0 and _listen(poller, awake, node, step, _local[0])
+        lc = sys.modules.get("local_control")
+        if lc is not None and lc.LINK[0] is not None:  # awake for local control a while,
+            awake = min(sleep, int(cfg["local"].get("awake_ms", 0)))  # then the radio sleeps
+            stop = awake > 0 and lc.listen(poller, awake, node, step, _feed)
             sleep -= awake
             if sleep > 0 or stop:  # no sleep between wakes: the socket stays open, nothing lost
-                local_close()
+                lc.close(emit)
             if stop:
                 why = "stop"
                 break

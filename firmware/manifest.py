@@ -11,6 +11,7 @@ require("umqtt.simple")
 include("../lib/spot/manifest.py")
 for name in (
     "connected.py",
+    "local_control.py",
     "device.py",
     "hal.py",
     "heat_pump.py",

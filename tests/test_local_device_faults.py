@@ -13,6 +13,8 @@ import pytest
 
 from conftest import provision
 
+import local_control  # firmware/, on the path (conftest)
+
 from host_tools.cloud.testbed import free_port
 from host_tools.sim import fleet_host
 from spot import builders, frame
@@ -32,7 +34,7 @@ def dev(tmp_path: Path):
     events: list[tuple[str, dict]] = []
     fw.emit = lambda ev, **kw: events.append((ev, kw))
     yield reg, fw, {"dir": str(tmp_path / "fs")}, events
-    fw.local_close()
+    local_control.close(fw.emit)
 
 
 def _command(reg: Any) -> bytes:
@@ -42,7 +44,7 @@ def _command(reg: Any) -> bytes:
 
 
 def test_a_failed_commit_of_a_local_frame_is_counted_not_raised(dev) -> None:
-    """An OSError from the commit (flash full) escaped _local_frame: it crashed the
+    """An OSError from the commit (flash full) escaped local_control.frame_in: it crashed the
     wake's first local_poll or _listen, or tore down a connected MQTT session."""
     reg, fw, cfg, events = dev
     node = fw.make_node(cfg)
@@ -52,7 +54,7 @@ def test_a_failed_commit_of_a_local_frame_is_counted_not_raised(dev) -> None:
 
     node.journal.commit = full
     replies: list[bytes] = []
-    fw._local_frame(node, _command(reg), replies.append)  # raised OSError before
+    local_control.frame_in(node, _command(reg), replies.append, fw.emit)  # raised OSError before
     assert node.errors == 1
     assert [kw["stage"] for ev, kw in events if ev == "error"] == ["local"]
     assert replies == []  # nothing committed: no ACK
@@ -83,7 +85,7 @@ def test_a_group_join_refused_with_valueerror_leaves_unicast_up_and_says_so(dev,
     monkeypatch.setattr(udp_link, "socket", fake)
     cfg["local"] = {"port": free_port(), "bind": "127.0.0.1", "group": udp_link.GROUP}
     node = fw.make_node(cfg)
-    link = fw.local_open(cfg, node)  # raised ValueError before: a crash at every boot
+    link = local_control.open(cfg, node, fw.emit)  # raised ValueError before: a crash at every boot
     assert link is not None and link.sock is not None and link.group is None
     said = [kw for ev, kw in events if ev == "local"]
     assert said and said[-1]["group"] is False and "ValueError" in said[-1]["why"], said
@@ -101,7 +103,7 @@ def test_a_socket_error_of_any_kind_at_open_is_no_local_control_not_a_crash(dev,
     fake.socket = broken
     monkeypatch.setattr(udp_link, "socket", fake)
     cfg["local"] = {"port": free_port(), "bind": "127.0.0.1", "group": None}
-    assert fw.local_open(cfg, fw.make_node(cfg)) is None
+    assert local_control.open(cfg, fw.make_node(cfg), fw.emit) is None
     assert [kw["up"] for ev, kw in events if ev == "local"] == [False]
 
 
@@ -132,18 +134,18 @@ def test_a_quiet_wake_rebinds_the_open_local_link_to_its_new_node(dev, monkeypat
             raise _Done
         node = make_node(c)
         node.plan_wake = lambda ms, exchange_ms=2000: (20, False)  # next wake: quiet
-        fw.local_open(c, node)
+        local_control.open(c, node, fw.emit)
         return node, types.SimpleNamespace(ok=True, bytes_out=0)
 
     targets: list[Any] = []
     monkeypatch.setattr(fw, "make_node", make_node)
     monkeypatch.setattr(fw, "wake_once", wake_once)
-    monkeypatch.setattr(fw, "_local_frame", lambda node, buf, reply: targets.append(node))
+    monkeypatch.setattr(local_control, "frame_in", lambda node, buf, reply, emit: targets.append(node))
     real_tick = fw._stdin_says_stop
 
     def says_stop(poller: Any, ms: int, node: Any = None, step_ms: int = 0) -> bool:
-        if len(made) >= 2 and fw._local[0] is not None:  # after the quiet wake
-            fw._local[0].on_frame(b"", None)
+        if len(made) >= 2 and local_control.LINK[0] is not None:  # after the quiet wake
+            local_control.LINK[0].on_frame(b"", None)
             raise _Done
         return real_tick(poller, ms, node, step_ms)
 

@@ -22,6 +22,8 @@ from pydantic import TypeAdapter
 from host_tools.cloud import command_kinds, publish
 from host_tools.cloud.broker import Broker
 from host_tools.cloud.registry import Registry, class_mask
+import local_control  # firmware/, on the path (conftest)
+
 from host_tools.cloud.testbed import CloudTestbed, free_port
 from host_tools.local.controller import LocalController
 from host_tools.local.netlab import Lan, LocalDevice
@@ -399,7 +401,7 @@ def test_commands_read_in_one_local_burst_each_get_their_own_state_report(tmp_pa
            "board_obj": vboard.make("smart_plug", seed=3, clock="wall"),
            "local": {"port": port, "bind": "127.0.0.1", "group": None}}
     node = fw.make_node(cfg)
-    link = fw.local_open(cfg, node)
+    link = local_control.open(cfg, node, fw.emit)
     assert link is not None
     ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -408,7 +410,7 @@ def test_commands_read_in_one_local_burst_each_get_their_own_state_report(tmp_pa
         for i, on in enumerate((True, False)):
             ctl.sendto(_cmd({"kind": "relay", "on": on})(0x3101, CTL, 100 + i, key), ("127.0.0.1", port))
         time.sleep(0.2)  # both datagrams wait on the socket: one burst reads them
-        assert fw.local_poll(node) == 2
+        assert local_control.poll() == 2
         table = FilterTable(CLOUD)
         table.set_service(messages.SVC_DEVICE, (frame.CLASS_REPORT,))
         ring = reg.keyring_for(CLOUD)
@@ -424,4 +426,4 @@ def test_commands_read_in_one_local_burst_each_get_their_own_state_report(tmp_pa
         assert states == [1, 0], states  # one report per command: the "on" is not lost
     finally:
         ctl.close()
-        fw.local_close()
+        local_control.close(fw.emit)

@@ -142,13 +142,6 @@ class Connected:
             node.reset_cause = RESETS.index(boot) if boot in RESETS else 0
         if setup:
             setup(node)
-        if cfg.get("local"):
-            # direct local control (SPEC 13): its socket waits in the same poll, so a
-            # local command is applied as soon as it arrives, broker or no broker
-            import local_control
-
-            if local_control.open(cfg, node, dev.emit) is not None:
-                self.extra = self.extra + tuple(local_control.handlers())
         self.up = topics.topic(node.site, node.address, up=True)
         self.status = topics.status(node.site, node.address)
         self.last_report = self.last_save = ticks_ms()
@@ -243,11 +236,25 @@ class Connected:
             if not net.up(self.cfg, int(self.cfg.get("budget_ms", 5000)) * 2, wait):
                 self.emit("wifi", up=False)
 
+    def _local(self):
+        """Direct local control (SPEC 13), opened once the network is up (a multicast join
+        before it has no interface to join on): its socket waits in the same poll, so a
+        local command is applied as soon as it arrives, broker or no broker. Tried again
+        before every session until it opens."""
+        if not self.cfg.get("local"):
+            return
+        import local_control
+
+        if local_control.LINK[0] is None and local_control.open(self.cfg, self.node,
+                                                                 self.dev.emit) is not None:
+            self.extra = self.extra + tuple(local_control.handlers())
+
     def session(self):
         """One session: open, drain, then serve until it fails or the run ends."""
         dev = self.dev
         node = self.node
         self._wifi()
+        self._local()
         link = self.link = dev.make_link(self.cfg, node, self.fault)
         link.resubscribe = self.failures > 0  # after a failure: never trust a kept session
         if not hasattr(link, "why"):  # an Offline link does not wait: this loop keeps the pace

@@ -264,18 +264,18 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     _collect()  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
-    local = None
-    if cfg.get("local"):  # direct local control (SPEC.md 13): its own module, loaded if asked
-        import local_control
-
-        local = local_control.open(cfg, node, emit)
-    if local is not None:
-        local.poll()  # what came while the wake loaded its state
     if cfg.get("wifi"):
         import net
 
         if not net.up(cfg, int(cfg.get("budget_ms", 5000)) * 2, lambda: _step(node)):
             emit("wifi", up=False)
+    local = None
+    if cfg.get("local"):  # direct local control (SPEC.md 13): its own module, loaded if asked,
+        import local_control  # once the network is up (a multicast join needs an interface)
+
+        local = local_control.open(cfg, node, emit)
+    if local is not None:
+        local.poll()  # what came while the wake loaded its state
     link = make_link(cfg, node, fault)
     if local is not None:  # local frames are taken while the link waits for the broker
         role_idle = link.idle

@@ -50,10 +50,19 @@ def _controller(args: argparse.Namespace):
 
 
 def _host(c: Any, device: int, host: str | None, timeout: float) -> str:
+    """The device's address: given, else asked secured (only the device can answer: an
+    unsecured answer could come from anyone on the LAN, who would then hold the sealed
+    command and could deliver it late), else, if the pairing does not allow DISCOVERY,
+    from the group's unsecured answers, said on stderr."""
     if host:
         return host
-    for d in c.discover(timeout):
+    for d in c.discover(timeout / 2, device=device):
+        if d.address == device and d.secured:
+            return d.host
+    for d in c.discover(timeout / 2):
         if d.address == device:
+            print(f"{device:08x} found by an unsecured answer (pair with --classes command,discovery "
+                  "to have it verified, or give --host)", file=sys.stderr)
             return d.host
     raise ValueError(f"device {device:08x} did not answer discovery within {timeout:g} s "
                      "(asleep, or on another network: give --host)")

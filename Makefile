@@ -17,6 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) -m host_tools.paths
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(UMQTT): host_tools/board/fetch_umqtt.py | $(STAMP)

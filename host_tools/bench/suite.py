@@ -8,6 +8,7 @@ benchmarks can add theirs.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -91,7 +92,8 @@ def hotpath_figures(rounds: int) -> dict[str, float]:
     build.build_arch("x64")
     res = subprocess.run(
         [str(MICROPYTHON), str(ROOT / "host_tools" / "bench" / "device_scripts" / "bench_hotpath.py"),
-         str(variants["native"].parent), str(BUILD / "mpy" / "x64"), str(rounds)],
+         str(rounds)],
+        env=dict(os.environ, MICROPYPATH=f"{BUILD / 'mpy' / 'x64'}:{variants['native'].parent}"),
         capture_output=True, text=True, check=False, timeout=600)
     if res.returncode:
         raise SystemExit(f"hot-path benchmark failed under the unix port:\n{res.stderr}")

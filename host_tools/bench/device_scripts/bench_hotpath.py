@@ -1,6 +1,6 @@
 """Hot-path benchmark, run under the MicroPython unix port by host_tools/bench.py.
 
-usage: micropython bench_hotpath.py VARIANTS_DIR LIB_MPY_DIR ROUNDS
+usage: MICROPYPATH=LIB_MPY_DIR:VARIANTS_DIR micropython bench_hotpath.py ROUNDS
 Both builds of the hot path screen the same frames in alternating rounds of
 one run, so machine noise hits both alike. Prints one JSON object.
 """
@@ -10,10 +10,10 @@ import sys
 import time
 from array import array
 
-variants, libdir, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rounds = int(sys.argv[1])
 
-# Import cost first, on a clean heap: the codec and hot path as a device loads them.
-sys.path[:0] = [libdir]
+# Import cost first, on a clean heap: the codec and hot path as a device loads them
+# (from the compiled library: MICROPYPATH names it first, then the two builds).
 gc.collect()
 _before = gc.mem_alloc()
 from spot import cbor, filter_table, frame, hotpath, messages  # noqa: E402,F401
@@ -21,7 +21,6 @@ gc.collect()
 import_bytes = gc.mem_alloc() - _before
 assert hotpath.__file__.endswith(".mpy"), hotpath.__file__
 
-sys.path.insert(0, variants)
 import hotpath_bytecode  # noqa: E402
 import hotpath_native  # noqa: E402
 

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from host_tools.paths import VIRTUAL
+
 from .chips import (CHIPS, DEEPSLEEP_RESET, HAL_CAUSES, HARD_RESET, PWRON_RESET, ROLES,
                     SOFT_RESET, WDT_RESET, make_models)
 from .interpreter import BOOT_SCRIPT, Interpreter, find_micropython, micropython_version
@@ -126,6 +128,8 @@ class VirtualBoardServer:
         # directory first on sys.path, where this package's modules must not be
         self._tmp = tempfile.mkdtemp(prefix="vboard-")
         Path(self._tmp, BOOT_SCRIPT.name).write_text(BOOT_SCRIPT.read_text())
+        # with the machine module it installs, imported from there at boot
+        Path(self._tmp, "machine_board.py").write_text((VIRTUAL / "machine_board.py").read_text())
         micropython_version(self.micropython)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()

@@ -25,7 +25,7 @@ _cmd = None
 _owed = [None, None]  # [id, "D" payload] of the command not yet reported
 _KI = "ETraceback (most recent call last):\nKeyboardInterrupt: \n"
 _main = {"__name__": "__main__"}
-_hide = (sys.argv[0], _vdir + "/machine_board.py")
+_hide = (sys.argv[0], sys.argv[0].rpartition("/")[0] + "/machine_board.py")  # copied beside it
 _errors = {"ValueError": ValueError, "OSError": OSError, "TypeError": TypeError}
 
 
@@ -184,9 +184,7 @@ def _setup():
     import micropython
     from collections import namedtuple
 
-    sys.path.insert(0, _vdir)
-    import machine_board
-    sys.path.pop(0)
+    import machine_board  # copied beside this script (the unix port's first import path)
     machine_board._attach(_rpc, _cfg)
     machine_board._install()
     del sys.modules["machine_board"]

@@ -39,7 +39,8 @@ def load(path):
 
 def save(path, value):
     tmp = path + ".tmp"
-    if not fault:
+    hook = fault  # read once: a test may set or clear it from another thread meanwhile
+    if not hook:
         # Streamed: the file's text is never whole in RAM (a journal's is a few KB,
         # and its halves another copy, on a heap that holds everything else too).
         with open(tmp, "w") as f:
@@ -47,10 +48,10 @@ def save(path, value):
     else:
         data = json.dumps(value)
         with open(tmp, "w") as f:
-            fault("open")
+            hook("open")
             half = len(data) >> 1
             f.write(data[:half])
-            fault("half")
+            hook("half")
             f.write(data[half:])
     # Keys live in some of these files. Boards' os has no chmod: asked, not tried (an
     # AttributeError and its traceback were heap at every write).
@@ -59,6 +60,6 @@ def save(path, value):
             os.chmod(tmp, 0o600)
         except OSError:
             pass
-    if fault:
-        fault("rename")
+    if hook:
+        hook("rename")
     os.rename(tmp, path)

@@ -253,15 +253,25 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     operation (see storage.fault), setup(node) before the cycle starts. boot is
     the reset cause on the first wake after a boot (reported once).
     """
+    for done in wake_phases(cfg, fault, setup, boot):
+        if done is not None:
+            return done
+        _collect()
+
+
+def wake_phases(cfg, fault=None, setup=None, boot=None):
+    """wake_once's work as a generator: it yields None where the heap is to be
+    collected, then (node, result). The points are the wake's own; the 32-bit bench
+    drives this too, collecting at each (its port cannot collect inside a call)."""
     t0 = ticks_ms()
-    _collect()  # the last wake's garbage goes before this one's state is loaded
+    yield  # the last wake's garbage goes before this one's state is loaded
     node = make_node(cfg, boot in ("power_on", "hard"))
     node.control()  # readings before anything is reported
     if boot is not None and node.role is not None:  # reported in the role's first state
         from role import RESETS
 
         node.reset_cause = RESETS.index(boot) if boot in RESETS else 0
-    _collect()  # and the loading's (JSON text, temporary lists) before the radio
+    yield  # and the loading's (JSON text, temporary lists) before the radio
     if setup:
         setup(node)
     if cfg.get("wifi"):
@@ -297,7 +307,11 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     # from an older persistence file can have lost its subscriptions (the marker would
     # never come back, and every wake fail). One SUBSCRIBE more, then as before.
     link.resubscribe = node.address in _failed  # (a host running many devices has one each)
-    res = wake.run(node, link, topics.topic(node.site, node.address, up=True))
+    for res in wake.steps(node, link, topics.topic(node.site, node.address, up=True)):
+        if res is None:
+            yield  # between the cycle's phases
+        else:
+            break
     if res.ok:
         _failed.discard(node.address)
     else:
@@ -306,7 +320,7 @@ def wake_once(cfg, fault=None, setup=None, boot=None):
     node.tick()  # occurrences due by the freshly corrected clock
     res.ms = ticks_diff(ticks_ms(), t0)  # the whole wake, loading state included
     emit("cycle", **res.as_dict())
-    return node, res
+    yield node, res
 
 
 def _stdin_says_stop(poller, ms, node=None, step_ms=0):

@@ -13,10 +13,13 @@ port, tests/mp32_runner.py) the bytecode image, under the unix port the x64 one.
                                         the transport's code is imported, its frames
                                         come from memory (this port has no sockets).
                                         This port collects only between calls from
-                                        JavaScript, never inside the wake, so the
-                                        figure is an upper bound: the live heap before
-                                        the wake plus everything the wake allocates,
-                                        garbage included. Floor 96.
+                                        JavaScript, so the wake runs phase by phase
+                                        (device.wake_phases: the firmware collects
+                                        between them, on a board too) with a
+                                        collection between: a phase's mark is the live
+                                        heap it began with plus everything it
+                                        allocated, garbage included, and the figure is
+                                        the highest mark: an upper bound. Floor 96.
   role_wake_heap_live_kb_32bit_<role>   the live heap right after that wake (node and
                                         result still held), collected: a lower bound.
                                         A board needs between the two.

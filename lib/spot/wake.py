@@ -61,10 +61,17 @@ def flusher(journal, link, up_topic, res):
 
 def start(node, link, up_topic, res, flush, rearm=False):
     """A session's opening, the same for a wake and for a connected device's session:
-    connect, the end-of-queue marker, the outbox resent, a time request, and the
-    queue received until the marker comes back; the time request's local ms or None.
+    connect (opening), then drain: the end-of-queue marker, the outbox resent, a time
+    request, and the queue received until the marker comes back; the time request's
+    local ms or None.
     With rearm (a connected session), each frame handled re-arms the link's budget: a
     long queue drains at the pace it arrives, not under one wake's budget."""
+    opening(node, link, res, flush, rearm)
+    return drain(node, link, up_topic, flush)
+
+
+def opening(node, link, res, flush, rearm=False):
+    """The link's frame handler set, the session opened (connect, CONNACK)."""
 
     def on_frame(buf):
         res.received += 1
@@ -75,6 +82,10 @@ def start(node, link, up_topic, res, flush, rearm=False):
 
     link.on_frame = on_frame
     res.session_present = link.open()
+
+
+def drain(node, link, up_topic, flush):
+    """The marker, the outbox and a time request sent; the queue received to its end."""
     link.send_marker()
     # What earlier wakes could not deliver goes first, in the order it was sealed: the
     # time request carries this wake's newer counter, and a receiver that saw it first
@@ -105,13 +116,25 @@ def settle(journal, link, res):
 
 def run(node, link, up_topic):
     """One cycle; never raises for network trouble (the result says what happened)."""
+    for res in steps(node, link, up_topic):
+        if res is not None:
+            return res
+
+
+def steps(node, link, up_topic):
+    """run()'s work as a generator: it yields None between the cycle's phases, where a
+    small heap is best collected (the session opened; the queue handled), then the
+    result. device.wake_phases collects there."""
     res = CycleResult()
     t0 = ticks_ms()
     journal = node.journal
     flush = flusher(journal, link, up_topic, res)
     reported = False
     try:
-        ask = start(node, link, up_topic, res, flush)
+        opening(node, link, res, flush)
+        yield  # the connection's garbage (a TLS handshake's, the MQTT client's import)
+        ask = drain(node, link, up_topic, flush)
+        yield  # the queue's (frames decoded, verified, applied, acknowledged)
         node.report()  # after acting: the report shows the new state
         reported = True
         flush()
@@ -133,4 +156,4 @@ def run(node, link, up_topic):
     res.bytes_in = link.bytes_in
     res.bytes_out = link.bytes_out
     res.round_trips = link.round_trips
-    return res
+    yield res

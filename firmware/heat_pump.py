@@ -25,14 +25,50 @@ except ImportError:
     from spot._cpython import const, ticks_diff
 
 import sg_ready
-from role import (ADAPTED, APPLIED, C_CONTROL, C_FEATURES, C_MAX_BLOCK_DAY_S, C_MAX_BLOCK_S,
-                  C_MAX_SHED_S, C_MIN_OFF_S, C_MIN_ON_S, C_MODES, C_NOMINAL_W,
-                  C_POWER_FLOOR_W, C_ROLE, C_SHED_W, C_STORE, CFG_MAX_BLOCK_DAY_S,
-                  CFG_MIN_OFF_S, CFG_MIN_ON_S, CFG_MODBUS_UNIT, CFG_TELEMETRY_S,
-                  DEM_FORECAST_ADJUST, DEM_PAUSE, DEM_START_TIME, DEV_SG_STATE, R_MAX_BLOCK,
-                  R_MIN_TIMES, R_POWER_FLOOR, R_RANGE, R_SAFE_MODE, R_SENSOR, R_STORE,
-                  REFUSED, ROLE_HEAT_PUMP, S2_FRBC, S_BLOCKED_S, S_DR, S_FAULT, S_OUTPUTS,
-                  S_ROLE, S_SG, S_TEMP, Guard, Role, scaled)
+from role import Guard, Role, scaled
+
+# The role contract's numbers this module uses (spot/role_codes.py names them all).
+_APPLIED = const(0)
+_ADAPTED = const(1)
+_CFG_TELEMETRY_S = const(1)
+_C_ROLE = const(1)
+_S_ROLE = const(1)
+_C_CONTROL = const(2)
+_DEM_PAUSE = const(2)
+_REFUSED = const(2)
+_S_TEMP = const(2)
+_C_NOMINAL_W = const(3)
+_DEV_SG_STATE = const(3)
+_ROLE_HEAT_PUMP = const(3)
+_C_SHED_W = const(4)
+_DEM_START_TIME = const(4)
+_S2_FRBC = const(4)
+_S_OUTPUTS = const(4)
+_C_MAX_SHED_S = const(5)
+_C_MIN_ON_S = const(6)
+_C_MIN_OFF_S = const(7)
+_S_SG = const(7)
+_DEM_FORECAST_ADJUST = const(8)
+_S_FAULT = const(8)
+_CFG_MIN_ON_S = const(9)
+_CFG_MIN_OFF_S = const(10)
+_C_MODES = const(10)
+_S_DR = const(10)
+_C_MAX_BLOCK_S = const(11)
+_CFG_MAX_BLOCK_DAY_S = const(12)
+_C_MAX_BLOCK_DAY_S = const(12)
+_S_BLOCKED_S = const(12)
+_CFG_MODBUS_UNIT = const(13)
+_C_FEATURES = const(13)
+_C_POWER_FLOOR_W = const(14)
+_C_STORE = const(15)
+_R_RANGE = const(32)
+_R_MIN_TIMES = const(33)
+_R_MAX_BLOCK = const(35)
+_R_POWER_FLOOR = const(36)
+_R_SENSOR = const(38)
+_R_SAFE_MODE = const(40)
+_R_STORE = const(42)
 
 _UNIT_W = const(1)
 _UNIT_PERCENT = const(3)
@@ -50,9 +86,9 @@ _HOT = const(550)  # nor one over 55 C forced
 
 
 class HeatPump(Role):
-    ROLE = ROLE_HEAT_PUMP
-    DEFAULTS = {CFG_TELEMETRY_S: 900, CFG_MIN_ON_S: 600, CFG_MIN_OFF_S: 600,
-                CFG_MAX_BLOCK_DAY_S: 21600, CFG_MODBUS_UNIT: 0}
+    ROLE = _ROLE_HEAT_PUMP
+    DEFAULTS = {_CFG_TELEMETRY_S: 900, _CFG_MIN_ON_S: 600, _CFG_MIN_OFF_S: 600,
+                _CFG_MAX_BLOCK_DAY_S: 21600, _CFG_MODBUS_UNIT: 0}
 
     def __init__(self, board, st, cfg, power_on=False):
         super().__init__(board, st, cfg)
@@ -61,8 +97,8 @@ class HeatPump(Role):
         self.running_in = board.input("compressor")
         self.sg = sg_ready.state_of(self.sg1.on, self.sg2.on)
         # The compressor is observed, not driven: the guard tracks what it did.
-        self.comp = Guard(board.ticks_ms, self.get(CFG_MIN_ON_S) * 1000,
-                          self.get(CFG_MIN_OFF_S) * 1000, bool(self.running_in.value()))
+        self.comp = Guard(board.ticks_ms, self.get(_CFG_MIN_ON_S) * 1000,
+                          self.get(_CFG_MIN_OFF_S) * 1000, bool(self.running_in.value()))
         self.store = None
         self.why = 0
         self.blk_t0 = None  # board ticks when the current block began (this boot only)
@@ -75,50 +111,50 @@ class HeatPump(Role):
         st.setdefault("freed", None)  # true ms the last block ended
 
     def act(self, kind, value, dur, now_ms):
-        if kind != DEV_SG_STATE:
+        if kind != _DEV_SG_STATE:
             return super().act(kind, value, dur, now_ms)
         if value not in (1, 2, 3, 4):
-            return REFUSED, R_RANGE
+            return _REFUSED, _R_RANGE
         t1 = now_ms + (dur or 3600) * 1000
-        status, reason = APPLIED, 0
+        status, reason = _APPLIED, 0
         if value == sg_ready.BLOCKED and t1 - now_ms > _MAX_BLOCK_MS:
             t1 = now_ms + _MAX_BLOCK_MS
-            status, reason = ADAPTED, R_MAX_BLOCK
+            status, reason = _ADAPTED, _R_MAX_BLOCK
         self.st["cmd"] = [value, t1]
         self.control(now_ms)
         if self.sg != value and self.why:  # held back by a rule: say which, it may come later
-            return ADAPTED, self.why
+            return _ADAPTED, self.why
         return status, reason
 
     def plan(self, kind, amount, body, t0, t1, now_ms):
-        status, reason = APPLIED, 0
+        status, reason = _APPLIED, 0
         if kind == 1:
             pct = scaled(amount, _UNIT_PERCENT, 0)
             w = scaled(amount, _UNIT_W, 0)
             if (pct or w or 0) <= 0:
-                return REFUSED, R_RANGE
+                return _REFUSED, _R_RANGE
         elif kind == 2:
             w = scaled(amount, _UNIT_W, 0)
             if w is None or w < 0:
-                return REFUSED, R_RANGE
+                return _REFUSED, _R_RANGE
             if max(w, _FLOOR_W) >= _NOMINAL_W:  # within the floor: nothing to shed
-                return (ADAPTED, R_POWER_FLOOR) if w < _FLOOR_W else (APPLIED, 0)
+                return (_ADAPTED, _R_POWER_FLOOR) if w < _FLOOR_W else (_APPLIED, 0)
         elif kind != 4:
-            return REFUSED, R_RANGE
+            return _REFUSED, _R_RANGE
         if t1 - t0 > _MAX_BLOCK_MS:
             t1 = t0 + _MAX_BLOCK_MS
-            status, reason = ADAPTED, R_MAX_BLOCK
+            status, reason = _ADAPTED, _R_MAX_BLOCK
         self.st["dr"] = [kind, 0, 0, t0, t1]
         if t0 <= now_ms:
             self.control(now_ms)
             if self.sg != sg_ready.BLOCKED and self.why:  # held back: say by what
-                return ADAPTED, self.why
+                return _ADAPTED, self.why
         return status, reason
 
     # observation -----------------------------------------------------------------
     def observe(self):
         """(running, store 0.1 C or None); Modbus first when configured."""
-        unit = self.get(CFG_MODBUS_UNIT)
+        unit = self.get(_CFG_MODBUS_UNIT)
         self.fault = 0
         if unit:
             from modbus_rtu import ModbusError, read_holding
@@ -127,10 +163,10 @@ class HeatPump(Role):
                 r = read_holding(self.board.uart("modbus"), unit, 0, 2)
                 return r[1] == 1, r[0] - 65536 if r[0] > 32767 else r[0]
             except ModbusError:
-                self.fault = R_SENSOR  # fall back to the contacts and the sensor
+                self.fault = _R_SENSOR  # fall back to the contacts and the sensor
         t = self.board.temperature("store")
         if t is None or not -200 < t * 10 < 950 or t == 85.0:
-            self.fault = R_SENSOR
+            self.fault = _R_SENSOR
             t = None
         else:
             t = int(t * 10)
@@ -178,7 +214,7 @@ class HeatPump(Role):
         self.why = 0
         new = self._allowed(want, now_ms, running, store)
         if new != want:
-            self.why = self.why or R_STORE
+            self.why = self.why or _R_STORE
         return new
 
     def _allowed(self, want, now_ms, running, store):
@@ -188,23 +224,23 @@ class HeatPump(Role):
                 return sg_ready.NORMAL
             if self.sg != sg_ready.BLOCKED:
                 if running and not self.comp.may(False):
-                    self.why = R_MIN_TIMES
+                    self.why = _R_MIN_TIMES
                     return sg_ready.NORMAL  # let it finish its minimum run first
-                if self._released_ms(now_ms) < self.get(CFG_MIN_OFF_S) * 1000:
-                    self.why = R_MIN_TIMES
+                if self._released_ms(now_ms) < self.get(_CFG_MIN_OFF_S) * 1000:
+                    self.why = _R_MIN_TIMES
                     return sg_ready.NORMAL
             held = self._block_ms()  # by the board's ticks: no clock setting shortens it
             spent = self._blocked_today(now_ms) + held
-            day_max = self.get(CFG_MAX_BLOCK_DAY_S) * 1000 - _MARGIN_MS
+            day_max = self.get(_CFG_MAX_BLOCK_DAY_S) * 1000 - _MARGIN_MS
             if held >= _MAX_BLOCK_MS or spent >= day_max:
-                self.why = R_MAX_BLOCK
+                self.why = _R_MAX_BLOCK
                 return sg_ready.NORMAL
             return want
         if want in (sg_ready.RECOMMENDED, sg_ready.FORCED):
             if store is None or store >= _HOT:
                 return sg_ready.NORMAL
             if not running and not self.comp.may(True):
-                self.why = R_MIN_TIMES
+                self.why = _R_MIN_TIMES
                 return sg_ready.NORMAL  # would start it too soon after it stopped
         return want
 
@@ -240,8 +276,8 @@ class HeatPump(Role):
 
     def control(self, now_ms):
         c = self.comp
-        c.min_on = self.get(CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
-        c.min_off = self.get(CFG_MIN_OFF_S) * 1000
+        c.min_on = self.get(_CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
+        c.min_off = self.get(_CFG_MIN_OFF_S) * 1000
         running, store = self.observe()
         self.store = store
         if running != self.comp.on:
@@ -271,16 +307,16 @@ class HeatPump(Role):
     # reports -------------------------------------------------------------------------
     def state(self):
         d = self.st.get("dr")
-        return {S_ROLE: ROLE_HEAT_PUMP, S_SG: self.sg, S_TEMP: self.store,
-                S_OUTPUTS: (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0),
-                S_FAULT: R_SAFE_MODE if self.safe else self.fault, S_DR: d[0] if d else 0,
-                S_BLOCKED_S: self.st["blk"][1] // 1000}
+        return {_S_ROLE: _ROLE_HEAT_PUMP, _S_SG: self.sg, _S_TEMP: self.store,
+                _S_OUTPUTS: (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0),
+                _S_FAULT: _R_SAFE_MODE if self.safe else self.fault, _S_DR: d[0] if d else 0,
+                _S_BLOCKED_S: self.st["blk"][1] // 1000}
 
     def caps(self):
-        return {C_ROLE: ROLE_HEAT_PUMP, C_CONTROL: S2_FRBC, C_NOMINAL_W: _NOMINAL_W,
-                C_SHED_W: _NOMINAL_W if self.comp.on else 0, C_MAX_SHED_S: 7200,
-                C_MIN_ON_S: self.get(CFG_MIN_ON_S), C_MIN_OFF_S: self.get(CFG_MIN_OFF_S),
-                C_MODES: [1, 2, 3, 4], C_MAX_BLOCK_S: 7200,
-                C_MAX_BLOCK_DAY_S: self.get(CFG_MAX_BLOCK_DAY_S), C_POWER_FLOOR_W: _FLOOR_W,
-                C_STORE: [self.store, 300, 580],
-                C_FEATURES: DEM_PAUSE | DEM_START_TIME | DEM_FORECAST_ADJUST}
+        return {_C_ROLE: _ROLE_HEAT_PUMP, _C_CONTROL: _S2_FRBC, _C_NOMINAL_W: _NOMINAL_W,
+                _C_SHED_W: _NOMINAL_W if self.comp.on else 0, _C_MAX_SHED_S: 7200,
+                _C_MIN_ON_S: self.get(_CFG_MIN_ON_S), _C_MIN_OFF_S: self.get(_CFG_MIN_OFF_S),
+                _C_MODES: [1, 2, 3, 4], _C_MAX_BLOCK_S: 7200,
+                _C_MAX_BLOCK_DAY_S: self.get(_CFG_MAX_BLOCK_DAY_S), _C_POWER_FLOOR_W: _FLOOR_W,
+                _C_STORE: [self.store, 300, 580],
+                _C_FEATURES: _DEM_PAUSE | _DEM_START_TIME | _DEM_FORECAST_ADJUST}

@@ -9,30 +9,47 @@ try:
 except ImportError:
     from spot._cpython import const
 
-import role
-from role import APPLIED, R_RANGE, REFUSED
 from spot.messages import is_int
+
+# The role contract's numbers this module uses (spot/role_codes.py names them all).
+_APPLIED = const(0)
+_CFG_TELEMETRY_S = const(1)
+_CFG_POWER_ON = const(2)
+_REFUSED = const(2)
+_CFG_CAL_U = const(3)
+_CFG_CAL_I = const(4)
+_CFG_CAL_P = const(5)
+_CFG_LIMIT_MA = const(6)
+_CFG_HYSTERESIS = const(7)
+_CFG_FROST = const(8)
+_CFG_MIN_ON_S = const(9)
+_CFG_MIN_OFF_S = const(10)
+_CFG_MAX_SHED_S = const(11)
+_CFG_MAX_BLOCK_DAY_S = const(12)
+_CFG_MODBUS_UNIT = const(13)
+_CFG_SETPOINT = const(14)
+_R_RANGE = const(32)
+
 
 _BAD_VALUE = const(9)  # spot.errors.BAD_VALUE: a field of the wrong type (SPEC 6)
 _R_UNKNOWN_SETTING = const(41)  # role.py's: a setting this role does not have
 
 # Setting key -> (lowest, highest); shared by all roles, each accepts the ones it has.
-# The keys as role.CFG_*: no global of this module per setting (its heap while loaded).
 RANGES = {
-    role.CFG_TELEMETRY_S: (10, 86400),
-    role.CFG_POWER_ON: (0, 2),
-    role.CFG_CAL_U: (1, 10000000),
-    role.CFG_CAL_I: (1, 10000000),
-    role.CFG_CAL_P: (1, 10000000),
-    role.CFG_LIMIT_MA: (100, 16000),
-    role.CFG_HYSTERESIS: (2, 30),
-    role.CFG_FROST: (30, 100),
-    role.CFG_MIN_ON_S: (0, 3600),
-    role.CFG_MIN_OFF_S: (0, 3600),
-    role.CFG_MAX_SHED_S: (60, 86400),
-    role.CFG_MAX_BLOCK_DAY_S: (0, 86400),
-    role.CFG_MODBUS_UNIT: (0, 247),
-    role.CFG_SETPOINT: (50, 300),
+    _CFG_TELEMETRY_S: (10, 86400),
+    _CFG_POWER_ON: (0, 2),
+    _CFG_CAL_U: (1, 10000000),
+    _CFG_CAL_I: (1, 10000000),
+    _CFG_CAL_P: (1, 10000000),
+    _CFG_LIMIT_MA: (100, 16000),
+    _CFG_HYSTERESIS: (2, 30),
+    _CFG_FROST: (30, 100),
+    _CFG_MIN_ON_S: (0, 3600),
+    _CFG_MIN_OFF_S: (0, 3600),
+    _CFG_MAX_SHED_S: (60, 86400),
+    _CFG_MAX_BLOCK_DAY_S: (0, 86400),
+    _CFG_MODBUS_UNIT: (0, 247),
+    _CFG_SETPOINT: (50, 300),
 }
 
 
@@ -40,17 +57,17 @@ def configure(role, settings):
     """(status, reason): every setting known to the role and within its range, or none
     taken."""
     if not isinstance(settings, dict):
-        return REFUSED, _BAD_VALUE
+        return _REFUSED, _BAD_VALUE
     if not settings:
-        return REFUSED, R_RANGE
+        return _REFUSED, _R_RANGE
     for k, v in settings.items():
         if k not in role.DEFAULTS:
-            return REFUSED, _R_UNKNOWN_SETTING
+            return _REFUSED, _R_UNKNOWN_SETTING
         if not is_int(v):
-            return REFUSED, _BAD_VALUE
+            return _REFUSED, _BAD_VALUE
         lo, hi = RANGES[k]
         if not lo <= v <= hi:
-            return REFUSED, R_RANGE
+            return _REFUSED, _R_RANGE
     for k, v in settings.items():
         role.cfg[str(k)] = v
-    return APPLIED, 0
+    return _APPLIED, 0

@@ -7,16 +7,30 @@ itself).
 """
 from binascii import crc32
 
-import role  # role.C_SHED_W and the rest: no global of this module for each (its heap)
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
 from spot import cbor, frame, journal, messages
 from spot.errors import SpotError
 from spot.objects import Time
+
+# The role contract's numbers this module uses (spot/role_codes.py names them all).
+_CFG_TELEMETRY_S = const(1)
+_REPORT_STATE = const(1)
+_REPORT_CAPS = const(2)
+_C_SHED_W = const(4)
+_S_OUTPUTS = const(4)
+_S_RESET = const(9)
+_S_TIME = const(13)
+_C_STORE = const(15)
 
 
 def _local(r):
     """What the device itself may change and the cloud should hear of: the outputs
     (relay bits) and what the user asked for locally (a plug's button: "want")."""
-    return (r.state().get(role.S_OUTPUTS, 0) or 0) | (r.st.get("want", 0) or 0) << 8
+    return (r.state().get(_S_OUTPUTS, 0) or 0) | (r.st.get("want", 0) or 0) << 8
 
 
 def due(node, now):
@@ -27,7 +41,7 @@ def due(node, now):
     app = node.journal.app
     return (node.commanded or node.reset_cause is not None or r.fault != app.get("flt")
             or _local(r) != app.get("out")
-            or now - app.get("rep", -1 << 40) >= r.get(role.CFG_TELEMETRY_S))
+            or now - app.get("rep", -1 << 40) >= r.get(_CFG_TELEMETRY_S))
 
 
 def report(node):
@@ -38,17 +52,17 @@ def report(node):
     out = []
     if due(node, now):
         body = r.state()
-        body[messages.K_KIND] = role.REPORT_STATE
-        body[role.S_TIME] = Time(max(0, now))
+        body[messages.K_KIND] = _REPORT_STATE
+        body[_S_TIME] = Time(max(0, now))
         if node.reset_cause is not None:
-            body[role.S_RESET] = node.reset_cause
+            body[_S_RESET] = node.reset_cause
         out.append(body)
     caps = r.caps()
     # What changes by the minute (power to shed now, the store) is not a change.
     sig = crc32(repr([(k, caps[k]) for k in sorted(caps)
-                      if k != role.C_SHED_W and k != role.C_STORE]).encode())
+                      if k != _C_SHED_W and k != _C_STORE]).encode())
     if sig != app.get("cap"):
-        caps[messages.K_KIND] = role.REPORT_CAPS
+        caps[messages.K_KIND] = _REPORT_CAPS
         out.append(caps)
     try:
         for body in out:
@@ -56,7 +70,7 @@ def report(node):
                                    cbor.encode(body))
             if not node.journal.add(journal.PRIO_TELEMETRY, buf):
                 node.emit("outbox_full", dropped=node.journal.dropped)
-            if body[messages.K_KIND] == role.REPORT_CAPS:
+            if body[messages.K_KIND] == _REPORT_CAPS:
                 app["cap"] = sig
             else:
                 app["rep"] = now

@@ -4,9 +4,16 @@ itself: within its device's limits, it applies, adapts or refuses, and acts at o
 Loaded by node.py on the first such frame; a wake with nothing for the role never
 imports it. The state report that follows is role_report.py's.
 """
-from role import R_SAFE_MODE
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
 from spot import messages
 from spot.objects import Schedule
+
+# The role contract's numbers this module uses (spot/role_codes.py names them all).
+_R_SAFE_MODE = const(40)
 
 
 def apply(node, f, kind, body):
@@ -15,8 +22,8 @@ def apply(node, f, kind, body):
     service = f.service
     now = node.now_ms()
     if r.safe:  # repeated failed boots: outputs held safe, nothing new taken on
-        node.emit("refused", what="safe mode", status=messages.ACK_REFUSED, reason=R_SAFE_MODE)
-        return messages.ACK_REFUSED, R_SAFE_MODE
+        node.emit("refused", what="safe mode", status=messages.ACK_REFUSED, reason=_R_SAFE_MODE)
+        return messages.ACK_REFUSED, _R_SAFE_MODE
     if service == messages.SVC_PRICE:
         s = body.get(messages.K_FC_SCHEDULE)
         if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:

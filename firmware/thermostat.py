@@ -22,12 +22,45 @@ try:
 except ImportError:
     from spot._cpython import const, ticks_diff
 
-from role import (ADAPTED, APPLIED, C_COMFORT, C_CONTROL, C_FEATURES, C_FROST, C_MAX_SHED_S,
-                  C_MIN_OFF_S, C_MIN_ON_S, C_NOMINAL_W, C_ROLE, C_SHED_W, CFG_FROST,
-                  CFG_HYSTERESIS, CFG_MIN_OFF_S, CFG_MIN_ON_S, CFG_SETPOINT, CFG_TELEMETRY_S,
-                  DEM_FORECAST_ADJUST, DEM_PAUSE, DEM_POWER_ADJUST, DEV_SETPOINT, R_FROST,
-                  R_RANGE, R_SAFE_MODE, R_SENSOR, REFUSED, ROLE_THERMOSTAT, S2_FRBC, S_DR, S_FAULT,
-                  S_OUTPUTS, S_ROLE, S_TARGET, S_TEMP, Guard, Role, scaled)
+from role import Guard, Role, scaled
+
+# The role contract's numbers this module uses (spot/role_codes.py names them all).
+_APPLIED = const(0)
+_ADAPTED = const(1)
+_CFG_TELEMETRY_S = const(1)
+_C_ROLE = const(1)
+_DEM_POWER_ADJUST = const(1)
+_DEV_SETPOINT = const(1)
+_ROLE_THERMOSTAT = const(1)
+_S_ROLE = const(1)
+_C_CONTROL = const(2)
+_DEM_PAUSE = const(2)
+_REFUSED = const(2)
+_S_TEMP = const(2)
+_C_NOMINAL_W = const(3)
+_S_TARGET = const(3)
+_C_SHED_W = const(4)
+_S2_FRBC = const(4)
+_S_OUTPUTS = const(4)
+_C_MAX_SHED_S = const(5)
+_C_MIN_ON_S = const(6)
+_CFG_HYSTERESIS = const(7)
+_C_MIN_OFF_S = const(7)
+_CFG_FROST = const(8)
+_C_COMFORT = const(8)
+_DEM_FORECAST_ADJUST = const(8)
+_S_FAULT = const(8)
+_CFG_MIN_ON_S = const(9)
+_C_FROST = const(9)
+_CFG_MIN_OFF_S = const(10)
+_S_DR = const(10)
+_C_FEATURES = const(13)
+_CFG_SETPOINT = const(14)
+_R_RANGE = const(32)
+_R_FROST = const(34)
+_R_SENSOR = const(38)
+_R_SAFE_MODE = const(40)
+
 
 _UNIT_W = const(1)
 _UNIT_PERCENT = const(3)
@@ -43,16 +76,16 @@ _LEAD_MAX_MS = const(10800000)  # optimum start begins 3 h ahead at most
 
 
 class Thermostat(Role):
-    ROLE = ROLE_THERMOSTAT
-    DEFAULTS = {CFG_TELEMETRY_S: 900, CFG_HYSTERESIS: 5, CFG_FROST: 50, CFG_MIN_ON_S: 180,
-                CFG_MIN_OFF_S: 180, CFG_SETPOINT: 200}
+    ROLE = _ROLE_THERMOSTAT
+    DEFAULTS = {_CFG_TELEMETRY_S: 900, _CFG_HYSTERESIS: 5, _CFG_FROST: 50, _CFG_MIN_ON_S: 180,
+                _CFG_MIN_OFF_S: 180, _CFG_SETPOINT: 200}
 
     def __init__(self, board, st, cfg, power_on=False):
         super().__init__(board, st, cfg)
         self.relay = board.relay("heat")
         self.window = board.input("window")
-        self.guard = Guard(board.ticks_ms, self.get(CFG_MIN_ON_S) * 1000,
-                           self.get(CFG_MIN_OFF_S) * 1000, self.relay.on)
+        self.guard = Guard(board.ticks_ms, self.get(_CFG_MIN_ON_S) * 1000,
+                           self.get(_CFG_MIN_OFF_S) * 1000, self.relay.on)
         self.temp = None  # the last plausible reading
         self.raw = None
         self.same = 0
@@ -67,11 +100,11 @@ class Thermostat(Role):
         s = self.sch
         if s is not None and s.last_step is not None:
             return s.last_step[1]
-        return self.get(CFG_SETPOINT)
+        return self.get(_CFG_SETPOINT)
 
     def setpoint(self, now_ms):
         if self.safe:  # safe mode: frost protection and nothing else
-            return self.get(CFG_FROST) + self.get(CFG_HYSTERESIS)
+            return self.get(_CFG_FROST) + self.get(_CFG_HYSTERESIS)
         base = t = self.base(now_ms)
         d = self.dr_active(now_ms)
         if d is not None:
@@ -95,7 +128,7 @@ class Thermostat(Role):
                     lead = min(need * _HOUR_MS // rate * 5 // 4, _LEAD_MAX_MS)
                     if want > base and nxt - now_ms <= lead:
                         t = max(t, want)
-        return max(t, self.get(CFG_FROST) + self.get(CFG_HYSTERESIS))
+        return max(t, self.get(_CFG_FROST) + self.get(_CFG_HYSTERESIS))
 
     def _price_shift(self, now_ms):
         p = self.price_at(now_ms)
@@ -127,46 +160,46 @@ class Thermostat(Role):
 
     # commands --------------------------------------------------------------------
     def act(self, kind, value, dur, now_ms):
-        if kind != DEV_SETPOINT:
+        if kind != _DEV_SETPOINT:
             return super().act(kind, value, dur, now_ms)
         v = scaled(value, _UNIT_C, -1)
         if v is None or not 50 <= v <= 300:
-            return REFUSED, R_RANGE
+            return _REFUSED, _R_RANGE
         until = now_ms + dur * 1000 if dur else None
         if until is None:
             nxt = self.sch.next_time(now_ms) if self.sch is not None else None
             until = nxt if nxt is not None else now_ms + 86400000
         self.st["man"] = [v, until]
-        return APPLIED, 0
+        return _APPLIED, 0
 
     def plan(self, kind, amount, body, t0, t1, now_ms):
-        frost = self.get(CFG_FROST)
-        status, reason = APPLIED, 0
+        frost = self.get(_CFG_FROST)
+        status, reason = _APPLIED, 0
         a = b = 0
         if kind == 1:  # reduce: a setback
             pct = scaled(amount, _UNIT_PERCENT, 0)
             if pct is None or not 0 < pct <= 100:
-                return REFUSED, R_RANGE
+                return _REFUSED, _R_RANGE
             a = min(pct, 30)
             if a < pct:
-                status, reason = ADAPTED, R_RANGE
+                status, reason = _ADAPTED, _R_RANGE
         elif kind in (2, 4):  # limit, shut down: an on/off heater can only be off
             w = scaled(amount, _UNIT_W, 0) if kind == 2 else 0
             if w is None or w < 0:
-                return REFUSED, R_RANGE
+                return _REFUSED, _R_RANGE
             if w >= _HEATER_W:
-                return APPLIED, 0  # already within it
-            status, reason = ADAPTED, R_FROST
+                return _APPLIED, 0  # already within it
+            status, reason = _ADAPTED, _R_FROST
         elif kind == 5:  # keep a comfort band
             a = scaled(body.get(5), _UNIT_C, -1)
             b = scaled(body.get(6), _UNIT_C, -1)
             if a is None or b is None or not 0 <= a < b <= 300:
-                return REFUSED, R_RANGE
+                return _REFUSED, _R_RANGE
             if a < frost:
                 a = frost
-                status, reason = ADAPTED, R_FROST
+                status, reason = _ADAPTED, _R_FROST
         else:
-            return REFUSED, R_RANGE
+            return _REFUSED, _R_RANGE
         self.st["dr"] = [kind, a, b, t0, t1]
         return status, reason
 
@@ -191,7 +224,7 @@ class Thermostat(Role):
                 self.same = 0
         self.raw = raw
         if not ok:
-            self.fault = R_SENSOR
+            self.fault = _R_SENSOR
             return None
         self.fault = 0
         self.temp = t
@@ -199,12 +232,12 @@ class Thermostat(Role):
 
     def control(self, now_ms):
         g = self.guard
-        g.min_on = self.get(CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
-        g.min_off = self.get(CFG_MIN_OFF_S) * 1000
+        g.min_on = self.get(_CFG_MIN_ON_S) * 1000  # settings may have changed since the boot
+        g.min_off = self.get(_CFG_MIN_OFF_S) * 1000
         t = self.read()
         target = self.target = self.setpoint(now_ms)
-        frost = self.get(CFG_FROST)
-        h = self.get(CFG_HYSTERESIS) // 2
+        frost = self.get(_CFG_FROST)
+        h = self.get(_CFG_HYSTERESIS) // 2
         on = self.relay.on
         st = self.st
         if t is None:
@@ -247,17 +280,17 @@ class Thermostat(Role):
     # reports ---------------------------------------------------------------------
     def state(self):
         d = self.st.get("dr")
-        return {S_ROLE: ROLE_THERMOSTAT, S_TEMP: self.temp, S_TARGET: self.target,
-                S_OUTPUTS: 1 if self.relay.on else 0, S_DR: d[0] if d else 0,
-                S_FAULT: R_SAFE_MODE if self.safe else self.fault}
+        return {_S_ROLE: _ROLE_THERMOSTAT, _S_TEMP: self.temp, _S_TARGET: self.target,
+                _S_OUTPUTS: 1 if self.relay.on else 0, _S_DR: d[0] if d else 0,
+                _S_FAULT: _R_SAFE_MODE if self.safe else self.fault}
 
     def caps(self):
-        base = self.get(CFG_SETPOINT)
-        return {C_ROLE: ROLE_THERMOSTAT, C_CONTROL: S2_FRBC, C_NOMINAL_W: _HEATER_W,
-                C_SHED_W: _HEATER_W if self.relay.on else 0, C_MAX_SHED_S: 7200,
-                C_MIN_ON_S: self.get(CFG_MIN_ON_S), C_MIN_OFF_S: self.get(CFG_MIN_OFF_S),
-                C_COMFORT: [base - 10, base + 10], C_FROST: self.get(CFG_FROST),
-                C_FEATURES: DEM_POWER_ADJUST | DEM_PAUSE | DEM_FORECAST_ADJUST}
+        base = self.get(_CFG_SETPOINT)
+        return {_C_ROLE: _ROLE_THERMOSTAT, _C_CONTROL: _S2_FRBC, _C_NOMINAL_W: _HEATER_W,
+                _C_SHED_W: _HEATER_W if self.relay.on else 0, _C_MAX_SHED_S: 7200,
+                _C_MIN_ON_S: self.get(_CFG_MIN_ON_S), _C_MIN_OFF_S: self.get(_CFG_MIN_OFF_S),
+                _C_COMFORT: [base - 10, base + 10], _C_FROST: self.get(_CFG_FROST),
+                _C_FEATURES: _DEM_POWER_ADJUST | _DEM_PAUSE | _DEM_FORECAST_ADJUST}
 
 
 def _step_index(s, t):

@@ -584,6 +584,7 @@ def test_a_control_step_with_no_sensor_fitted_stays_far_below_the_watchdog(
     from types import SimpleNamespace
 
     import role as rolemod
+    from spot import role_codes
     from spot.schedule import Scheduler
 
     m = hw(port)
@@ -592,7 +593,7 @@ def test_a_control_step_with_no_sensor_fitted_stays_far_below_the_watchdog(
     node = SimpleNamespace(journal=SimpleNamespace(app={"cfg": {}}), sch=Scheduler(0x100))
     r = rolemod.make(role, b, node, power_on=True)
     if role == "heat_pump":
-        node.journal.app["cfg"][rolemod.CFG_MODBUS_UNIT] = 1  # a unit that never answers, too
+        node.journal.app["cfg"][role_codes.CFG_MODBUS_UNIT] = 1  # a unit that never answers, too
     worst = 0.0
     for step in range(5):
         t0, w0 = m.clock[0], _time.monotonic()

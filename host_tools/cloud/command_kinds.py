@@ -11,7 +11,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from host_tools.cloud.uplink import R
+from spot import role_codes as R
 from role_config import RANGES  # noqa: E402 (firmware/role_config.py, on the path uplink set)
 from spot import builders, messages
 from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_W, Analog

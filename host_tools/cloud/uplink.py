@@ -10,10 +10,10 @@ from typing import Any
 
 from host_tools.paths import board_import_path
 from spot import frame, messages
+from spot import role_codes as R  # the role's report and capability keys (SPEC.md 12)
 from spot.objects import Analog, Schedule, Time, Unknown
 
 board_import_path()
-import role as R  # noqa: E402  (firmware/role.py: the role's report and capability keys)
 
 STATUS_NAMES = {messages.ACK_APPLIED: "applied", messages.ACK_ADAPTED: "adapted",
                 messages.ACK_REFUSED: "refused", messages.ACK_EXPIRED: "expired",

@@ -35,31 +35,51 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame, journal, messages, secure
+from spot import cbor, frame, journal, secure
+from spot.payload import is_int, read_payload
 from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
 from spot.filter_table import FilterTable
 from spot.objects import Time
 
+# spot.messages' numbers this module uses: private, free at run time.
+_ACK_APPLIED = const(0)
+_K_KIND = const(0)
+_K_ACK_SEQ = const(1)
+_K_DISC_SERVICES = const(1)
+_K_TS_TIME = const(1)
+_SVC_CORE = const(1)
+_ACK_REFUSED = const(2)
+_K_ACK_STATUS = const(2)
+_SVC_DR = const(2)
+_K_ACK_REASON = const(3)
+_K_TS_ECHO = const(3)
+_SVC_PRICE = const(3)
+_ACK_UNSUPPORTED = const(4)
+_K_TS_RECEIVED = const(4)
+_K_TS_SENT = const(5)
+_SVC_SCHEDULE = const(5)
+_SVC_DEVICE = const(6)
+
 _CODES = const(32)  # drop codes are small ints (errors.py): one counter slot each
 
 # What this node serves; every class must come secured (the table's default)
 # but read-only discovery.
 _SERVICES = (
-    (messages.SVC_DR, (frame.CLASS_COMMAND,)),
-    (messages.SVC_PRICE, (frame.CLASS_INFO,)),
-    (messages.SVC_CORE, (frame.CLASS_TIMESYNC, frame.CLASS_COMMAND, frame.CLASS_DISCOVERY)),
-    (messages.SVC_SCHEDULE, (frame.CLASS_COMMAND,)),
+    (_SVC_DR, (frame.CLASS_COMMAND,)),
+    (_SVC_PRICE, (frame.CLASS_INFO,)),
+    (_SVC_CORE, (frame.CLASS_TIMESYNC, frame.CLASS_COMMAND, frame.CLASS_DISCOVERY)),
+    (_SVC_SCHEDULE, (frame.CLASS_COMMAND,)),
 )
 # Service id -> the module that handles its frames (each `apply(node, frame, kind,
 # body) -> (ack status, reason)`), imported on first use. A role's device hands
 # demand response, prices and device commands to svc_role; key commands (service
 # CORE, class COMMAND) are svc_keys'; the time exchange stays here (every wake).
 _HANDLERS = {
-    messages.SVC_DR: "svc_dr",
-    messages.SVC_PRICE: "svc_price",
-    messages.SVC_SCHEDULE: "svc_schedule",
+    _SVC_DR: "svc_dr",
+    _SVC_PRICE: "svc_price",
+    _SVC_SCHEDULE: "svc_schedule",
 }
 
 
@@ -85,7 +105,7 @@ class Node:
         for svc, classes in _SERVICES:
             t.set_service(svc, classes)
         if make_role is not None:
-            t.set_service(messages.SVC_DEVICE, (frame.CLASS_COMMAND,))
+            t.set_service(_SVC_DEVICE, (frame.CLASS_COMMAND,))
         t.allow_unsecured((frame.CLASS_DISCOVERY,))
         self.drops = [0] * _CODES
         self.rx = self.kept = self.errors = self.refused = self.acks = self.duplicates = 0
@@ -157,8 +177,8 @@ class Node:
             # (SPEC 13.4): never the cloud's key nor a group key there.
             f = secure.open_frame(buf, self.table, self.keyring, 0,
                                   None if reply is None else self.cloud)
-            body = messages.read_payload(f)
-            if f.cls == frame.CLASS_TIMESYNC and messages.K_TS_ECHO in body:
+            body = read_payload(f)
+            if f.cls == frame.CLASS_TIMESYNC and _K_TS_ECHO in body:
                 # The answer to this wake's time request: housekeeping, not a signal.
                 self.time_answers += 1
                 self.rx -= 1  # counted apart: rx and bytes_in are the signals and commands
@@ -180,8 +200,8 @@ class Node:
             if f is not None and f.secured and f.cls == frame.CLASS_COMMAND:
                 # Authentic but unreadable (a newer sender's must-understand
                 # field): refuse it out loud, or its sender retries for ever.
-                self.journal.record(f.src, f.seq, messages.ACK_REFUSED, e.code)
-                self._queue_ack(f.src, f.seq, messages.ACK_REFUSED, e.code)
+                self.journal.record(f.src, f.seq, _ACK_REFUSED, e.code)
+                self._queue_ack(f.src, f.seq, _ACK_REFUSED, e.code)
                 self.journal.commit(self.keyring.windows())
                 self._reply_ack()
             return
@@ -195,7 +215,7 @@ class Node:
                   secured=f.secured, n=n)
         self._seq = f.seq
         if f.cls == frame.CLASS_DISCOVERY:  # read-only: answered where it came from, or not
-            if reply is not None and messages.K_DISC_SERVICES not in body:
+            if reply is not None and _K_DISC_SERVICES not in body:
                 from spot import discover  # rare: loaded on the first question
 
                 discover.answer(self, f, reply)
@@ -206,8 +226,8 @@ class Node:
             status, reason = self._apply(f, body)
         except Exception as e:  # applying is the role's business; keep receiving
             self.emit("refused", what="apply failed: %r" % (e,))
-            status, reason = messages.ACK_REFUSED, BAD_VALUE
-        if status != messages.ACK_APPLIED:
+            status, reason = _ACK_REFUSED, BAD_VALUE
+        if status != _ACK_APPLIED:
             self.refused += 1
         command = f.cls == frame.CLASS_COMMAND
         if command:
@@ -218,7 +238,7 @@ class Node:
             # before the broker is acknowledged, so the frame comes again.
             self.journal.commit(self.keyring.windows())
         self._reply_ack()
-        if command and status == messages.ACK_APPLIED and self.on_applied:
+        if command and status == _ACK_APPLIED and self.on_applied:
             self.on_applied(f.src, f.seq)
 
     def _answer_again(self, f):
@@ -256,27 +276,27 @@ class Node:
     # apply -----------------------------------------------------------------
     def _apply(self, f, body):
         """(ack status, reason code); emits what was applied."""
-        kind = body.get(messages.K_KIND)
-        if kind is not None and not messages.is_int(kind) and (
-                f.service != messages.SVC_CORE or f.cls == frame.CLASS_COMMAND):
+        kind = body.get(_K_KIND)
+        if kind is not None and not is_int(kind) and (
+                f.service != _SVC_CORE or f.cls == frame.CLASS_COMMAND):
             # SPEC 6: a kind is an integer, never a boolean or anything else
             self.emit("refused", what="kind %r is not an integer" % (kind,), svc=f.service,
-                      status=messages.ACK_REFUSED, reason=BAD_VALUE)
-            return messages.ACK_REFUSED, BAD_VALUE
+                      status=_ACK_REFUSED, reason=BAD_VALUE)
+            return _ACK_REFUSED, BAD_VALUE
         svc = f.service
-        if self.role is not None and svc in (messages.SVC_DR, messages.SVC_DEVICE,
-                                             messages.SVC_PRICE):
+        if self.role is not None and svc in (_SVC_DR, _SVC_DEVICE,
+                                             _SVC_PRICE):
             name = "svc_role"  # the role decides, within its device's limits
-        elif svc == messages.SVC_CORE:
+        elif svc == _SVC_CORE:
             if f.cls == frame.CLASS_TIMESYNC:
                 return self._time_sync(body)
             if f.cls != frame.CLASS_COMMAND:
-                return messages.ACK_UNSUPPORTED, 0
+                return _ACK_UNSUPPORTED, 0
             name = "svc_keys"
         else:
             name = _HANDLERS.get(svc)
             if name is None:
-                return messages.ACK_UNSUPPORTED, 0
+                return _ACK_UNSUPPORTED, 0
         # A service is a module, loaded on its first frame: a device carries the
         # code of the services it uses, and only once it uses them.
         return __import__(name).apply(self, f, kind, body)
@@ -297,39 +317,39 @@ class Node:
 
     def _time_sync(self, body):
         app = self.journal.app
-        if messages.K_TS_ECHO in body:  # the answer to this wake's two-way exchange
-            echo = body.get(messages.K_TS_ECHO)
-            t2 = body.get(messages.K_TS_RECEIVED)
-            t3 = body.get(messages.K_TS_SENT)
-            if echo != self.asked or not messages.is_int(t2) or not messages.is_int(t3):
+        if _K_TS_ECHO in body:  # the answer to this wake's two-way exchange
+            echo = body.get(_K_TS_ECHO)
+            t2 = body.get(_K_TS_RECEIVED)
+            t3 = body.get(_K_TS_SENT)
+            if echo != self.asked or not is_int(t2) or not is_int(t3):
                 self.emit("refused", what="time answer to no question of this wake")
-                return messages.ACK_REFUSED, BAD_VALUE
+                return _ACK_REFUSED, BAD_VALUE
             code = self.time.add(echo, t2, t3, self.local_ms())
             self.asked = None
             self.time_answered = True
             app["clk"] = self.time.to_record()
             self.emit("clock", result=CLOCK_REASONS[code], skew_ppm=self.time.skew // 1000,
                       bound_ms=self.time.error_bound_ms(self.local_ms()))
-            return (messages.ACK_APPLIED, 0) if code < 3 else (messages.ACK_REFUSED, BAD_VALUE)
-        t = body.get(messages.K_TS_TIME)
+            return (_ACK_APPLIED, 0) if code < 3 else (_ACK_REFUSED, BAD_VALUE)
+        t = body.get(_K_TS_TIME)
         if not isinstance(t, Time):
             self.emit("refused", what="time sync without a time")
-            return messages.ACK_REFUSED, BAD_VALUE
+            return _ACK_REFUSED, BAD_VALUE
         # One-way: only an offset, and only until the first two-way exchange.
         app["offset"] = t.seconds - self.local_ms() // 1000
         app["applied"] += 1
         self.emit("applied", what="one-way time: offset %+d s%s" % (
             app["offset"], " (the two-way model keeps the clock)" if self.time.synced else ""),
             time=t.seconds)
-        return messages.ACK_APPLIED, 0
+        return _ACK_APPLIED, 0
 
     def time_request(self):
         """This wake's two-way time request to the cloud (not journaled: it is transient)."""
         self.asked = self.local_ms()
         self.time_answered = False
         try:
-            return self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_TIMESYNC, self.cloud,
-                                    cbor.encode({messages.K_TS_ECHO: self.asked}))
+            return self.sender.seal(_SVC_CORE, 1, frame.CLASS_TIMESYNC, self.cloud,
+                                    cbor.encode({_K_TS_ECHO: self.asked}))
         except (SpotError, OverflowError, OSError):
             self.asked = None
             return None
@@ -364,11 +384,11 @@ class Node:
     # answer and report -------------------------------------------------------
     def _seal_ack(self, dst, seq, status, reason):
         """A sealed ACK, or None (said why) when it cannot be sealed."""
-        body = {messages.K_ACK_SEQ: seq, messages.K_ACK_STATUS: status}
+        body = {_K_ACK_SEQ: seq, _K_ACK_STATUS: status}
         if reason:
-            body[messages.K_ACK_REASON] = reason
+            body[_K_ACK_REASON] = reason
         try:
-            return self.sender.seal(messages.SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
+            return self.sender.seal(_SVC_CORE, 1, frame.CLASS_ACK, dst, cbor.encode(body))
         except (SpotError, OverflowError, OSError) as e:  # no key, counter spent, flash full
             self.emit("refused", what="no ACK: %r" % (e,))
             return None

@@ -21,7 +21,7 @@ try:
 except ImportError:
     from spot._cpython import const, ticks_diff
 
-from spot.messages import is_int  # a boolean is no integer, on every interpreter (SPEC 6)
+from spot.payload import is_int  # a boolean is no integer, on every interpreter (SPEC 6)
 
 # The numbers role.py uses, private: free at run time (their names and the rest of
 # the contract: spot/role_codes.py, which a board never loads).

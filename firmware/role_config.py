@@ -9,7 +9,7 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot.messages import is_int
+from spot.payload import is_int
 
 # The role contract's numbers this module uses (spot/role_codes.py names them all).
 _APPLIED = const(0)

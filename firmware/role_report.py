@@ -12,9 +12,13 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame, journal, messages
+from spot import cbor, frame, journal
 from spot.errors import SpotError
 from spot.objects import Time
+
+# spot.messages' numbers this module uses: private, free at run time.
+_K_KIND = const(0)
+_SVC_DEVICE = const(6)
 
 # The role contract's numbers this module uses (spot/role_codes.py names them all).
 _CFG_TELEMETRY_S = const(1)
@@ -52,7 +56,7 @@ def report(node):
     out = []
     if due(node, now):
         body = r.state()
-        body[messages.K_KIND] = _REPORT_STATE
+        body[_K_KIND] = _REPORT_STATE
         body[_S_TIME] = Time(max(0, now))
         if node.reset_cause is not None:
             body[_S_RESET] = node.reset_cause
@@ -62,15 +66,15 @@ def report(node):
     sig = crc32(repr([(k, caps[k]) for k in sorted(caps)
                       if k != _C_SHED_W and k != _C_STORE]).encode())
     if sig != app.get("cap"):
-        caps[messages.K_KIND] = _REPORT_CAPS
+        caps[_K_KIND] = _REPORT_CAPS
         out.append(caps)
     try:
         for body in out:
-            buf = node.sender.seal(messages.SVC_DEVICE, 1, frame.CLASS_REPORT, node.cloud,
+            buf = node.sender.seal(_SVC_DEVICE, 1, frame.CLASS_REPORT, node.cloud,
                                    cbor.encode(body))
             if not node.journal.add(journal.PRIO_TELEMETRY, buf):
                 node.emit("outbox_full", dropped=node.journal.dropped)
-            if body[messages.K_KIND] == _REPORT_CAPS:
+            if body[_K_KIND] == _REPORT_CAPS:
                 app["cap"] = sig
             else:
                 app["rep"] = now

@@ -4,18 +4,38 @@ Loaded by node.py on the first demand-response command (a role's device hands
 them to its role instead: svc_role.py). A timed event becomes a schedule event,
 so it fires by the corrected clock, once, even across reboots.
 """
-from spot import messages
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from spot.payload import is_int
 from svc_price import scaled  # prices and amounts print alike
 from spot.errors import BAD_VALUE
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Time
 
+# spot.messages' numbers this module uses: private, free at run time.
+_ACK_APPLIED = const(0)
+_DR_REDUCE = const(1)
+_K_DR_AMOUNT = const(1)
+_ACK_REFUSED = const(2)
+_DR_LIMIT = const(2)
+_K_DR_START = const(2)
+_ACK_EXPIRED = const(3)
+_DR_RESTORE = const(3)
+_K_DR_DURATION = const(3)
+_ACK_UNSUPPORTED = const(4)
+_DR_SHUT_DOWN = const(4)
+_K_DR_VALID_UNTIL = const(4)
+_DR_KEEP_BAND = const(5)
+
 _UNITS = {UNIT_PERCENT: " %", UNIT_W: " W"}
 _NAMES = {
-    messages.DR_REDUCE: "reduce",
-    messages.DR_LIMIT: "limit",
-    messages.DR_RESTORE: "restore",
-    messages.DR_SHUT_DOWN: "shut down",
-    messages.DR_KEEP_BAND: "keep band",
+    _DR_REDUCE: "reduce",
+    _DR_LIMIT: "limit",
+    _DR_RESTORE: "restore",
+    _DR_SHUT_DOWN: "shut down",
+    _DR_KEEP_BAND: "keep band",
 }
 
 
@@ -24,26 +44,26 @@ def apply(node, f, kind, body):
     name = _NAMES.get(kind)
     if name is None:
         node.emit("refused", what="demand response kind %r" % (kind,))
-        return messages.ACK_UNSUPPORTED, 0
-    amount = body.get(messages.K_DR_AMOUNT)
-    start = body.get(messages.K_DR_START)
-    duration = body.get(messages.K_DR_DURATION, 0)
-    until = body.get(messages.K_DR_VALID_UNTIL)
-    if kind in (messages.DR_REDUCE, messages.DR_LIMIT) and not isinstance(amount, Analog):
+        return _ACK_UNSUPPORTED, 0
+    amount = body.get(_K_DR_AMOUNT)
+    start = body.get(_K_DR_START)
+    duration = body.get(_K_DR_DURATION, 0)
+    until = body.get(_K_DR_VALID_UNTIL)
+    if kind in (_DR_REDUCE, _DR_LIMIT) and not isinstance(amount, Analog):
         node.emit("refused", what=name + " without an amount")
-        return messages.ACK_REFUSED, BAD_VALUE
-    if (start is not None and not isinstance(start, Time)) or not messages.is_int(duration) or (
+        return _ACK_REFUSED, BAD_VALUE
+    if (start is not None and not isinstance(start, Time)) or not is_int(duration) or (
             until is not None and not isinstance(until, Time)):
         node.emit("refused", what=name + " with a bad start, duration or validity")
-        return messages.ACK_REFUSED, BAD_VALUE
+        return _ACK_REFUSED, BAD_VALUE
     if until is not None and node.now() > until.seconds:
         node.emit("expired", what=name, late_s=node.now() - until.seconds)
-        return messages.ACK_EXPIRED, 0
+        return _ACK_EXPIRED, 0
     app = node.journal.app
-    app["dr"] = None if kind == messages.DR_RESTORE else [
+    app["dr"] = None if kind == _DR_RESTORE else [
         kind, amount.value if amount else 0, amount.unit if amount else 0,
         amount.scale if amount else 0, start.seconds if start else None, duration]
-    if start is not None and duration > 0 and kind != messages.DR_RESTORE:
+    if start is not None and duration > 0 and kind != _DR_RESTORE:
         from spot.schedule import ScheduleError
 
         try:  # the event fires by the corrected clock, once, even across reboots
@@ -52,7 +72,7 @@ def apply(node, f, kind, body):
             app["sch"] = node.schedule.to_record()
         except ScheduleError as e:
             node.emit("refused", what="schedule: %s" % e)
-            return messages.ACK_REFUSED, BAD_VALUE
+            return _ACK_REFUSED, BAD_VALUE
     app["applied"] += 1
     text = name
     if amount is not None:
@@ -60,4 +80,4 @@ def apply(node, f, kind, body):
     if duration:
         text += " for %d s" % duration
     node.emit("applied", what=text, start=start.seconds if start else None)
-    return messages.ACK_APPLIED, 0
+    return _ACK_APPLIED, 0

@@ -4,8 +4,19 @@ price rule (svc_schedule.py) each cheap window becomes a schedule event.
 Loaded by node.py on the first forecast (a role's device hands forecasts to its
 role instead: svc_role.py).
 """
-from spot import messages
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
 from spot.objects import Schedule
+
+# spot.messages' numbers this module uses: private, free at run time.
+_ACK_APPLIED = const(0)
+_FC_ENERGY_PRICE = const(1)
+_K_FC_SCHEDULE = const(1)
+_K_FC_CURRENCY = const(2)
+_ACK_UNSUPPORTED = const(4)
 
 
 def scaled(v, scale):
@@ -21,10 +32,10 @@ def scaled(v, scale):
 
 def apply(node, f, kind, body):
     """(ack status, reason); emits what was applied or why not."""
-    s = body.get(messages.K_FC_SCHEDULE)
-    if kind != messages.FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
+    s = body.get(_K_FC_SCHEDULE)
+    if kind != _FC_ENERGY_PRICE or not isinstance(s, Schedule) or not s.values:
         node.emit("refused", what="forecast kind %r" % (kind,))
-        return messages.ACK_UNSUPPORTED, 0
+        return _ACK_UNSUPPORTED, 0
     app = node.journal.app
     app["forecast"] = [s.base, s.interval(), list(s.values), s.scale]
     rule = app.get("rule")
@@ -43,5 +54,5 @@ def apply(node, f, kind, body):
     node.emit("applied", what="price forecast: %d steps, %s..%s per MWh" % (
         len(s.values), scaled(min(s.values), s.scale), scaled(max(s.values), s.scale)),
         start=s.base, step=s.interval(),
-        currency=body.get(messages.K_FC_CURRENCY))
-    return messages.ACK_APPLIED, 0
+        currency=body.get(_K_FC_CURRENCY))
+    return _ACK_APPLIED, 0

@@ -5,10 +5,30 @@ Loaded by node.py on the first schedule command, or once a schedule is in force
 (what is due, when the next occurrence is); spot.schedule (the scheduler) with
 it. A bad command is refused and the schedule in force stays as it was.
 """
-from spot import messages
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from spot.payload import is_int
 from spot.errors import BAD_VALUE
 from spot.objects import Schedule, Time
 from spot.schedule import OUTCOMES, ScheduleError
+
+# spot.messages' numbers this module uses: private, free at run time.
+_ACK_APPLIED = const(0)
+_K_SCH_STEPS = const(1)
+_SCH_PROGRAM = const(1)
+_ACK_REFUSED = const(2)
+_K_SCH_START = const(2)
+_SCH_EVENT = const(2)
+_K_SCH_DURATION = const(3)
+_SCH_PRICE_RULE = const(3)
+_ACK_UNSUPPORTED = const(4)
+_K_SCH_WINDOW = const(4)
+_K_SCH_VALUE = const(5)
+_K_SCH_ID = const(6)
+_K_SCH_THRESHOLD = const(7)
 
 
 def apply(node, f, kind, body):
@@ -16,8 +36,8 @@ def apply(node, f, kind, body):
     app = node.journal.app
     sch = node.schedule
     try:
-        if kind == messages.SCH_PROGRAM:
-            s = body.get(messages.K_SCH_STEPS)
+        if kind == _SCH_PROGRAM:
+            s = body.get(_K_SCH_STEPS)
             if not isinstance(s, Schedule):
                 raise ScheduleError("a weekly program is a schedule object")
             values = list(s.values)
@@ -27,33 +47,33 @@ def apply(node, f, kind, body):
             sch.week_origin = s.base * 1000
             app["week"] = sch.week_origin
             what = "weekly program of %d steps" % len(s.values)
-        elif kind == messages.SCH_EVENT:
-            start = body.get(messages.K_SCH_START)
-            dur = body.get(messages.K_SCH_DURATION)
-            win = body.get(messages.K_SCH_WINDOW, 0)
-            ident = body.get(messages.K_SCH_ID)
-            if not isinstance(start, Time) or not messages.is_int(dur) or not messages.is_int(
-                    win) or not messages.is_int(ident):
+        elif kind == _SCH_EVENT:
+            start = body.get(_K_SCH_START)
+            dur = body.get(_K_SCH_DURATION)
+            win = body.get(_K_SCH_WINDOW, 0)
+            ident = body.get(_K_SCH_ID)
+            if not isinstance(start, Time) or not is_int(dur) or not is_int(
+                    win) or not is_int(ident):
                 raise ScheduleError("an event needs an id, a start, a duration")
             sch.add_event(ident, start.seconds * 1000, dur * 1000, win * 1000,
-                          body.get(messages.K_SCH_VALUE, 1))
+                          body.get(_K_SCH_VALUE, 1))
             what = "event %d at %d for %d s" % (ident, start.seconds, dur)
-        elif kind == messages.SCH_PRICE_RULE:
-            thr = body.get(messages.K_SCH_THRESHOLD)
-            steps = body.get(messages.K_SCH_DURATION, 1)
-            if not messages.is_int(thr) or not messages.is_int(steps) or steps < 1:
+        elif kind == _SCH_PRICE_RULE:
+            thr = body.get(_K_SCH_THRESHOLD)
+            steps = body.get(_K_SCH_DURATION, 1)
+            if not is_int(thr) or not is_int(steps) or steps < 1:
                 raise ScheduleError("a price rule needs a threshold and a run of 1 or more")
             app["rule"] = [thr, steps]
             what = "price rule: run under %d for %d steps or more" % (thr, steps)
         else:
-            return messages.ACK_UNSUPPORTED, 0
+            return _ACK_UNSUPPORTED, 0
     except ScheduleError as e:  # raised before anything changed: the old one stays
         node.emit("refused", what="schedule: %s" % e)
-        return messages.ACK_REFUSED, BAD_VALUE
+        return _ACK_REFUSED, BAD_VALUE
     app["sch"] = sch.to_record()
     app["applied"] += 1
     node.emit("applied", what=what)
-    return messages.ACK_APPLIED, 0
+    return _ACK_APPLIED, 0
 
 
 def tick(node):

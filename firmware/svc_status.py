@@ -9,9 +9,12 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame, journal, messages
+from spot import cbor, frame, journal
 from spot.errors import SpotError
 from spot.objects import Time
+
+# spot.messages' numbers this module uses: private, free at run time.
+_SVC_CORE = const(1)
 
 _K_ST_TIME = const(1)
 _K_ST_WAKES = const(2)
@@ -25,7 +28,7 @@ def report(node):
     body = {_K_ST_TIME: Time(max(0, node.now())), _K_ST_WAKES: app["wakes"],
             _K_ST_DROPPED: node.journal.dropped, _K_ST_APPLIED: app["applied"]}
     try:
-        buf = node.sender.seal(messages.SVC_CORE, 1, frame.CLASS_REPORT, node.cloud,
+        buf = node.sender.seal(_SVC_CORE, 1, frame.CLASS_REPORT, node.cloud,
                                cbor.encode(body))
         if not node.journal.add(journal.PRIO_TELEMETRY, buf):
             node.emit("outbox_full", dropped=node.journal.dropped)

@@ -1,9 +1,10 @@
-"""The role contract's numbers: one table by name (spot/role_codes.py, the host's), private
-copies on the device (issue 12: a public const costs a board about 60 bytes of heap).
+"""The protocol's numbers: tables by name for the host (spot/role_codes.py, the role
+contract; spot/messages.py, the core services), private copies on the device (issue
+12: a public const costs a board about 60 bytes of heap).
 
-These fail if a firmware module's private copy of a number disagrees with the table,
-if a module a board loads imports the table or uses a public role constant again, or
-if a role image carries the table.
+These fail if a device module's private copy of a number disagrees with its table, if
+a module a board loads imports a table or defines a public role constant again, or if
+a role image carries role_codes.
 """
 from __future__ import annotations
 
@@ -14,19 +15,24 @@ import pytest
 
 from conftest import ROOT
 from host_tools.board import build
-from spot import role_codes
+from spot import messages, role_codes
 
 FIRMWARE = sorted((ROOT / "firmware").glob("*.py"))
+# What a board loads of the library (the tables and the controllers' builders aside).
+DEVICE_LIB = [p for p in sorted((ROOT / "lib" / "spot").glob("*.py"))
+              if p.name not in {"messages.py", "role_codes.py", "builders.py", "_cpython.py",
+                                 "manifest.py"}]
 TABLE = {n: v for n, v in vars(role_codes).items() if n.isupper() and isinstance(v, int)}
+MESSAGES = {n: v for n, v in vars(messages).items() if n.isupper() and isinstance(v, int)}
 PRIVATE = re.compile(r"^_([A-Z][A-Z0-9_]*) = const\((-?\w+)\)", re.M)
 
 
-def copies() -> list[tuple[str, str, int]]:
-    """(module, name, value) of every private const in firmware/ named as in the table."""
+def copies(table: dict[str, int] = TABLE, paths: list[Path] = FIRMWARE) -> list[tuple[str, str, int]]:
+    """(module, name, value) of every private const in paths named as in the table."""
     out = []
-    for path in FIRMWARE:
+    for path in paths:
         for name, value in PRIVATE.findall(path.read_text()):
-            if name in TABLE:
+            if name in table:
                 out.append((path.name, name, int(value, 0)))
     return out
 
@@ -39,6 +45,21 @@ def test_table_is_complete() -> None:
 @pytest.mark.parametrize("module,name,value", copies())
 def test_private_copy_agrees_with_the_table(module: str, name: str, value: int) -> None:
     assert value == TABLE[name], f"firmware/{module}: _{name} = {value}, role_codes: {TABLE[name]}"
+
+
+@pytest.mark.parametrize("module,name,value", copies(MESSAGES, FIRMWARE + DEVICE_LIB))
+def test_private_copy_agrees_with_messages(module: str, name: str, value: int) -> None:
+    assert value == MESSAGES[name], f"{module}: _{name} = {value}, spot.messages: {MESSAGES[name]}"
+
+
+def test_device_modules_leave_messages_alone() -> None:
+    """node.py and the services read payloads through spot.payload; the scan above
+    must have found their copies, and none of them may import the table."""
+    found = {m for m, _, _ in copies(MESSAGES, FIRMWARE + DEVICE_LIB)}
+    assert {"node.py", "svc_dr.py", "svc_schedule.py", "key_admin.py", "discover.py"} <= found
+    for path in FIRMWARE + DEVICE_LIB:
+        code = re.sub(r'""".*?"""|#[^\n]*', "", path.read_text(), flags=re.S)
+        assert not re.search(r"\bmessages\b", code), f"{path.name} uses spot.messages"
 
 
 def test_every_role_module_has_its_copies() -> None:

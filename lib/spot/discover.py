@@ -6,7 +6,17 @@ secret (a paired controller's secured question also gets the role's state): it i
 one, and otherwise sent without a trailer. It is sent back over the transport
 the question came on (reply), never journalled: a lost answer is asked again.
 """
-from spot import cbor, frame, messages
+try:
+    from micropython import const
+except ImportError:
+    from spot._cpython import const
+
+from spot import cbor, frame
+
+# spot.messages' numbers this module uses: private, free at run time.
+_K_DISC_SERVICES = const(1)
+_SVC_CORE = const(1)
+_K_DISC_ROLE = const(2)
 
 _C_ROLE = 1  # SPEC 12.4 key 1
 K_STATE = 3  # the role's state (SPEC 12.5), for a paired asker's secured question only
@@ -24,13 +34,13 @@ def services(table):
 
 def answer(node, f, reply):
     """Build and send the answer to the question f; False if it could not be sent."""
-    body = {messages.K_DISC_SERVICES: services(node.table)}
+    body = {_K_DISC_SERVICES: services(node.table)}
     role = node.role
     if role is not None:
         try:
             r = role.caps().get(_C_ROLE)
             if r:
-                body[messages.K_DISC_ROLE] = r
+                body[_K_DISC_ROLE] = r
         except Exception:  # the role's record is its business: answer without it
             pass
     key = node.keyring.for_peer(f.src) if f.src else None
@@ -43,10 +53,10 @@ def answer(node, f, reply):
     try:
         payload = cbor.encode(body)
         if paired:
-            raw = node.sender.seal(messages.SVC_CORE, 1, frame.CLASS_DISCOVERY, f.src, payload,
+            raw = node.sender.seal(_SVC_CORE, 1, frame.CLASS_DISCOVERY, f.src, payload,
                                    key=key)
         else:  # unsecured; its sequence number still comes from the device's counter
-            raw = frame.encode(messages.SVC_CORE, 1, frame.CLASS_DISCOVERY, f.src or 0xFFFFFFFF,
+            raw = frame.encode(_SVC_CORE, 1, frame.CLASS_DISCOVERY, f.src or 0xFFFFFFFF,
                                node.address, node.sender.counter.next(), payload)
     except Exception as e:  # counter spent, flash full: no answer, counted by the node
         node.emit("refused", what="no discovery answer: %r" % (e,))

@@ -13,8 +13,22 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import frame, keyring, messages
+from spot import frame, keyring
+from spot.payload import is_int
 from spot.errors import BAD_VALUE, INSECURE, NOT_PERMITTED
+
+# spot.messages' numbers this module uses: private, free at run time.
+_ACK_APPLIED = const(0)
+_K_KIND = const(0)
+_CORE_KEY_ADD = const(1)
+_K_KEY_ID = const(1)
+_ACK_REFUSED = const(2)
+_CORE_KEY_RETIRE = const(2)
+_K_KEY_PEER = const(2)
+_K_KEY_SECRET = const(3)
+_ACK_UNSUPPORTED = const(4)
+_K_KEY_CLASSES = const(4)
+_K_KEY_FLAGS = const(5)
 
 
 _PEER_MAX = const(0x7FFFFFFF)  # a device or controller, never a group (SPEC 1, 7.4)
@@ -23,7 +37,7 @@ _FLAGS_KNOWN = const(0x03)  # bit 0 group, bit 1 admin
 
 def _field(v, lo, hi):
     # SPEC 7.4: an integer in range; a boolean is no integer, on any interpreter.
-    return messages.is_int(v) and lo <= v <= hi
+    return is_int(v) and lo <= v <= hi
 
 
 def apply(ring, f, body):
@@ -36,41 +50,41 @@ def apply(ring, f, body):
     """
     sender = ring.find(f.src, f.key_id) if f.flags & frame.FLAG_SECURED else None
     if sender is None or not sender.admin:
-        return messages.ACK_REFUSED, NOT_PERMITTED
-    kind = body.get(messages.K_KIND)
-    if kind is not None and not messages.is_int(kind):
-        return messages.ACK_REFUSED, BAD_VALUE  # a missing kind is unknown: unsupported
-    if kind != messages.CORE_KEY_ADD and kind != messages.CORE_KEY_RETIRE:
-        return messages.ACK_UNSUPPORTED, 0
-    key_id = body.get(messages.K_KEY_ID)
-    peer = body.get(messages.K_KEY_PEER)
+        return _ACK_REFUSED, NOT_PERMITTED
+    kind = body.get(_K_KIND)
+    if kind is not None and not is_int(kind):
+        return _ACK_REFUSED, BAD_VALUE  # a missing kind is unknown: unsupported
+    if kind != _CORE_KEY_ADD and kind != _CORE_KEY_RETIRE:
+        return _ACK_UNSUPPORTED, 0
+    key_id = body.get(_K_KEY_ID)
+    peer = body.get(_K_KEY_PEER)
     if not _field(key_id, 0, 255) or not _field(peer, 1, _PEER_MAX):
-        return messages.ACK_REFUSED, BAD_VALUE
-    if kind == messages.CORE_KEY_ADD:
+        return _ACK_REFUSED, BAD_VALUE
+    if kind == _CORE_KEY_ADD:
         if not f.flags & frame.FLAG_ENCRYPTED:
-            return messages.ACK_REFUSED, INSECURE  # a key never travels in clear
-        secret = body.get(messages.K_KEY_SECRET)
-        classes = body.get(messages.K_KEY_CLASSES)
-        flags = body.get(messages.K_KEY_FLAGS, 0)
+            return _ACK_REFUSED, INSECURE  # a key never travels in clear
+        secret = body.get(_K_KEY_SECRET)
+        classes = body.get(_K_KEY_CLASSES)
+        flags = body.get(_K_KEY_FLAGS, 0)
         if not isinstance(secret, bytes) or len(secret) != keyring.KEY_SIZE or not _field(
                 classes, 1, 255) or not _field(flags, 0, _FLAGS_KNOWN):
-            return messages.ACK_REFUSED, BAD_VALUE
+            return _ACK_REFUSED, BAD_VALUE
         held = ring.find(peer, key_id)
         if held is not None:
             # Delivered again (a resend, a power cut before the commit): the same
             # key is already there, window and rights included. A different key
             # under a used id is refused: retire first, or use a new id.
             same = held.to_record()["key"] == "".join("%02x" % b for b in secret)
-            return (messages.ACK_APPLIED, 0) if same else (messages.ACK_REFUSED, BAD_VALUE)
+            return (_ACK_APPLIED, 0) if same else (_ACK_REFUSED, BAD_VALUE)
         try:
             ring.add(keyring.Key(key_id, peer, secret, classes, bool(flags & 1), bool(flags & 2)))
         except ValueError:
-            return messages.ACK_REFUSED, BAD_VALUE
-        return messages.ACK_APPLIED, 0
+            return _ACK_REFUSED, BAD_VALUE
+        return _ACK_APPLIED, 0
     target = ring.find(peer, key_id)
     if target is None:
-        return messages.ACK_APPLIED, 0  # already gone: a retire delivered again
+        return _ACK_APPLIED, 0  # already gone: a retire delivered again
     if target.admin and sum(1 for k in ring.keys if k.admin) == 1:
-        return messages.ACK_REFUSED, NOT_PERMITTED  # never lock the device out
+        return _ACK_REFUSED, NOT_PERMITTED  # never lock the device out
     ring.retire(peer, key_id)
-    return messages.ACK_APPLIED, 0
+    return _ACK_APPLIED, 0

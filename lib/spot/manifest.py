@@ -26,6 +26,8 @@ package(
         "mqtt_link.py",
         "objects.py",
         "offline.py",
+        "payload.py",
+        "role_codes.py",
         "schedule.py",
         "secure.py",
         "storage.py",

@@ -9,8 +9,8 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot import cbor, frame
-from spot.errors import BAD_PAYLOAD, UNKNOWN_MANDATORY, SpotError
+# A receiver's part (a board imports spot.payload, never this table of names):
+from spot.payload import is_int, read_payload  # noqa: F401
 
 # Services (SPEC.md "Services"): one byte, each versioned on its own.
 SVC_CORE = const(1)  # time sync, acknowledgements, discovery
@@ -87,41 +87,3 @@ K_KEY_PEER = const(2)
 K_KEY_SECRET = const(3)
 K_KEY_CLASSES = const(4)
 K_KEY_FLAGS = const(5)  # bit 0 group key, bit 1 admin key
-
-# Keys each (service, class) understands; negative keys outside these are refused.
-KNOWN_KEYS = {
-    (SVC_DR, frame.CLASS_COMMAND): (K_KIND, K_DR_AMOUNT, K_DR_START, K_DR_DURATION,
-                                    K_DR_VALID_UNTIL, K_DR_LOW, K_DR_HIGH),
-    (SVC_PRICE, frame.CLASS_INFO): (K_KIND, K_FC_SCHEDULE, K_FC_CURRENCY),
-    (SVC_METER, frame.CLASS_REPORT): (K_MR_TIME, K_MR_POWER, K_MR_ENERGY, K_MR_RELAY),
-    (SVC_CORE, frame.CLASS_ACK): (K_ACK_SEQ, K_ACK_STATUS, K_ACK_REASON),
-    (SVC_CORE, frame.CLASS_TIMESYNC): (K_TS_TIME, K_TS_MILLIS, K_TS_ECHO, K_TS_RECEIVED, K_TS_SENT),
-    (SVC_CORE, frame.CLASS_DISCOVERY): (K_DISC_SERVICES, K_DISC_ROLE),
-    (SVC_CORE, frame.CLASS_COMMAND): (K_KIND, K_KEY_ID, K_KEY_PEER, K_KEY_SECRET, K_KEY_CLASSES,
-                                      K_KEY_FLAGS),
-    (SVC_DEVICE, frame.CLASS_COMMAND): (K_KIND, K_DEV_VALUE, K_DEV_DURATION, K_DEV_SETTINGS),
-    (SVC_SCHEDULE, frame.CLASS_COMMAND): (K_KIND, K_SCH_STEPS, K_SCH_START, K_SCH_DURATION,
-                                          K_SCH_WINDOW, K_SCH_VALUE, K_SCH_ID, K_SCH_THRESHOLD),
-}
-
-
-def is_int(v):
-    """True for an integer field's value: a CBOR integer, never a boolean.
-
-    bool is an int on CPython but not on MicroPython; SPEC 6 says a boolean is
-    never an integer, so both interpreters refuse `true` where a number belongs.
-    """
-    return isinstance(v, int) and v is not True and v is not False
-
-
-def read_payload(f, limits=cbor.DEFAULT_LIMITS):
-    """The payload map of a decoded Frame, checked for must-understand keys."""
-    body = cbor.decode(f.payload, limits)
-    if not isinstance(body, dict):
-        raise SpotError(BAD_PAYLOAD, "payload is not a map")
-    known = KNOWN_KEYS.get((f.service, f.cls), ())
-    for k in body:
-        if k < 0 and k not in known:
-            raise SpotError(UNKNOWN_MANDATORY, "key %d of service %d class %d" % (k, f.service, f.cls))
-    return body
-

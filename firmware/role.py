@@ -139,7 +139,7 @@ class Role:
         return self.cfg.get(str(key), self.DEFAULTS.get(key, 0))
 
     def configure(self, settings):
-        """A _DEV_CONFIG command: all of it or none of it. (status, reason). The ranges
+        """A DEV_CONFIG command: all of it or none of it. (status, reason). The ranges
         and the check are role_config.py's, loaded on the first such command."""
         from role_config import configure
 

@@ -3,7 +3,7 @@
 device.py loads this module for each call and drops it afterwards (it runs at a
 boot and at the boot's first healthy wake), so its code holds no heap in
 between. After _SAFE_AFTER boots in a row without a healthy wake the device
-starts in safe mode: outputs held safe, commands refused (role.R_SAFE_MODE).
+starts in safe mode: outputs held safe, commands refused (R_SAFE_MODE, spot/role_codes.py).
 """
 try:
     from micropython import const

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from host_tools.board import build
-from spot import messages, role_codes
+from spot import errors, messages, role_codes
 
 FIRMWARE = sorted((ROOT / "firmware").glob("*.py"))
 # What a board loads of the library (the tables and the controllers' builders aside).
@@ -24,7 +24,8 @@ DEVICE_LIB = [p for p in sorted((ROOT / "lib" / "spot").glob("*.py"))
                                  "manifest.py"}]
 TABLE = {n: v for n, v in vars(role_codes).items() if n.isupper() and isinstance(v, int)}
 MESSAGES = {n: v for n, v in vars(messages).items() if n.isupper() and isinstance(v, int)}
-PRIVATE = re.compile(r"^_([A-Z][A-Z0-9_]*) = const\((-?\w+)\)", re.M)
+ERRORS = {n: v for n, v in vars(errors).items() if n.isupper() and isinstance(v, int)}
+PRIVATE = re.compile(r"^\s*_([A-Z][A-Z0-9_]*) = const\(([^)]*)\)", re.M)
 
 
 def copies(table: dict[str, int] = TABLE, paths: list[Path] = FIRMWARE) -> list[tuple[str, str, int]]:
@@ -32,8 +33,8 @@ def copies(table: dict[str, int] = TABLE, paths: list[Path] = FIRMWARE) -> list[
     out = []
     for path in paths:
         for name, value in PRIVATE.findall(path.read_text()):
-            if name in table:
-                out.append((path.name, name, int(value, 0)))
+            if name in table:  # a number, written out: an expression is not checked
+                out.append((path.name, name, int(value, 0) if value.isdigit() else value))
     return out
 
 
@@ -42,7 +43,7 @@ def test_table_is_complete() -> None:
     assert role_codes.RESETS[:2] == ("power_on", "hard")
 
 
-@pytest.mark.parametrize("module,name,value", copies())
+@pytest.mark.parametrize("module,name,value", copies(TABLE, FIRMWARE + DEVICE_LIB))
 def test_private_copy_agrees_with_the_table(module: str, name: str, value: int) -> None:
     assert value == TABLE[name], f"firmware/{module}: _{name} = {value}, role_codes: {TABLE[name]}"
 
@@ -50,6 +51,12 @@ def test_private_copy_agrees_with_the_table(module: str, name: str, value: int) 
 @pytest.mark.parametrize("module,name,value", copies(MESSAGES, FIRMWARE + DEVICE_LIB))
 def test_private_copy_agrees_with_messages(module: str, name: str, value: int) -> None:
     assert value == MESSAGES[name], f"{module}: _{name} = {value}, spot.messages: {MESSAGES[name]}"
+
+
+@pytest.mark.parametrize("module,name,value", copies(ERRORS, [p for p in FIRMWARE + DEVICE_LIB
+                                                              if p.name != "errors.py"]))
+def test_private_copy_agrees_with_errors(module: str, name: str, value: int) -> None:
+    assert value == ERRORS[name], f"{module}: _{name} = {value}, spot.errors: {ERRORS[name]}"
 
 
 def test_device_modules_leave_messages_alone() -> None:
@@ -76,15 +83,15 @@ def test_resets_agree() -> None:
     assert role.RESETS == role_codes.RESETS
 
 
-@pytest.mark.parametrize("path", FIRMWARE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FIRMWARE + DEVICE_LIB, ids=lambda p: p.name)
 def test_no_public_role_constant_on_the_device(path: Path) -> None:
     text = path.read_text()
     assert "role_codes" not in re.sub(r'""".*?"""|#[^\n]*', "", text, flags=re.S), \
         f"{path.name} imports the host's table"
     public = re.findall(r"^([A-Z][A-Z0-9_]*) = const", text, re.M)
     assert not set(public) & set(TABLE), f"{path.name} defines public {set(public) & set(TABLE)}"
-    imported = re.findall(r"^from role import \(?([^)\n]*)", text, re.M)
-    names = {n.strip() for line in imported for n in line.split(",")}
+    imported = re.findall(r"^from role import (?:\(([^)]*)\)|([^\n(]*))", text, re.M)
+    names = {n.strip() for group in imported for part in group for n in part.split(",")}
     assert not names & set(TABLE), f"{path.name} imports {names & set(TABLE)} from role"
 
 

@@ -40,8 +40,9 @@ ROLE_MODULES = {
 ROLES = tuple(ROLE_MODULES)
 ONE_WIRE = ("thermostat", "heat_pump")  # a DS18B20 (board.temperature): onewire, ds18x20
 # Library modules no firmware module imports (controllers build frames, a device
-# only reads them): in the full tree for other uses, never in a role's image.
-NOT_ON_DEVICES = {"builders.py", "role_codes.py"}
+# only reads them; the tables of names a board keeps as private consts): in the full
+# tree for other uses, never in a role's image.
+NOT_ON_DEVICES = {"builders.py", "messages.py", "role_codes.py"}
 # Firmware only the ESP32 family carries (updates with rollback; boards/README.md).
 ESP32_ONLY = {"ota.py"}
 ESP32_ARCHS = ("xtensawin", "rv32imc")

@@ -11,10 +11,13 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spot import role_codes as R
-from role_config import RANGES  # noqa: E402 (firmware/role_config.py, on the path uplink set)
+from host_tools.paths import board_import_path
 from spot import builders, messages
+from spot import role_codes as R
 from spot.objects import UNIT_CELSIUS, UNIT_PERCENT, UNIT_W, Analog
+
+board_import_path()
+from role_config import RANGES  # noqa: E402 (firmware/role_config.py: the settings' ranges)
 
 Seal = Callable[[int, int, int, Any], bytes]  # (dst, src, seq, key) -> frame
 DAY = 86_400

@@ -71,6 +71,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spot import role_codes as R
+
 Command = dict[str, Any]
 
 _DEFAULT_DUTY = {"thermostat": 0.6, "smart_plug": 0.6, "heat_pump": 0.5}
@@ -546,8 +548,9 @@ class EnergyManager:
                 v.duty = d + ((1.0 if on else 0.0) - d) / 60  # about an hour of minute reports
 
 
-# ACK reasons the manager reads (SPEC 12.3, firmware/role.py)
-_R_FROST, _R_MAX_BLOCK, _R_POWER_FLOOR, _R_SENSOR, _R_STORE = 34, 35, 36, 38, 42
+# ACK reasons the manager reads (SPEC 12.3)
+_R_FROST, _R_MAX_BLOCK, _R_POWER_FLOOR, _R_SENSOR, _R_STORE = (
+    R.R_FROST, R.R_MAX_BLOCK, R.R_POWER_FLOOR, R.R_SENSOR, R.R_STORE)
 
 
 def _setback_to(v: DeviceView, depth_c: float) -> float | None:

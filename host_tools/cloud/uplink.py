@@ -1,19 +1,17 @@
 """What a device's verified uplink frame means to the cloud, as named JSON-ready fields.
 
 The device side numbers everything (SPEC.md sections 6 and 12); the cloud's API,
-dashboard and plugins name it. The numbers come from the firmware's own modules
-(firmware/role.py), so the two can never disagree.
+dashboard and plugins name it. The numbers come from the library's tables
+(spot.messages, spot.role_codes), which tests/test_role_codes.py holds the firmware's
+private copies to.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from host_tools.paths import board_import_path
 from spot import frame, messages
 from spot import role_codes as R  # the role's report and capability keys (SPEC.md 12)
 from spot.objects import Analog, Schedule, Time, Unknown
-
-board_import_path()
 
 STATUS_NAMES = {messages.ACK_APPLIED: "applied", messages.ACK_ADAPTED: "adapted",
                 messages.ACK_REFUSED: "refused", messages.ACK_EXPIRED: "expired",
@@ -26,7 +24,7 @@ REASONS = {4: "bad payload", 5: "oversized", 7: "unknown mandatory field", 9: "a
            R.R_FROST: "frost protection", R.R_MAX_BLOCK: "longest block reached",
            R.R_POWER_FLOOR: "power floor (EnWG 14a)", R.R_OVERCURRENT: "over-current trip",
            R.R_SENSOR: "sensor fault", R.R_ON_OFF_ONLY: "on/off only",
-           R.R_SAFE_MODE: "safe mode", 41: "unknown setting", R.R_STORE: "store limits",
+           R.R_SAFE_MODE: "safe mode", R.R_UNKNOWN_SETTING: "unknown setting", R.R_STORE: "store limits",
            R.R_DR_IN_FORCE: "demand response in force"}
 
 STATE_FIELDS = {R.S_ROLE: "role", R.S_TEMP: "temp_c", R.S_TARGET: "target_c", R.S_OUTPUTS: "outputs",

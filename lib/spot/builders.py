@@ -84,7 +84,7 @@ def celsius(deci):
 
 
 def device_command(dst, src, seq, kind, value=None, duration_s=0, settings=None, key=None):
-    """A device role's command (SVC_DEVICE; kinds and settings in firmware/role.py)."""
+    """A device role's command (SVC_DEVICE; kinds and settings in spot/role_codes.py)."""
     body = {K_KIND: kind}
     if value is not None:
         body[K_DEV_VALUE] = value

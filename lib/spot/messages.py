@@ -56,7 +56,7 @@ K_SCH_VALUE = const(5)
 K_SCH_ID = const(6)
 K_SCH_THRESHOLD = const(7)  # price rule: run while the price is under this (forecast units)
 # Device roles (SVC_DEVICE), SPEC.md section 12; the kinds and the report keys
-# are in firmware/role.py, where the roles use them.
+# are in spot/role_codes.py (the roles keep private copies).
 K_DEV_VALUE = const(1)
 K_DEV_DURATION = const(2)
 K_DEV_SETTINGS = const(3)

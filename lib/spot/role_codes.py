@@ -22,7 +22,7 @@ UNSUPPORTED = const(4)
 
 # ACK reasons a role gives (SPEC.md 12.3). Codes under 32 are the codec's (errors.py).
 R_RANGE = const(32)  # a value outside what the device can do
-BAD_VALUE = const(9)  # a field of the wrong type (spot.errors.BAD_VALUE; SPEC 6)
+# (9, a field of the wrong type, is the codec's: spot.errors.BAD_VALUE; SPEC 6)
 R_MIN_TIMES = const(33)  # delayed or shortened by minimum on/off (run/off) times
 R_FROST = const(34)  # frost protection keeps heating whatever was asked
 R_MAX_BLOCK = const(35)  # a blocked (shed) period shortened to the device's maximum

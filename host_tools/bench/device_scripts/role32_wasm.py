@@ -44,7 +44,7 @@ if spec.get("wake"):
     import device
 
     out["phases"] = phases = []  # each phase's mark
-    models = 0
+    models = device._heap[0] = 0
     for done in device.wake_phases(spec["config"], boot="deep_sleep"):
         phases.append(max(device._heap[0], device._alloc()) - base - out["board"])
         if done is not None:

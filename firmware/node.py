@@ -218,7 +218,7 @@ class Node:
             if reply is not None and _K_DISC_SERVICES not in body:
                 from spot import discover  # rare: loaded on the first question
 
-                discover.answer(self, f, reply)
+                discover.answer(self, f, reply, n)
             if f.secured:
                 self.journal.commit(self.keyring.windows())
             return

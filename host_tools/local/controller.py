@@ -23,6 +23,8 @@ from spot.errors import NAMES, REPLAYED, SpotError
 from spot.filter_table import FilterTable
 from spot.udp_link import GROUP, MAX_DATAGRAM, PORT
 
+QUESTION_PAD = 28  # bytes of padding in an unsecured discovery question (51 bytes in all)
+
 Seal = Callable[[int, int, int, Any], bytes]  # (dst, src, seq, key) -> frame
 
 
@@ -128,7 +130,9 @@ class LocalController:
         if device is not None:
             raw = builders.discovery(device, self.address, seq, key=self.reg.sender_key(self.address, device))
         else:
-            raw = builders.discovery(0xFFFFFFFF, self.address, seq)
+            # Padded: a device sends an unsecured answer of at most 3 times the question
+            # (SPEC 13.3); 51 bytes make room for 153, a device keeping every service.
+            raw = builders.discovery(0xFFFFFFFF, self.address, seq, pad=QUESTION_PAD)
         self.sock.sendto(raw, (host or self.group, self.port))
         out: dict[int, Found] = {}
         deadline = time.monotonic() + timeout

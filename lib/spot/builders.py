@@ -8,7 +8,7 @@ from spot import cbor, frame
 from spot.errors import BAD_VALUE, SpotError
 from spot.messages import (CORE_KEY_ADD, CORE_KEY_RETIRE, CURRENCY_EUR, DR_REDUCE,
                            FC_ENERGY_PRICE, K_ACK_REASON, K_ACK_SEQ, K_ACK_STATUS,
-                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE, K_DISC_ROLE,
+                           K_DEV_DURATION, K_DEV_SETTINGS, K_DEV_VALUE, K_DISC_PAD, K_DISC_ROLE,
                            K_DISC_SERVICES,
                            K_DR_AMOUNT, K_DR_DURATION, K_DR_HIGH, K_DR_LOW, K_DR_START,
                            K_DR_VALID_UNTIL,
@@ -168,8 +168,11 @@ def time_answer(dst, src, seq, echo_ms, received_ms, sent_ms, key=None):
         K_TS_ECHO: echo_ms, K_TS_RECEIVED: received_ms, K_TS_SENT: sent_ms}, key=key)
 
 
-def discovery(dst, src, seq, key=None):
-    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {}, key=key)
+def discovery(dst, src, seq, key=None, pad=0):
+    """A discovery question; pad: bytes of padding (key 15, ignored by the device), so
+    that an unsecured answer of up to 3 times the question's length may be sent (SPEC 13.3)."""
+    return build(SVC_CORE, frame.CLASS_DISCOVERY, dst, src, seq, {K_DISC_PAD: bytes(pad)} if pad else {},
+                 key=key)
 
 
 def discovery_answer(dst, src, seq, services, role=0, key=None):

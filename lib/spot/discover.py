@@ -2,9 +2,12 @@
 
 Loaded by the node on the first question only. The answer says what the device
 keeps (its filter table's services), its role and its address, and nothing
-secret (a paired controller's secured question also gets the role's state): it is sealed under the key the device shares with the asker if it has
-one, and otherwise sent without a trailer. It is sent back over the transport
-the question came on (reply), never journalled: a lost answer is asked again.
+secret (a paired controller's secured question also gets the role's state): it is
+sealed under the key the device shares with the asker if it has one, and otherwise
+sent without a trailer, and then no longer than 3 times the question (a
+forged source address must not make a device send much more than it was sent). It is
+sent back over the transport the question came on (reply), never journalled: a lost
+answer is asked again.
 """
 try:
     from micropython import const
@@ -18,6 +21,7 @@ _K_DISC_SERVICES = const(1)
 _SVC_CORE = const(1)
 _K_DISC_ROLE = const(2)
 
+_AMPLIFICATION = const(3)  # QUIC's limit (RFC 9000 8.1): an unsecured answer <= 3 x the question
 _C_ROLE = 1  # SPEC 12.4 key 1
 K_STATE = 3  # the role's state (SPEC 12.5), for a paired asker's secured question only
 
@@ -32,8 +36,9 @@ def services(table):
     return out
 
 
-def answer(node, f, reply):
-    """Build and send the answer to the question f; False if it could not be sent."""
+def answer(node, f, reply, asked):
+    """Build and send the answer to the question f, whose datagram was `asked` bytes;
+    False if it was not sent."""
     body = {_K_DISC_SERVICES: services(node.table)}
     role = node.role
     if role is not None:
@@ -52,6 +57,11 @@ def answer(node, f, reply):
             pass
     try:
         payload = cbor.encode(body)
+        n = frame.HEADER_SIZE + len(payload)
+        if not paired and n > _AMPLIFICATION * asked:  # the asker pads its question (SPEC 13.3)
+            node.emit("refused", what="discovery answer of %d bytes: over %d x the question's %d"
+                      % (n, _AMPLIFICATION, asked))
+            return False
         if paired:
             raw = node.sender.seal(_SVC_CORE, 1, frame.CLASS_DISCOVERY, f.src, payload,
                                    key=key)

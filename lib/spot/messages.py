@@ -79,6 +79,7 @@ K_TS_SENT = const(5)  # the answerer's true time (epoch ms) on sending the answe
 # what the device keeps (SPEC 6).
 K_DISC_SERVICES = const(1)  # [[service id, class mask, lowest version, highest version], ...]
 K_DISC_ROLE = const(2)  # SPEC 12.4 key 1: 1 thermostat, 2 smart plug, 3 heat pump
+K_DISC_PAD = const(15)  # a question's padding, ignored: room for its unsecured answer (13.3)
 # Key management (SVC_CORE, CLASS_COMMAND; admin keys only, key_add encrypted).
 CORE_KEY_ADD = const(1)
 CORE_KEY_RETIRE = const(2)

@@ -190,6 +190,29 @@ def test_node_answers_discovery_on_the_local_transport_only():
     assert n.refused == 0
 
 
+def test_an_unsecured_answer_is_at_most_three_times_its_question():
+    """SPEC 13.3: a question with a forged source must not make the device send much more
+    than it was sent. The node's answer lists several services: too long for the shortest
+    question, sent for one padded with key 15; a secured question is not limited."""
+    n, events = _node()
+    for s in range(2, 12):  # a device that keeps many services: a longer answer
+        n.table.set_service(s, [0])
+    replies = []
+    ask = builders.discovery(0xFFFFFFFF, 0x300, 1)
+    n.receive(ask, "udp", replies.append)
+    assert replies == []
+    why = [kw["what"] for ev, kw in events if ev == "refused"]
+    assert why and "over 3 x the question's %d" % len(ask) in why[-1]
+    padded = builders.discovery(0xFFFFFFFF, 0x300, 2, pad=28)
+    n.receive(padded, "udp", replies.append)
+    assert len(replies) == 1 and len(ask) * 3 < len(replies[0]) <= 3 * len(padded)
+    from receiver import receive
+
+    assert len(messages.read_payload(receive(replies[0]))[messages.K_DISC_SERVICES]) == 11
+    n.receive(builders.discovery(PLUG, CONTROLLER, 3, key=plug_keys()[0]), "udp", replies.append)
+    assert len(replies) == 2 and len(replies[1]) > 3 * len(ask)  # paired: secured, not limited
+
+
 def test_a_frame_from_an_unpaired_sender_gets_no_reply():
     from spot.keyring import Key
 

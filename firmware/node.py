@@ -277,13 +277,15 @@ class Node:
     def _apply(self, f, body):
         """(ack status, reason code); emits what was applied."""
         kind = body.get(_K_KIND)
+        svc = f.service
         if kind is not None and not is_int(kind) and (
-                f.service != _SVC_CORE or f.cls == frame.CLASS_COMMAND):
-            # SPEC 6: a kind is an integer, never a boolean or anything else
+                svc in (_SVC_DR, _SVC_PRICE, _SVC_SCHEDULE, _SVC_DEVICE)
+                or (svc == _SVC_CORE and f.cls == frame.CLASS_COMMAND)):
+            # SPEC 6: a kind is an integer, never a boolean or anything else; in the
+            # messages without kinds (meter report, ACK, time sync...) key 0 is ignored
             self.emit("refused", what="kind %r is not an integer" % (kind,), svc=f.service,
                       status=_ACK_REFUSED, reason=BAD_VALUE)
             return _ACK_REFUSED, BAD_VALUE
-        svc = f.service
         if self.role is not None and svc in (_SVC_DR, _SVC_DEVICE,
                                              _SVC_PRICE):
             name = "svc_role"  # the role decides, within its device's limits

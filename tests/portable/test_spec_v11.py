@@ -196,3 +196,38 @@ def test_discovery_answer_says_what_the_device_keeps():
     assert body == {messages.K_DISC_SERVICES: [[1, 0x31, 1, 1], [3, 0x02, 1, 2]],
                     messages.K_DISC_ROLE: 2}
     assert messages.read_payload(frame.decode(builders.discovery(PLUG, CONTROLLER, 2))) == {}
+
+
+def test_key_0_is_ignored_in_messages_without_kinds():
+    """6: key 0 is the kind only in messages that come in kinds. A time sync (and an
+    ACK, a meter or status report) with key 0 of any type is taken as if key 0 were
+    absent; a DR command's key 0 that is no integer is refused with bad value."""
+    from node import Node
+    from spot.counter import SendCounter
+    from spot.journal import Journal
+    from spot.keyring import Keyring
+    from spot.objects import Time
+    from vector_cases import plug_keys
+
+    events = []
+    ring = Keyring()
+    for k in plug_keys():
+        ring.add(k, save=False)
+    n = Node(PLUG, lambda ev, **kw: events.append((ev, kw)), ring, SendCounter(), Journal(None),
+             cloud=CONTROLLER)
+    key = plug_keys()[0]
+    for seq, zero in ((1, True), (2, "x"), (3, [1])):
+        n.receive(builders.build(messages.SVC_CORE, frame.CLASS_TIMESYNC, PLUG, CONTROLLER, seq,
+                                 {0: zero, 1: Time(T0 + seq), 2: 0}, key=key))
+    applied = [kw["time"] for ev, kw in events if ev == "applied"]
+    assert applied == [T0 + 1, T0 + 2, T0 + 3], events
+    assert not [kw for ev, kw in events if ev == "refused"]
+    events.clear()
+    n.receive(builders.build(messages.SVC_DR, frame.CLASS_COMMAND, PLUG, CONTROLLER, 4,
+                             {0: True}, frame.FLAG_ACK_WANTED, key=key))
+    assert [kw["reason"] for ev, kw in events if ev == "refused"] == [BAD_VALUE]
+    # A meter report (service 4, no kinds) that reached the node's apply step: key 0 of
+    # the wrong type is no refusal (the node keeps no meter service: unsupported).
+    meter = frame.decode(builders.build(messages.SVC_METER, frame.CLASS_REPORT, PLUG, CONTROLLER, 5,
+                                        {0: True, 1: 5}))
+    assert n._apply(meter, {0: True, 1: 5}) == (messages.ACK_UNSUPPORTED, 0)

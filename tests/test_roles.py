@@ -401,3 +401,7 @@ def test_wrong_types_and_unknown_kinds_get_the_spec_answers(tmp_path, role):
     assert raw(m.SVC_DEVICE, {0: 99})[0] == m.ACK_UNSUPPORTED
     assert raw(m.SVC_DR, {1: Analog(20, UNIT_PERCENT)})[0] == m.ACK_UNSUPPORTED  # no kind
     assert raw(m.SVC_DR, {0: True, 1: Analog(20, UNIT_PERCENT)}) == (2, 9)  # true is no kind
+    # SPEC 5.1: a reserved unit (11..255) decodes, but is no known quantity: refused.
+    for unit in (11, 255):
+        status, reason = raw(m.SVC_DR, {0: m.DR_REDUCE, 1: Analog(20, unit)})
+        assert status == m.ACK_REFUSED and reason in (9, 32), (unit, status, reason)

@@ -84,5 +84,13 @@ def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_pat
         bridge._handle([ack(other, 12, 6)])
         assert bridge.stats.controller_acks == 1
         assert bridge.stats.refused == {"local ack to another controller": 1}, bridge.stats
+        # A worker restarted (its replay windows empty) gets the first frame again, as a
+        # broker redelivers it: the database remembers the ACK was counted.
+        again = Bridge(store, "127.0.0.1:1")
+        events: list[dict] = []
+        again.on_event = events.append
+        again._handle([ack(ctl, 10, 5), ack(ctl, 13, 7), ack(ctl, 13, 7)])
+        assert again.stats.controller_acks == 1 and again.stats.duplicates == 2, again.stats
+        assert [(e["seq"], e["controller"]) for e in events if e["type"] == "controller_ack"] == [(7, ctl)]
     finally:
         store.close()

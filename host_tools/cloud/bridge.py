@@ -62,7 +62,6 @@ class CloudKeyring(Keyring):
         return key
 
 
-ACKS_REMEMBERED = 65536  # controller ACKs remembered to count each once (about 6 MB at most)
 
 
 @dataclass
@@ -131,10 +130,6 @@ class Bridge:
         self.local_table.set_service(messages.SVC_CORE, (frame.CLASS_ACK,))
         self.local_ring = CloudKeyring()
         self._paired: dict[tuple[int, int], int] = {}  # (device, key id) -> its controller
-        # (device, controller, acked seq) of the controller ACKs counted, the newest last:
-        # a device's second answer to one command (a new frame, so a new counter) is not a
-        # second ACK. Bounded; a restarted worker starts it empty (a known gap).
-        self._acks_counted: dict[tuple[int, int, int], None] = {}
         self._verify_lock = threading.Lock()  # replay windows: network thread and uplink loop
         self._asks: queue.SimpleQueue = queue.SimpleQueue()  # verified time requests to answer
         self.reload_keys()
@@ -379,6 +374,10 @@ class Bridge:
         else:
             return
         self.stats.stored_batches += 1
+        self.stats.duplicates += len(batch.controller_acks) - len(batch.new_controller_acks)
+        for a in batch.new_controller_acks:
+            self.stats.controller_acks += 1
+            events.append({"type": "controller_ack", **a})
         for item in msgs:
             msg = item.msg if isinstance(item, _Answered) else item
             if msg.qos:
@@ -478,17 +477,14 @@ class Bridge:
             self.stats.refuse("local ack to another controller")
             return
         seq, status, reason = value
+        # Counted once the store has it for the first time (_handle): the database, not
+        # this process, remembers which were counted, across restarts and workers.
         once = (f.src, f.dst, seq)
-        if once in self._acks_counted:
+        if once in batch.controller_acks:
             self.stats.duplicates += 1
-            self._seen(batch, f.src, f.seq, now)
-            return
-        self._acks_counted[once] = None
-        if len(self._acks_counted) > ACKS_REMEMBERED:
-            del self._acks_counted[next(iter(self._acks_counted))]
-        self.stats.controller_acks += 1
-        events.append({"type": "controller_ack", "device": f.src, "controller": f.dst, "seq": seq,
-                       "status": status, "reason": reason, "t": now})
+        else:
+            batch.controller_acks[once] = {"device": f.src, "controller": f.dst, "seq": seq,
+                                           "status": status, "reason": reason, "t": now}
         self._seen(batch, f.src, f.seq, now)
 
     @staticmethod

@@ -29,9 +29,14 @@ def _v2(conn: Connection) -> None:
     schema.plugin_state.create(conn)
 
 
+def _v3(conn: Connection) -> None:
+    schema.controller_acks.create(conn)
+
+
 STEPS: list[tuple[int, str, Step]] = [
     (1, "registry, counters, commands, shadows, reports, audit, tokens", _v1),
     (2, "plugin state", _v2),
+    (3, "controller ACKs, each counted once", _v3),
 ]
 LATEST = STEPS[-1][0]
 _LOCK_ID = 0x5907  # PostgreSQL advisory lock: one migrating worker at a time

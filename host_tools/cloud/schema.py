@@ -132,6 +132,19 @@ tokens = Table(
     Column("revoked", Boolean, nullable=False, default=False),
 )
 
+# The ACKs devices gave other controllers (a local one over UDP: SPEC 13.4), each
+# (device, controller, acknowledged seq) once: a frame redelivered after a worker
+# restarts, or the same ACK in a second frame, is counted once. Added by migration 3.
+controller_acks = Table(
+    "controller_acks", metadata,
+    Column("device", BigInteger, primary_key=True),
+    Column("controller", BigInteger, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("t", Float, nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Integer),
+)
+
 # What each plugin keeps across restarts (registrations, open events, report
 # subscriptions): JSON by (plugin, site, key). Added by migration 2.
 plugin_state = Table(

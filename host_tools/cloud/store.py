@@ -21,8 +21,8 @@ from sqlalchemy import (Connection, Engine, and_, bindparam, create_engine, even
 from sqlalchemy.exc import IntegrityError
 
 from host_tools.cloud import migrations
-from host_tools.cloud.schema import (audit, commands, counters, devices, keys, plugin_state, reports,
-                                     shadows, sites, tokens)
+from host_tools.cloud.schema import (audit, commands, controller_acks, counters, devices, keys,
+                                     plugin_state, reports, shadows, sites, tokens)
 
 CLOUD = 0x00000001  # the cloud's own logical address (as in the JSON registry)
 DEVICE_KEY_ID = 1
@@ -404,7 +404,8 @@ class Store:
 
     # uplinks (a batch per transaction) -------------------------------------------
     def store_uplinks(self, batch: "UplinkBatch") -> list[dict]:
-        """Write a batch of verified uplinks; return the commands whose state changed."""
+        """Write a batch of verified uplinks; return the commands whose state changed.
+        The controller ACKs recorded for the first time are left in batch.new_controller_acks."""
         changed: list[dict] = []
         if batch.empty():
             return changed
@@ -439,6 +440,11 @@ class Store:
                                commands.c.state, commands.c.reason)).mappings().first()
                 if row:
                     changed.append(dict(row))
+            batch.new_controller_acks = []
+            ins = self._insert_ignore(controller_acks)
+            for a in sorted(batch.controller_acks.values(), key=lambda a: (a["device"], a["controller"], a["seq"])):
+                if conn.execute(ins.values(**a).returning(controller_acks.c.seq)).first() is not None:
+                    batch.new_controller_acks.append(a)
         return changed
 
     @contextmanager
@@ -540,7 +546,9 @@ class Store:
     def prune(self, keep_s: float) -> int:
         """Drop reports older than the retention; the shadow keeps the latest of each."""
         with self.engine.begin() as conn:
-            return conn.execute(reports.delete().where(reports.c.t < time.time() - keep_s)).rowcount
+            cut = time.time() - keep_s
+            conn.execute(controller_acks.delete().where(controller_acks.c.t < cut))
+            return conn.execute(reports.delete().where(reports.c.t < cut)).rowcount
 
     # audit and tokens ------------------------------------------------------------------
     def audit(self, conn: Connection, who: str, action: str, detail: Any) -> None:
@@ -629,9 +637,13 @@ class UplinkBatch:
         self.shadows: dict[int, dict] = {}
         self.acks: list[tuple[int, int, str, int | None, float]] = []
         self.seen: dict[int, float] = {}
+        # ACKs to other controllers by (device, controller, seq); the store leaves the
+        # ones it had not recorded before in new_controller_acks.
+        self.controller_acks: dict[tuple[int, int, int], dict] = {}
+        self.new_controller_acks: list[dict] = []
 
     def empty(self) -> bool:
-        return not (self.reports or self.shadows or self.acks or self.seen)
+        return not (self.reports or self.shadows or self.acks or self.seen or self.controller_acks)
 
     def shadow(self, device: int, **fields: Any) -> None:
         self.shadows.setdefault(device, {}).update(fields)

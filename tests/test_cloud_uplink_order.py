@@ -94,3 +94,25 @@ def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_pat
         assert [(e["seq"], e["controller"]) for e in events if e["type"] == "controller_ack"] == [(7, ctl)]
     finally:
         store.close()
+
+
+def test_an_ack_outside_the_columns_ranges_never_reaches_the_database() -> None:
+    """A paired device's ACK with a reason of 2**40 reached PostgreSQL's integer column
+    and raised DataError, which stopped the uplink loop (review of the controller ACKs).
+    A reason outside 0..65535 is no reason; a seq outside a frame's 32 bits, or a
+    boolean status, is no ACK."""
+    from host_tools.cloud import uplink
+    from spot import frame, messages
+
+    f = frame.decode(builders.ack(CLOUD, DEV, 1, 5, messages.ACK_APPLIED))
+
+    def classify(body: dict) -> tuple:
+        return uplink.classify(f, body)
+
+    K_SEQ, K_STATUS, K_REASON = messages.K_ACK_SEQ, messages.K_ACK_STATUS, messages.K_ACK_REASON
+    assert classify({K_SEQ: 5, K_STATUS: 2, K_REASON: 32}) == ("ack", (5, "refused", 32))
+    assert classify({K_SEQ: 5, K_STATUS: 2, K_REASON: 2**40}) == ("ack", (5, "refused", None))
+    assert classify({K_SEQ: 5, K_STATUS: 2, K_REASON: -1}) == ("ack", (5, "refused", None))
+    assert classify({K_SEQ: 5, K_STATUS: 2, K_REASON: True}) == ("ack", (5, "refused", None))
+    assert classify({K_SEQ: 2**40, K_STATUS: 0}) == ("other", None)
+    assert classify({K_SEQ: 5, K_STATUS: True}) == ("other", None)

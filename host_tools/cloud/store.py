@@ -544,7 +544,8 @@ class Store:
         return [{"seq": r["seq"], "t": r["t"], "kind": r["kind"], "body": _load(r["body"])} for r in reversed(rows)]
 
     def prune(self, keep_s: float) -> int:
-        """Drop reports older than the retention; the shadow keeps the latest of each."""
+        """Drop reports (and the controller ACKs recorded) older than the retention; the
+        shadow keeps the latest of each. The number of reports dropped."""
         with self.engine.begin() as conn:
             cut = time.time() - keep_s
             conn.execute(controller_acks.delete().where(controller_acks.c.t < cut))

@@ -84,9 +84,13 @@ def classify(f: Any, body: dict) -> tuple[str, Any]:
     ("capabilities", {...}), ("meter", {...}), ("timesync", echo) or ("other", None)."""
     if f.service == messages.SVC_CORE and f.cls == frame.CLASS_ACK:
         seq, status = body.get(messages.K_ACK_SEQ), body.get(messages.K_ACK_STATUS)
-        if isinstance(seq, int) and status in STATUS_NAMES:
+        # A frame's sequence number and a reason code (SPEC 3.4, 12.3): anything else is
+        # no ACK, or no reason (a value a database column could not hold never reaches it).
+        if (messages.is_int(seq) and 0 <= seq <= 0xFFFFFFFF and messages.is_int(status)
+                and status in STATUS_NAMES):
             reason = body.get(messages.K_ACK_REASON)
-            return "ack", (seq, STATUS_NAMES[status], reason if isinstance(reason, int) else None)
+            ok = messages.is_int(reason) and 0 <= reason <= 0xFFFF
+            return "ack", (seq, STATUS_NAMES[status], reason if ok else None)
         return "other", None
     if f.service == messages.SVC_CORE and f.cls == frame.CLASS_TIMESYNC:
         echo = body.get(messages.K_TS_ECHO)

@@ -9,6 +9,7 @@ fall outside the window and are refused as replays: reports lost in silence.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,49 @@ def test_an_ack_outside_the_columns_ranges_never_reaches_the_database() -> None:
     assert classify({K_SEQ: 5, K_STATUS: 2, K_REASON: True}) == ("ack", (5, "refused", None))
     assert classify({K_SEQ: 2**40, K_STATUS: 0}) == ("other", None)
     assert classify({K_SEQ: 5, K_STATUS: True}) == ("other", None)
+
+
+def test_a_row_the_database_refuses_is_skipped_and_the_rest_stored(tmp_path: Path) -> None:
+    """A batch the database refuses for a row's content (DataError, IntegrityError) was
+    retried for ever only if the error was an OperationalError; any other stopped the
+    uplink loop. Now the batch is stored row by row: the refused row is skipped and
+    counted, the others stored; and a failing batch never ends the loop's thread."""
+    import threading
+
+    from sqlalchemy.exc import IntegrityError
+
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    reg.save()
+
+    class Picky(Store):  # a database that cannot hold one report (as PostgreSQL a 2**40 int)
+        def store_uplinks(self, batch):  # type: ignore[no-untyped-def]
+            if any(r[1] == 666 for r in batch.reports):
+                raise IntegrityError("INSERT", {}, Exception("value out of range"))
+            return super().store_uplinks(batch)
+
+    store = Picky(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        bridge = Bridge(store, "127.0.0.1:1")
+        key = reg.sender_key(CLOUD, DEV)
+        up = f"spot/home/up/{DEV:08x}"
+        good = Msg(up, builders.meter_report(CLOUD, DEV, 665, 1_700_000_000, 1200, 5000, True, key=key))
+        bad = Msg(up, builders.meter_report(CLOUD, DEV, 666, 1_700_000_001, 1300, 5001, True, key=key))
+        bridge._handle([good, bad])
+        assert [r["seq"] for r in store.reports(DEV, kind="meter")] == [665]
+        assert bridge.stats.refused == {"database refused a row": 1}, bridge.stats
+        assert store.shadow(DEV)["last_seen"] is not None  # the device's other rows stored
+        # A batch that raises anything else: logged and counted, the loop goes on.
+        bridge._handle = lambda msgs: 1 / 0  # type: ignore[method-assign]
+        bridge.inbox.put(good)
+        loop = threading.Thread(target=bridge._run, daemon=True)
+        loop.start()
+        deadline = time.monotonic() + 5
+        while "internal" not in bridge.stats.refused and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bridge.stats.refused.get("internal") == 1 and loop.is_alive()
+        bridge._stop.set()
+        loop.join(5)
+    finally:
+        store.close()

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from host_tools.cloud import uplink
 from host_tools.cloud.store import CLOUD, Store, UplinkBatch
@@ -301,7 +301,11 @@ class Bridge:
         while not self._stop.is_set():
             msgs = self._drain()
             if msgs:
-                self._handle(msgs)
+                try:
+                    self._handle(msgs)
+                except Exception as e:  # a bug must not stop the cloud storing uplinks
+                    log.exception("uplink batch of %d: %s", len(msgs), e)
+                    self.stats.refuse("internal")
             self._note_published()
             if time.monotonic() - last_sweep > 5:
                 last_sweep = time.monotonic()
@@ -371,6 +375,17 @@ class Bridge:
                 log.error("database unavailable, %d uplinks held: %s", len(msgs), e)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+            except (DataError, IntegrityError):
+                # Available, but a row it cannot hold: the rest of the batch is stored row
+                # by row, the refused rows skipped and counted (held, they would come back
+                # at every redelivery and stop every batch they ride in).
+                try:
+                    changed, skipped = self.store.store_uplinks_apart(batch)
+                except OperationalError:  # gone meanwhile: the whole batch again
+                    continue
+                for _ in range(skipped):
+                    self.stats.refuse("database refused a row")
+                break
         else:
             return
         self.stats.stored_batches += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -18,11 +19,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 from sqlalchemy import (Connection, Engine, and_, bindparam, create_engine, event, func, insert, select,
                         update)
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from host_tools.cloud import migrations
 from host_tools.cloud.schema import (audit, commands, controller_acks, counters, devices, keys,
                                      plugin_state, reports, shadows, sites, tokens)
+
+log = logging.getLogger("spot.cloud.store")
 
 CLOUD = 0x00000001  # the cloud's own logical address (as in the JSON registry)
 DEVICE_KEY_ID = 1
@@ -447,6 +450,25 @@ class Store:
                     batch.new_controller_acks.append(a)
         return changed
 
+    def store_uplinks_apart(self, batch: "UplinkBatch") -> tuple[list[dict], int]:
+        """store_uplinks for a batch the database refused for its content (DataError,
+        IntegrityError: a value a column cannot hold), one row to a transaction: the rows
+        it takes are stored, the others skipped and logged. (changed commands, rows
+        skipped); batch.new_controller_acks as store_uplinks leaves it."""
+        changed: list[dict] = []
+        new_acks: list[dict] = []
+        skipped = 0
+        for part in batch.rows():
+            try:
+                changed += self.store_uplinks(part)
+            except (DataError, IntegrityError) as e:
+                skipped += 1
+                log.error("uplink row refused by the database, skipped: %s", str(e).splitlines()[0])
+                continue
+            new_acks += part.new_controller_acks
+        batch.new_controller_acks = new_acks
+        return changed, skipped
+
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A write transaction of the uplink loop or the time answers. On SQLite these two
@@ -645,6 +667,29 @@ class UplinkBatch:
 
     def empty(self) -> bool:
         return not (self.reports or self.shadows or self.acks or self.seen or self.controller_acks)
+
+    def rows(self) -> Iterator["UplinkBatch"]:
+        """The batch as batches of one row each (Store.store_uplinks_apart)."""
+        for r in self.reports:
+            b = UplinkBatch()
+            b.reports.append(r)
+            yield b
+        for device, fields in self.shadows.items():
+            b = UplinkBatch()
+            b.shadows[device] = fields
+            yield b
+        for device, t in self.seen.items():
+            b = UplinkBatch()
+            b.seen[device] = t
+            yield b
+        for a in self.acks:
+            b = UplinkBatch()
+            b.acks.append(a)
+            yield b
+        for k, a in self.controller_acks.items():
+            b = UplinkBatch()
+            b.controller_acks[k] = a
+            yield b
 
     def shadow(self, device: int, **fields: Any) -> None:
         self.shadows.setdefault(device, {}).update(fields)

@@ -36,12 +36,12 @@ except ImportError:
     from spot._cpython import const
 
 from spot import cbor, frame, journal, secure
-from spot.payload import is_int, read_payload
 from spot.clock import REASONS as CLOCK_REASONS
 from spot.clock import Clock
 from spot.errors import BAD_VALUE, NAMES, REPLAYED, SpotError
 from spot.filter_table import FilterTable
 from spot.objects import Time
+from spot.payload import is_int, read_payload
 
 # spot.messages' numbers this module uses: private, free at run time.
 _ACK_APPLIED = const(0)

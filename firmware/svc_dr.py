@@ -9,10 +9,10 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot.payload import is_int
-from svc_price import scaled  # prices and amounts print alike
 from spot.errors import BAD_VALUE
 from spot.objects import UNIT_PERCENT, UNIT_W, Analog, Time
+from spot.payload import is_int
+from svc_price import scaled  # prices and amounts print alike
 
 # spot.messages' numbers this module uses: private, free at run time.
 _ACK_APPLIED = const(0)

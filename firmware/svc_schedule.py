@@ -10,9 +10,9 @@ try:
 except ImportError:
     from spot._cpython import const
 
-from spot.payload import is_int
 from spot.errors import BAD_VALUE
 from spot.objects import Schedule, Time
+from spot.payload import is_int
 from spot.schedule import OUTCOMES, ScheduleError
 
 # spot.messages' numbers this module uses: private, free at run time.

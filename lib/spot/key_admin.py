@@ -14,8 +14,8 @@ except ImportError:
     from spot._cpython import const
 
 from spot import frame, keyring
-from spot.payload import is_int
 from spot.errors import BAD_VALUE, INSECURE, NOT_PERMITTED
+from spot.payload import is_int
 
 # spot.messages' numbers this module uses: private, free at run time.
 _ACK_APPLIED = const(0)

@@ -11,8 +11,9 @@ The role's image is first on sys.path. Prints one JSON line {"ev": "figures", ..
              interpreter's own heap before them
   live_pre   the live heap just before the wake (modules, the board's models excluded)
   live_post  the live heap just after it, the node and its result still held
-  alloc      the most the heap grew through the wake without a collection: live_pre
-             plus everything the wake allocated, garbage included (an upper bound)
+  alloc      WebAssembly port: the highest phase mark of the wake (device.wake_phases,
+             collected between phases): a phase's live heap at its start plus all it
+             allocated, garbage included (an upper bound); "phases" lists them
   peak       unix port: the heap's high-water mark through the wake (device.py samples
              gc.mem_alloc at every event) with a collection every "threshold" bytes
              allocated, so the live heap plus at most that much garbage; on the
@@ -22,9 +23,9 @@ The role's image is first on sys.path. Prints one JSON line {"ev": "figures", ..
 The WebAssembly port (MICROPY_GC_SPLIT_HEAP_AUTO) never collects while Python code
 runs: gc.collect() and the threshold only ask for a collection, which happens when
 control is back in JavaScript (it cannot see the roots wasm keeps outside its
-linear memory). role32_wasm.py therefore runs these phases from a top-level
-`await`, where the port does collect, and its in-wake figure is an allocation
-bound, not a live peak.
+linear memory). role32_wasm.py therefore runs these phases, and the wake's own
+(device.wake_phases), from a top-level `await`, where the port does collect, and
+its in-wake figure is an allocation bound per phase, not a live peak.
 
 What a port lacks and every board has built in C (no heap for code) is stubbed
 before the baseline: `socket` and `usocket` (spot.mqtt_link and umqtt.simple import

@@ -163,3 +163,34 @@ def test_a_row_the_database_refuses_is_skipped_and_the_rest_stored(tmp_path: Pat
         loop.join(5)
     finally:
         store.close()
+
+
+def test_an_older_frame_redelivered_to_a_restarted_worker_leaves_the_shadow(tmp_path: Path) -> None:
+    """A restarted worker (its replay windows empty) gets an older frame again, as a
+    broker redelivers it after a newer one was stored: the shadow keeps the newer one's
+    fields (they were overwritten: a known gap). Within one batch the same holds."""
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    reg.save()
+    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        key = reg.sender_key(CLOUD, DEV)
+        up = f"spot/home/up/{DEV:08x}"
+
+        def meter(seq: int, watts: int) -> Msg:
+            return Msg(up, builders.meter_report(CLOUD, DEV, seq, 1_700_000_000 + seq, watts, 5000, True, key=key))
+
+        Bridge(store, "127.0.0.1:1")._handle([meter(400, 1500)])
+        assert store.shadow(DEV)["uplink_seq"] == 400
+        power = store.shadow(DEV)["meter"]
+        restarted = Bridge(store, "127.0.0.1:1")
+        restarted._handle([meter(321, 1200)])
+        assert store.shadow(DEV)["uplink_seq"] == 400 and store.shadow(DEV)["meter"] == power
+        # One batch: a newer frame, then an older one redelivered behind it.
+        Bridge(store, "127.0.0.1:1")._handle([meter(500, 1700), meter(450, 1100)])
+        s = store.shadow(DEV)
+        assert s["uplink_seq"] == 500 and s["meter"]["power_w"] == 1700, s
+        assert sorted(r["seq"] for r in store.reports(DEV, kind="meter")) == [321, 400, 450, 500]  # all kept
+    finally:
+        store.close()

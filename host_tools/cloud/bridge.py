@@ -460,7 +460,7 @@ class Bridge:
                     fields["reset_cause"] = value["reset_cause"]
             elif what == "capabilities":
                 fields["capabilities_at"] = now
-            batch.shadow(f.src, **fields)
+            batch.shadow(f.src, uplink_seq=f.seq, **fields)  # with its seq: never over a newer frame's
             events.append({"type": what, "device": f.src, "body": value, "t": now})
         self._seen(batch, f.src, f.seq, now)
 

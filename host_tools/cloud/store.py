@@ -514,13 +514,13 @@ class Store:
                     from sqlalchemy.dialects.sqlite import insert as lite_insert
                     ins = lite_insert(shadows)
                 set_ = {k: ins.excluded[k] for k in names}
-                if "uplink_seq" in set_:
-                    # Another worker may have stored a later frame: keep the highest.
-                    highest = func.max if self.is_sqlite else func.greatest
-                    set_["uplink_seq"] = highest(func.coalesce(shadows.c.uplink_seq, 0),
-                                                 ins.excluded.uplink_seq)
+                # Fields from a frame: only over what an older frame left. Another worker,
+                # or this one restarted, may have stored a later frame of the device's
+                # (its counter orders its frames); an older one redelivered changes nothing.
+                newer = (ins.excluded.uplink_seq >= func.coalesce(shadows.c.uplink_seq, 0)
+                         if "uplink_seq" in set_ else None)
                 stmt = self._shadow_upserts[names] = ins.on_conflict_do_update(
-                    index_elements=[shadows.c.device], set_=set_)
+                    index_elements=[shadows.c.device], set_=set_, where=newer)
             conn.execute(stmt, rows)
 
     def _upsert_shadow(self, conn: Connection, device: int, fields: dict) -> None:
@@ -692,7 +692,12 @@ class UplinkBatch:
             yield b
 
     def shadow(self, device: int, **fields: Any) -> None:
-        self.shadows.setdefault(device, {}).update(fields)
+        """Fields of a device's shadow; a frame's (with uplink_seq) older than one this
+        batch has already taken changes nothing (a redelivery among newer frames)."""
+        have = self.shadows.setdefault(device, {})
+        if "uplink_seq" in fields and fields["uplink_seq"] < have.get("uplink_seq", -1):
+            return
+        have.update(fields)
 
 
 __all__ = ["Store", "UplinkBatch", "NotFound", "Conflict", "KeyRow", "CLOUD", "OPEN_STATES",

@@ -164,3 +164,8 @@ def test_32bit_wake_figures_bracket_the_live_heap() -> None:
     # and allocates more than it holds; the estimate lies between the bounds.
     assert w["import"] < w["live_pre"] < w["live_post"] < w["alloc"] == w["peak"]
     assert w["live_post"] <= role_images.estimate_peak(runs) <= w["alloc"]
+    # The wake's collection points (device.wake_phases, wake.steps): before loading,
+    # after it, after connecting, after the queue; then the end. The bound is the
+    # highest phase, each above the live heap it began with.
+    assert len(w["phases"]) == 5 and max(w["phases"]) == w["peak"], w["phases"]
+    assert w["phases"][0] >= w["live_pre"]

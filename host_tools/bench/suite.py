@@ -47,9 +47,10 @@ FLOORS = {
     # Issue 12: heap budgets measured on a 32-bit MicroPython (role_images.py); the
     # x64 unix port's role_heap_min_kb_* (8-byte pointers) is printed, no longer a floor.
     # That port collects only between calls from JavaScript: the wake floor holds an
-    # upper bound (the wake run phase by phase, collected where the firmware collects;
-    # each phase's live heap at its start + all it allocates, garbage included); the
-    # live heap after it and an estimate of the live peak are printed beside it.
+    # upper bound for the heaviest kind of wake (quiet, schedule, command), each run
+    # phase by phase and collected where the firmware collects (a phase's live heap at
+    # its start + all it allocates, garbage included); the live heap after it and an
+    # estimate of the live peak are printed beside it.
     "role_import_heap_kb_32bit_thermostat": ("<=", 64),
     "role_import_heap_kb_32bit_smart_plug": ("<=", 64),
     "role_import_heap_kb_32bit_heat_pump": ("<=", 64),

@@ -8,6 +8,8 @@ included, and what is queued or in flight for a member stays with its session. S
 uplinks the broker gave the dead worker wait at the broker and are stored when that
 worker restarts (its process manager's job: `spot cloud serve --workers N` stops all if
 one dies; systemd or Kubernetes restart it); the other worker does not take them over.
+A worker that will not come back is retired (`spot cloud retire`): its queue stored,
+its session ended, and from then on the others get everything.
 
 The broker saves its database periodically, as a production one does (BenchBroker): the
 tests' broker saves after every change, and with a dead worker's queue growing that is a
@@ -118,3 +120,44 @@ def test_a_fleet_round_through_the_service() -> None:
     assert r.ok == 30 and r.complete
     assert r.commands_applied == 30 + 3  # the forecast everywhere, the command on 3 devices
     assert r.received == 30 + 3 + 30  # ... and a time answer each
+
+
+def test_a_retired_worker_leaves_no_uplink_behind(tmp_path: Path, pg_url: str) -> None:
+    """A worker that will not come back: its persistent session goes on taking its share
+    of the uplinks, queued at the broker (above). `spot cloud retire` stores that queue
+    and ends the session; from then on the broker gives everything to the others."""
+    import subprocess
+    import sys
+
+    with BenchBroker() as broker, CloudTestbed(tmp_path, db=pg_url, broker=broker) as tb:
+        devs = provision(tb, "home", 40)
+        ports = {"a": free_port(), "b": free_port()}
+        procs = {w: tb.start(worker=w, shared="workers", port=ports[w]) for w in ports}
+        wire = Wire(broker.port, devs)
+        first = steady_wakes(wire, devs, rate=50, seconds=1.0, settle_s=1.0)
+        wait_for(lambda: len(stored(pg_url)) == len(first.reports), 30, "the first reports stored")
+        tb.kill(procs["a"])  # gone for good
+        stranded = []
+        for d in devs:
+            wire.send(d, *[d.state_report() for _ in range(4)])
+            stranded += [(d.address, seq) for seq in range(d.seq - 4, d.seq)]
+        time.sleep(2.0)
+        waiting = set(stranded) - set(stored(pg_url))
+        assert len(waiting) > 0.25 * len(stranded), "the dead worker's share should wait at the broker"
+
+        res = subprocess.run([sys.executable, "-m", "host_tools", "cloud", "retire", "--worker", "a",
+                              "--shared", "workers", "--db", pg_url, "--broker", f"127.0.0.1:{broker.port}",
+                              "--idle", "1"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "retired" in res.stdout
+        assert not set(stranded) - set(stored(pg_url)), "the retired worker's queue stored"
+
+        # From now on worker b takes every uplink, at once.
+        later = []
+        for d in devs:
+            wire.send(d, d.state_report())
+            later.append((d.address, d.seq - 1))
+        wait_for(lambda: not set(later) - set(stored(pg_url)), 10, "every later report stored by b")
+        rows = stored(pg_url)
+        assert len(rows) == len(set(rows))  # exactly once each
+        wire.close()

@@ -35,6 +35,7 @@ log = logging.getLogger("spot.cloud.mqtt")
 UPLINK_CLASSES = ((1 << frame.CLASS_REPORT) | (1 << frame.CLASS_ACK) | (1 << frame.CLASS_DISCOVERY)
                   | (1 << frame.CLASS_TIMESYNC))
 BATCH_MAX = 1000  # uplinks per transaction
+UPLINK_TOPICS = ("spot/+/up/+", "spot/+/status/+")  # each through $share/<group>/ with several workers
 RESEND_ACCEPTED_AFTER_S = 10.0  # a command accepted but never published (its worker died)
 
 
@@ -111,6 +112,11 @@ class Bridge:
         self.on_event = on_event or (lambda ev: None)
         self.stats = BridgeStats()
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy = False  # the uplink loop is handling a batch
+        self._busy_lock = threading.Lock()
+        self._last_rx = 0.0  # monotonic time of the last uplink the broker handed over
+        self._retiring = False  # retire(): no subscription again on a reconnect
+        self._connected_at = 0.0
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._published: queue.SimpleQueue = queue.SimpleQueue()  # command ids PUBACKed
@@ -201,6 +207,46 @@ class Bridge:
             self.client.disconnect()
             self.client.loop_stop()
 
+    def retire(self, idle_s: float = 2.0, timeout: float = 120.0) -> int:
+        """End this worker's MQTT session for good (a worker taken out of a shared group).
+
+        A persistent session keeps its share of a shared subscription while its worker
+        is away: Mosquitto goes on sending it every Nth uplink, queued until the worker
+        comes back. A worker that will not come back is retired: this takes its session,
+        stores what was queued for it (acknowledged as usual), drops its subscriptions
+        so the broker sends it nothing more, stores what was in flight, and ends the
+        session with a clean connection. Call after start(); the uplinks it handled."""
+        import paho.mqtt.client as mqtt
+
+        deadline = time.monotonic() + timeout
+        if not self.connected.wait(timeout):
+            raise TimeoutError(f"no session with the broker {self.host}:{self.port}")
+        self._retiring = True
+        self._settle(idle_s, deadline)
+        self.client.unsubscribe([self._prefix(t) for t in UPLINK_TOPICS])
+        self._settle(idle_s, deadline)
+        self.stop()
+        ender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spot-cloud-{self.worker}",
+                            clean_session=True, protocol=mqtt.MQTTv311)
+        if self.auth is not None:
+            ender.username_pw_set(*self.auth)
+        if self.tls_ca is not None:
+            ender.tls_set(ca_certs=self.tls_ca)
+        ender.connect(self.host, self.port, keepalive=30)  # a clean session replaces the old one
+        ender.disconnect()
+        log.info("worker %s retired: %d uplinks taken from its session", self.worker, self.stats.uplinks)
+        return self.stats.uplinks
+
+    def _settle(self, idle_s: float, deadline: float) -> None:
+        """Until nothing came for idle_s and the uplink loop has stored all it took."""
+        while time.monotonic() < deadline:
+            with self._busy_lock:
+                quiet = self.inbox.empty() and not self._busy
+            if quiet and time.monotonic() - max(self._last_rx, self._connected_at) >= idle_s:
+                return
+            time.sleep(0.05)
+        raise TimeoutError("the retired worker's session never went quiet")
+
     def _prefix(self, t: str) -> str:
         return f"$share/{self.shared}/{t}" if self.shared else t
 
@@ -210,9 +256,11 @@ class Bridge:
             log.error("the broker refused the cloud's connection: %s (user %s)", rc,
                       self.auth[0] if self.auth else "anonymous")
             return
-        client.subscribe([(self._prefix("spot/+/up/+"), 1), (self._prefix("spot/+/status/+"), 1)])
+        if not self._retiring:
+            client.subscribe([(self._prefix(t), 1) for t in UPLINK_TOPICS])
         for topic_filter, _h in self.extra:
             client.subscribe(topic_filter, qos=1)
+        self._connected_at = time.monotonic()
         self.connected.set()
         log.info("connected to %s:%d as worker %s", self.host, self.port, self.worker)
         # Whatever was not acknowledged goes out again, as the identical frame: the broker
@@ -221,6 +269,7 @@ class Bridge:
 
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         if msg.topic.startswith("spot/"):
+            self._last_rx = time.monotonic()
             if _time_request(msg.payload) and "/up/" in msg.topic:
                 try:
                     msg = self._answer_now(msg)
@@ -306,6 +355,8 @@ class Bridge:
                 except Exception as e:  # a bug must not stop the cloud storing uplinks
                     log.exception("uplink batch of %d: %s", len(msgs), e)
                     self.stats.refuse("internal")
+                finally:
+                    self._busy = False
             self._note_published()
             if time.monotonic() - last_sweep > 5:
                 last_sweep = time.monotonic()
@@ -313,10 +364,12 @@ class Bridge:
                     self.resend_open(only_accepted_older_than=RESEND_ACCEPTED_AFTER_S)
 
     def _drain(self) -> list[Any]:
-        try:
-            first = self.inbox.get(timeout=0.05)
-        except queue.Empty:
-            return []
+        with self._busy_lock:  # taken and busy at once, as retire()'s _settle sees them
+            try:
+                first = self.inbox.get(timeout=0.05)
+            except queue.Empty:
+                return []
+            self._busy = True
         msgs = [first]
         while len(msgs) < BATCH_MAX:
             try:

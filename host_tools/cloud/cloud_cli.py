@@ -1,6 +1,8 @@
-"""`spot cloud ...`: run the service, take a registry in, make API tokens, migrate.
+"""`spot cloud ...`: run the service, retire a worker, take a registry in, make API tokens,
+migrate.
 
     spot cloud serve [--db build/cloud.sqlite | --db postgresql://...] [--broker HOST:PORT]
+    spot cloud retire --worker 2 --shared cloud --db postgresql://...
     spot cloud import ~/.config/spot/registry.json
     spot cloud token NAME --scopes read,command
     spot cloud migrate
@@ -10,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from host_tools.cloud.service import Settings, default_db
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    cloud = sub.add_parser("cloud", help="the SPOT cloud service: serve, import, token, migrate",
+    cloud = sub.add_parser("cloud", help="the SPOT cloud service: serve, retire, import, token, migrate",
                            description="The cloud between the devices and the outside world: the "
                                        "registry, device shadows, commands tracked to their ACK, a "
                                        "REST API and a dashboard.")
@@ -44,6 +47,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plugins", metavar="FILE", help="a TOML file enabling plugins per site "
                    "(OpenADR, S2, Home Assistant: see host_tools/cloud/plugins)")
     p.set_defaults(cloud=_serve)
+
+    p = csub.add_parser("retire", help="take a worker out of a shared group for good: store what the "
+                        "broker queued for it, then end its session",
+                        description="A worker's MQTT session outlives the worker: while it is away the "
+                                    "broker goes on giving it its share of the uplinks and keeps them "
+                                    "until it returns. Retire a worker that will not return (scaled "
+                                    "down, its host gone): its queue is stored, its subscriptions "
+                                    "dropped and its session ended. Run it with the worker stopped.")
+    p.add_argument("--worker", required=True, help="the retired worker's id (as it was served)")
+    p.add_argument("--shared", metavar="GROUP", required=True, help="its shared subscription group")
+    p.add_argument("--db", default=default_db(), help=db_help)
+    p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT")
+    p.add_argument("--broker-user", metavar="USER", help="log in to the broker (the cloud's account)")
+    p.add_argument("--broker-password-file", metavar="FILE", type=Path,
+                   help="the account's password (default: $SPOT_BROKER_PASSWORD)")
+    p.add_argument("--broker-ca", metavar="PEM", help="TLS to the broker, verified against this CA")
+    p.add_argument("--idle", type=float, default=2.0, metavar="S",
+                   help="done when nothing came for this long (default 2 s)")
+    p.set_defaults(cloud=_retire)
 
     p = csub.add_parser("import", help="take a JSON registry (spot provision's) into the database")
     p.add_argument("registry", type=Path)
@@ -92,6 +114,27 @@ def _serve(args: argparse.Namespace) -> int:
             raise ValueError("several workers share their state through PostgreSQL: give --db postgresql://...")
         return service.serve_workers(s, args.workers)
     return service.serve(s)
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from host_tools.cloud.bridge import Bridge
+
+    password = (args.broker_password_file.read_text().strip() if args.broker_password_file
+                else os.environ.get("SPOT_BROKER_PASSWORD", ""))
+    store = _store(args.db)
+    bridge = Bridge(store, args.broker, args.worker, args.shared,
+                    auth=(args.broker_user, password) if args.broker_user else None, tls_ca=args.broker_ca)
+    try:
+        bridge.start()
+        n = bridge.retire(args.idle)
+    except TimeoutError as e:
+        print(f"spot cloud retire: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"worker {args.worker} retired: {n} uplinks stored from its session; the broker sends it "
+          f"nothing more")
+    return 0
 
 
 def _import(args: argparse.Namespace) -> int:

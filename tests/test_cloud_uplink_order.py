@@ -194,3 +194,33 @@ def test_an_older_frame_redelivered_to_a_restarted_worker_leaves_the_shadow(tmp_
         assert sorted(r["seq"] for r in store.reports(DEV, kind="meter")) == [321, 400, 450, 500]  # all kept
     finally:
         store.close()
+
+
+def test_a_device_provisioned_again_starts_its_shadow_over(tmp_path: Path) -> None:
+    """A new secret for the device's key (provisioned again: its counter may start over)
+    clears the shadow's highest counter, or the frames of its new life would never
+    reach the shadow (review of the shadow's order)."""
+    from host_tools.cloud.store import KeyRow
+    from spot.keyring import Key
+
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    reg.save()
+    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        old = reg.sender_key(CLOUD, DEV)
+        up = f"spot/home/up/{DEV:08x}"
+        Bridge(store, "127.0.0.1:1")._handle([Msg(up, builders.meter_report(
+            CLOUD, DEV, 900, 1_700_000_000, 1500, 5000, True, key=old))])
+        assert store.shadow(DEV)["uplink_seq"] == 900
+        secret = bytes(range(32))
+        with store.engine.begin() as conn:
+            store.put_key(conn, KeyRow(DEV, old.key_id, CLOUD, secret, old.classes, False, True, "active"))
+        new = Key(old.key_id, old.peer, secret, old.classes, admin=True)
+        Bridge(store, "127.0.0.1:1")._handle([Msg(up, builders.meter_report(
+            CLOUD, DEV, 3, 1_700_000_100, 700, 10, True, key=new))])
+        s = store.shadow(DEV)
+        assert s["uplink_seq"] == 3 and s["meter"]["power_w"] == 700, s
+    finally:
+        store.close()

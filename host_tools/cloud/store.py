@@ -128,8 +128,14 @@ class Store:
         values = dict(peer=k.peer, secret=k.secret, classes=k.classes, is_group=k.is_group,
                       is_admin=k.is_admin, state=k.state)
         if existing:
+            old = conn.execute(select(keys.c.secret).where(
+                and_(keys.c.device == k.device, keys.c.key_id == k.key_id))).scalar()
             conn.execute(update(keys).where(and_(keys.c.device == k.device, keys.c.key_id == k.key_id))
                          .values(**values))
+            if old != k.secret and not k.is_group:
+                # A new secret is a device provisioned again: its counter may start over,
+                # and its shadow must not wait for the old life's highest frame.
+                conn.execute(update(shadows).where(shadows.c.device == k.device).values(uplink_seq=None))
         else:
             conn.execute(insert(keys).values(device=k.device, key_id=k.key_id, **values))
 

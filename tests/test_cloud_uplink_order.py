@@ -224,3 +224,55 @@ def test_a_device_provisioned_again_starts_its_shadow_over(tmp_path: Path) -> No
         assert s["uplink_seq"] == 3 and s["meter"]["power_w"] == 700, s
     finally:
         store.close()
+
+
+def _state(key, seq: int, temp: int) -> Msg:
+    from spot import frame, messages, role_codes as R
+
+    body = {messages.K_KIND: R.REPORT_STATE, R.S_ROLE: R.ROLE_THERMOSTAT, R.S_TEMP: temp,
+            R.S_TARGET: 200, R.S_OUTPUTS: 1, R.S_DR: 0}
+    return Msg(f"spot/home/up/{DEV:08x}",
+               builders.build(messages.SVC_DEVICE, frame.CLASS_REPORT, CLOUD, DEV, seq, body, key=key))
+
+
+def _meter(key, seq: int, watts: int) -> Msg:
+    return Msg(f"spot/home/up/{DEV:08x}",
+               builders.meter_report(CLOUD, DEV, seq, 1_700_000_000 + seq, watts, 5000, True, key=key))
+
+
+def test_each_kind_of_report_is_ordered_on_its_own(tmp_path: Path) -> None:
+    """A shadow ordered by one counter for the whole row lost reports (review): a state
+    report (frame 10) stored after the meter report of the same wake (frame 11, by the
+    other worker) was dropped whole, and a status message with it. Each kind of report
+    keeps its own order; availability follows arrival."""
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    reg.save()
+    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        key = reg.sender_key(CLOUD, DEV)
+
+        def worker() -> Bridge:
+            return Bridge(store, "127.0.0.1:1")  # a fresh one: another worker, or a restart
+
+        worker()._handle([_meter(key, 11, 1500)])
+        worker()._handle([_state(key, 10, 215)])
+        s = store.shadow(DEV)
+        assert s["state"]["temp_c"] == 21.5 and s["meter"]["power_w"] == 1500, s
+        # One batch, the meter first: both taken.
+        worker()._handle([_meter(key, 21, 1600), _state(key, 20, 220)])
+        s = store.shadow(DEV)
+        assert s["state"]["temp_c"] == 22.0 and s["meter"]["power_w"] == 1600, s
+        # A newer state is stored; a batch with an older state and a newer meter keeps it.
+        worker()._handle([_state(key, 32, 230)])
+        worker()._handle([_state(key, 31, 190), _meter(key, 33, 1700)])
+        s = store.shadow(DEV)
+        assert s["state"]["temp_c"] == 23.0 and s["meter"]["power_w"] == 1700, s
+        assert s["uplink_seq"] == 33 and "state_seq" not in s  # the bookkeeping stays inside
+        # An older frame redelivered with a status message behind it: the status is taken.
+        worker()._handle([_meter(key, 30, 1400), Msg(f"spot/home/status/{DEV:08x}", b"asleep 1800000000")])
+        s = store.shadow(DEV)
+        assert s["availability"] == "asleep" and s["meter"]["power_w"] == 1700, s
+    finally:
+        store.close()

@@ -513,7 +513,8 @@ class Bridge:
                     fields["reset_cause"] = value["reset_cause"]
             elif what == "capabilities":
                 fields["capabilities_at"] = now
-            batch.shadow(f.src, uplink_seq=f.seq, **fields)  # with its seq: never over a newer frame's
+            fields[what + "_seq"] = f.seq  # never over a newer report of its kind
+            batch.shadow(f.src, **fields)
             events.append({"type": what, "device": f.src, "body": value, "t": now})
         self._seen(batch, f.src, f.seq, now)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from host_tools.cloud import schema
 
@@ -33,10 +33,19 @@ def _v3(conn: Connection) -> None:
     schema.controller_acks.create(conn)
 
 
+def _v4(conn: Connection) -> None:
+    # Step 1 creates the tables as schema.py has them now: the columns may be there.
+    have = {c["name"] for c in inspect(conn).get_columns("shadows")}
+    for name in ("state_seq", "meter_seq", "capabilities_seq"):
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE shadows ADD COLUMN {name} BIGINT"))
+
+
 STEPS: list[tuple[int, str, Step]] = [
     (1, "registry, counters, commands, shadows, reports, audit, tokens", _v1),
     (2, "plugin state", _v2),
     (3, "controller ACKs, each counted once", _v3),
+    (4, "a shadow's reports ordered by their frames' counters", _v4),
 ]
 LATEST = STEPS[-1][0]
 _LOCK_ID = 0x5907  # PostgreSQL advisory lock: one migrating worker at a time

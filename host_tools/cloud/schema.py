@@ -97,6 +97,11 @@ shadows = Table(
     Column("reset_cause", String(16)),
     Column("firmware", String(64)),
     Column("uplink_seq", BigInteger),  # highest uplink counter stored
+    # The counter of the frame each report came in (migration 4): a report takes the
+    # shadow only over an older one of its kind (SHADOW_GROUPS in store.py).
+    Column("state_seq", BigInteger),
+    Column("meter_seq", BigInteger),
+    Column("capabilities_seq", BigInteger),
 )
 
 # Reports as a time series (bounded by retention). (device, seq) is unique, so a

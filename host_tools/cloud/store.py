@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import (Connection, Engine, and_, bindparam, create_engine, event, func, insert, select,
-                        update)
+from sqlalchemy import (Connection, Engine, and_, bindparam, case, create_engine, event, func, insert,
+                        select, update)
 from sqlalchemy.exc import DataError, IntegrityError
 
 from host_tools.cloud import migrations
@@ -26,6 +26,11 @@ from host_tools.cloud.schema import (audit, commands, controller_acks, counters,
                                      plugin_state, reports, shadows, sites, tokens)
 
 log = logging.getLogger("spot.cloud.store")
+
+# A shadow's fields that come with each kind of report, ordered by <kind>_seq: the
+# counter of the frame they came in. The rest (last seen, availability) follow arrival.
+SHADOW_GROUPS = {"state": ("state", "state_at", "reset_cause"), "meter": ("meter",),
+                 "capabilities": ("capabilities", "capabilities_at")}
 
 CLOUD = 0x00000001  # the cloud's own logical address (as in the JSON registry)
 DEVICE_KEY_ID = 1
@@ -135,7 +140,8 @@ class Store:
             if old != k.secret and not k.is_group:
                 # A new secret is a device provisioned again: its counter may start over,
                 # and its shadow must not wait for the old life's highest frame.
-                conn.execute(update(shadows).where(shadows.c.device == k.device).values(uplink_seq=None))
+                conn.execute(update(shadows).where(shadows.c.device == k.device).values(
+                    uplink_seq=None, **{g + "_seq": None for g in SHADOW_GROUPS}))
         else:
             conn.execute(insert(keys).values(device=k.device, key_id=k.key_id, **values))
 
@@ -520,13 +526,22 @@ class Store:
                     from sqlalchemy.dialects.sqlite import insert as lite_insert
                     ins = lite_insert(shadows)
                 set_ = {k: ins.excluded[k] for k in names}
-                # Fields from a frame: only over what an older frame left. Another worker,
-                # or this one restarted, may have stored a later frame of the device's
-                # (its counter orders its frames); an older one redelivered changes nothing.
-                newer = (ins.excluded.uplink_seq >= func.coalesce(shadows.c.uplink_seq, 0)
-                         if "uplink_seq" in set_ else None)
+                # A report's fields only over an older report of its kind: another worker,
+                # or this one restarted, may have stored a later frame of the device's (its
+                # counter orders its frames); an older one redelivered changes nothing.
+                for group, cols in SHADOW_GROUPS.items():
+                    seq = group + "_seq"
+                    if seq in set_:
+                        newer = ins.excluded[seq] >= func.coalesce(shadows.c[seq], -1)
+                        for col in (*cols, seq):
+                            if col in set_:
+                                set_[col] = case((newer, ins.excluded[col]), else_=shadows.c[col])
+                if "uplink_seq" in set_:  # the highest stored
+                    highest = func.max if self.is_sqlite else func.greatest
+                    set_["uplink_seq"] = highest(func.coalesce(shadows.c.uplink_seq, 0),
+                                                 ins.excluded.uplink_seq)
                 stmt = self._shadow_upserts[names] = ins.on_conflict_do_update(
-                    index_elements=[shadows.c.device], set_=set_, where=newer)
+                    index_elements=[shadows.c.device], set_=set_)
             conn.execute(stmt, rows)
 
     def _upsert_shadow(self, conn: Connection, device: int, fields: dict) -> None:
@@ -651,6 +666,8 @@ class Store:
         for k in ("state", "meter", "capabilities"):
             r[k] = _load(r.get(k))
         r.pop("device", None)
+        for g in SHADOW_GROUPS:  # bookkeeping, not the device's
+            r.pop(g + "_seq", None)
         return r
 
 
@@ -698,11 +715,15 @@ class UplinkBatch:
             yield b
 
     def shadow(self, device: int, **fields: Any) -> None:
-        """Fields of a device's shadow; a frame's (with uplink_seq) older than one this
-        batch has already taken changes nothing (a redelivery among newer frames)."""
+        """Fields of a device's shadow. A report's (with its <kind>_seq) older than one of
+        its kind this batch has already taken changes nothing; uplink_seq is the highest."""
         have = self.shadows.setdefault(device, {})
-        if "uplink_seq" in fields and fields["uplink_seq"] < have.get("uplink_seq", -1):
-            return
+        for group in SHADOW_GROUPS:
+            seq = group + "_seq"
+            if seq in fields and fields[seq] < have.get(seq, -1):
+                return
+        if "uplink_seq" in fields:
+            fields["uplink_seq"] = max(fields["uplink_seq"], have.get("uplink_seq", 0))
         have.update(fields)
 
 

@@ -136,6 +136,16 @@ def test_a_retired_worker_leaves_no_uplink_behind(tmp_path: Path, pg_url: str) -
         wire = Wire(broker.port, devs)
         first = steady_wakes(wire, devs, rate=50, seconds=1.0, settle_s=1.0)
         wait_for(lambda: len(stored(pg_url)) == len(first.reports), 30, "the first reports stored")
+
+        def retire() -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "host_tools", "cloud", "retire", "--worker", "a",
+                                   "--shared", "workers", "--db", pg_url, "--broker",
+                                   f"127.0.0.1:{broker.port}", "--idle", "1"],
+                                  capture_output=True, text=True, timeout=120)
+
+        # Asked while worker a still runs: it says so and leaves a its session.
+        res = retire()
+        assert res.returncode == 1 and "Stop it first" in res.stderr, res.stdout + res.stderr
         tb.kill(procs["a"])  # gone for good
         stranded = []
         for d in devs:
@@ -145,9 +155,7 @@ def test_a_retired_worker_leaves_no_uplink_behind(tmp_path: Path, pg_url: str) -
         waiting = set(stranded) - set(stored(pg_url))
         assert len(waiting) > 0.25 * len(stranded), "the dead worker's share should wait at the broker"
 
-        res = subprocess.run([sys.executable, "-m", "host_tools", "cloud", "retire", "--worker", "a",
-                              "--shared", "workers", "--db", pg_url, "--broker", f"127.0.0.1:{broker.port}",
-                              "--idle", "1"], capture_output=True, text=True, timeout=120)
+        res = retire()
         assert res.returncode == 0, res.stdout + res.stderr
         assert "retired" in res.stdout
         assert not set(stranded) - set(stored(pg_url)), "the retired worker's queue stored"

@@ -114,9 +114,9 @@ class Bridge:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._busy = False  # the uplink loop is handling a batch
         self._busy_lock = threading.Lock()
-        self._last_rx = 0.0  # monotonic time of the last uplink the broker handed over
-        self._retiring = False  # retire(): no subscription again on a reconnect
-        self._connected_at = 0.0
+        self._activity = 0.0  # monotonic time of the last uplink handed over or batch stored
+        self._retiring = False  # retire(): no subscription on connecting
+        self._taken_over = False  # retire(): the session was lost (another holder of the id)
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._published: queue.SimpleQueue = queue.SimpleQueue()  # command ids PUBACKed
@@ -212,37 +212,58 @@ class Bridge:
 
         A persistent session keeps its share of a shared subscription while its worker
         is away: Mosquitto goes on sending it every Nth uplink, queued until the worker
-        comes back. A worker that will not come back is retired: this takes its session,
-        stores what was queued for it (acknowledged as usual), drops its subscriptions
-        so the broker sends it nothing more, stores what was in flight, and ends the
-        session with a clean connection. Call after start(); the uplinks it handled."""
+        comes back. A worker that will not come back is retired: this takes its session
+        (instead of start(); the worker must be stopped), drops its subscriptions at
+        once so the broker routes nothing more to it, stores what was queued or in
+        flight (acknowledged as usual) until nothing came for idle_s, and ends the
+        session with a clean connection. The uplinks it stored."""
         import paho.mqtt.client as mqtt
 
         deadline = time.monotonic() + timeout
-        if not self.connected.wait(timeout):
+        self._retiring = True  # no subscription on connecting, and a lost session is an error
+        self.start(timeout)
+        if not self.connected.is_set():
             raise TimeoutError(f"no session with the broker {self.host}:{self.port}")
-        self._retiring = True
-        self._settle(idle_s, deadline)
+        unsubscribed = threading.Event()
+        self.client.on_unsubscribe = lambda *_a: unsubscribed.set()
         self.client.unsubscribe([self._prefix(t) for t in UPLINK_TOPICS])
+        if not unsubscribed.wait(max(0.1, deadline - time.monotonic())):
+            raise TimeoutError("the broker never acknowledged the unsubscription")
+        self._activity = time.monotonic()  # what it routed before that may still come
         self._settle(idle_s, deadline)
-        self.stop()
+        self._stop.set()  # idle: the uplink loop ends between batches, nothing abandoned
+        if self._thread:
+            self._thread.join()
+        self.client.disconnect()
+        self.client.loop_stop()
+        ended = threading.Event()
         ender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spot-cloud-{self.worker}",
                             clean_session=True, protocol=mqtt.MQTTv311)
+        ender.on_connect = lambda _c, _u, _f, rc, _p=None: ended.set() if not rc.is_failure else None
         if self.auth is not None:
             ender.username_pw_set(*self.auth)
         if self.tls_ca is not None:
             ender.tls_set(ca_certs=self.tls_ca)
         ender.connect(self.host, self.port, keepalive=30)  # a clean session replaces the old one
-        ender.disconnect()
+        ender.loop_start()
+        try:
+            if not ended.wait(10):
+                raise TimeoutError("the broker did not take the clean connection that ends the session")
+        finally:
+            ender.disconnect()
+            ender.loop_stop()
         log.info("worker %s retired: %d uplinks taken from its session", self.worker, self.stats.uplinks)
         return self.stats.uplinks
 
     def _settle(self, idle_s: float, deadline: float) -> None:
-        """Until nothing came for idle_s and the uplink loop has stored all it took."""
+        """Until nothing came, and no batch ended, for idle_s, and all taken is stored."""
         while time.monotonic() < deadline:
+            if self._taken_over:
+                raise RuntimeError(f"another client took worker {self.worker}'s session: is the "
+                                   f"worker still running? Stop it first")
             with self._busy_lock:
                 quiet = self.inbox.empty() and not self._busy
-            if quiet and time.monotonic() - max(self._last_rx, self._connected_at) >= idle_s:
+            if quiet and time.monotonic() - self._activity >= idle_s:
                 return
             time.sleep(0.05)
         raise TimeoutError("the retired worker's session never went quiet")
@@ -260,7 +281,7 @@ class Bridge:
             client.subscribe([(self._prefix(t), 1) for t in UPLINK_TOPICS])
         for topic_filter, _h in self.extra:
             client.subscribe(topic_filter, qos=1)
-        self._connected_at = time.monotonic()
+        self._activity = time.monotonic()
         self.connected.set()
         log.info("connected to %s:%d as worker %s", self.host, self.port, self.worker)
         # Whatever was not acknowledged goes out again, as the identical frame: the broker
@@ -269,7 +290,7 @@ class Bridge:
 
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         if msg.topic.startswith("spot/"):
-            self._last_rx = time.monotonic()
+            self._activity = time.monotonic()
             if _time_request(msg.payload) and "/up/" in msg.topic:
                 try:
                     msg = self._answer_now(msg)
@@ -295,6 +316,8 @@ class Bridge:
             self.client.subscribe(topic_filter, qos=1)
 
     def _on_disconnect(self, *_a: Any) -> None:
+        if self._retiring and not self._stop.is_set():
+            self._taken_over = True
         if self.connected.is_set():
             log.warning("lost the broker; reconnecting")
         self.connected.clear()
@@ -356,6 +379,7 @@ class Bridge:
                     log.exception("uplink batch of %d: %s", len(msgs), e)
                     self.stats.refuse("internal")
                 finally:
+                    self._activity = time.monotonic()
                     self._busy = False
             self._note_published()
             if time.monotonic() - last_sweep > 5:

@@ -125,9 +125,9 @@ def _retire(args: argparse.Namespace) -> int:
     bridge = Bridge(store, args.broker, args.worker, args.shared,
                     auth=(args.broker_user, password) if args.broker_user else None, tls_ca=args.broker_ca)
     try:
-        bridge.start()
         n = bridge.retire(args.idle)
-    except TimeoutError as e:
+    except (TimeoutError, RuntimeError) as e:
+        bridge.stop()  # never go on fighting a live worker for its session
         print(f"spot cloud retire: {e}", file=sys.stderr)
         return 1
     finally:

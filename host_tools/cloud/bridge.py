@@ -226,9 +226,11 @@ class Bridge:
             raise TimeoutError(f"no session with the broker {self.host}:{self.port}")
         unsubscribed = threading.Event()
         self.client.on_unsubscribe = lambda *_a: unsubscribed.set()
-        self.client.unsubscribe([self._prefix(t) for t in UPLINK_TOPICS])
-        if not unsubscribed.wait(max(0.1, deadline - time.monotonic())):
-            raise TimeoutError("the broker never acknowledged the unsubscription")
+        rc, _mid = self.client.unsubscribe([self._prefix(t) for t in UPLINK_TOPICS])
+        while not unsubscribed.wait(0.05):
+            self._check_session(rc)
+            if time.monotonic() > deadline:
+                raise TimeoutError("the broker never acknowledged the unsubscription")
         self._activity = time.monotonic()  # what it routed before that may still come
         self._settle(idle_s, deadline)
         self._stop.set()  # idle: the uplink loop ends between batches, nothing abandoned
@@ -236,6 +238,8 @@ class Bridge:
             self._thread.join()
         self.client.disconnect()
         self.client.loop_stop()
+        if not self.inbox.empty():  # came in the last instant: kept by the session, not ended
+            raise RuntimeError("uplinks arrived while the session was closing: run retire again")
         ended = threading.Event()
         ender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"spot-cloud-{self.worker}",
                             clean_session=True, protocol=mqtt.MQTTv311)
@@ -255,12 +259,15 @@ class Bridge:
         log.info("worker %s retired: %d uplinks taken from its session", self.worker, self.stats.uplinks)
         return self.stats.uplinks
 
+    def _check_session(self, rc: int = 0) -> None:
+        if self._taken_over or rc:
+            raise RuntimeError(f"worker {self.worker}'s session was lost (another client took it, or "
+                               f"the connection dropped): is the worker still running? Stop it first")
+
     def _settle(self, idle_s: float, deadline: float) -> None:
         """Until nothing came, and no batch ended, for idle_s, and all taken is stored."""
         while time.monotonic() < deadline:
-            if self._taken_over:
-                raise RuntimeError(f"another client took worker {self.worker}'s session: is the "
-                                   f"worker still running? Stop it first")
+            self._check_session()
             with self._busy_lock:
                 quiet = self.inbox.empty() and not self._busy
             if quiet and time.monotonic() - self._activity >= idle_s:
@@ -286,7 +293,8 @@ class Bridge:
         log.info("connected to %s:%d as worker %s", self.host, self.port, self.worker)
         # Whatever was not acknowledged goes out again, as the identical frame: the broker
         # may have lost its queue (a crash before its autosave), or we died before publishing.
-        threading.Thread(target=self.resend_open, name="spot-resend", daemon=True).start()
+        if not self._retiring:  # a retiring session only takes what waited for it
+            threading.Thread(target=self.resend_open, name="spot-resend", daemon=True).start()
 
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         if msg.topic.startswith("spot/"):
@@ -384,7 +392,7 @@ class Bridge:
             self._note_published()
             if time.monotonic() - last_sweep > 5:
                 last_sweep = time.monotonic()
-                if self.connected.is_set():
+                if self.connected.is_set() and not self._retiring:
                     self.resend_open(only_accepted_older_than=RESEND_ACCEPTED_AFTER_S)
 
     def _drain(self) -> list[Any]:

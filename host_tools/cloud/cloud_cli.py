@@ -126,7 +126,7 @@ def _retire(args: argparse.Namespace) -> int:
                     auth=(args.broker_user, password) if args.broker_user else None, tls_ca=args.broker_ca)
     try:
         n = bridge.retire(args.idle)
-    except (TimeoutError, RuntimeError) as e:
+    except (OSError, RuntimeError) as e:  # TimeoutError, a refused connection, a lost session
         bridge.stop()  # never go on fighting a live worker for its session
         print(f"spot cloud retire: {e}", file=sys.stderr)
         return 1

@@ -36,9 +36,12 @@ def _v3(conn: Connection) -> None:
 def _v4(conn: Connection) -> None:
     # Step 1 creates the tables as schema.py has them now: the columns may be there.
     have = {c["name"] for c in inspect(conn).get_columns("shadows")}
-    for name in ("state_seq", "meter_seq", "capabilities_seq"):
-        if name not in have:
-            conn.execute(text(f"ALTER TABLE shadows ADD COLUMN {name} BIGINT"))
+    for kind in ("state", "meter", "capabilities"):
+        if kind + "_seq" not in have:
+            conn.execute(text(f"ALTER TABLE shadows ADD COLUMN {kind}_seq BIGINT"))
+        # The report a shadow holds came in a frame no later than the highest stored.
+        conn.execute(text(f"UPDATE shadows SET {kind}_seq = uplink_seq "
+                          f"WHERE {kind} IS NOT NULL AND {kind}_seq IS NULL"))
 
 
 STEPS: list[tuple[int, str, Step]] = [

@@ -63,8 +63,6 @@ class CloudKeyring(Keyring):
         return key
 
 
-
-
 @dataclass
 class _Answered:
     """A time request the network thread verified as it arrived and handed to the time

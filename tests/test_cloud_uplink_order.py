@@ -1,4 +1,5 @@
-"""The cloud's replay window over a device's uplink, in arrival order.
+"""The cloud's handling of a device's uplink: its replay window in arrival order, redelivered
+and older frames, controller ACKs counted once, rows the database refuses.
 
 A device back from an outage sends its outbox, sealed wakes ago, and a time request
 with this wake's counter (64 or more higher: every wake reserves a new block). The
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,25 @@ from host_tools.cloud.store import Store
 from spot import builders
 
 DEV = 0x3101
+UP = f"spot/home/up/{DEV:08x}"
+
+
+@contextmanager
+def _cloud(tmp_path: Path, store_class: type[Store] = Store,
+           pair: tuple[int, int] | None = None) -> Iterator[tuple[Registry, Store]]:
+    """A registry with DEV in site "home" (and a controller paired with it), taken into a
+    fresh SQLite store."""
+    reg = Registry(tmp_path / "registry.json")
+    reg.provision("home", DEV)
+    if pair is not None:
+        reg.pair(pair[0], DEV, pair[1])
+    reg.save()
+    store = store_class(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
+    try:
+        store.import_registry(json.loads(reg.path.read_text()))
+        yield reg, store
+    finally:
+        store.close()
 
 
 @dataclass
@@ -30,17 +52,11 @@ class Msg:  # what paho hands the bridge
 
 
 def test_a_time_request_answered_early_does_not_push_older_frames_out_of_the_window(tmp_path: Path) -> None:
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.save()
-    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path) as (reg, store):
         bridge = Bridge(store, "127.0.0.1:1")  # never started: its loop's steps are called here
         key = reg.sender_key(CLOUD, DEV)
-        up = f"spot/home/up/{DEV:08x}"
-        old = Msg(up, builders.meter_report(CLOUD, DEV, 321, 1_700_000_000, 1200, 5000, True, key=key))
-        ask = Msg(up, builders.time_request(CLOUD, DEV, 385, 123456, key=key))
+        old = Msg(UP, builders.meter_report(CLOUD, DEV, 321, 1_700_000_000, 1200, 5000, True, key=key))
+        ask = Msg(UP, builders.time_request(CLOUD, DEV, 385, 123456, key=key))
         # Arrival order: the report (sealed a wake ago), then this wake's time request,
         # which the network thread answers at once while the report waits in the inbox.
         answered = bridge._answer_now(ask)
@@ -49,10 +65,8 @@ def test_a_time_request_answered_early_does_not_push_older_frames_out_of_the_win
         assert bridge.stats.duplicates == 0 and not bridge.stats.refused, bridge.stats
         assert [r["seq"] for r in store.reports(DEV, kind="meter")] == [321]
         # The request itself was recorded by the loop, in order: the same bytes again are a replay.
-        bridge._handle([Msg(up, ask.payload)])
+        bridge._handle([Msg(UP, ask.payload)])
         assert bridge.stats.duplicates == 1
-    finally:
-        store.close()
 
 
 def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_path: Path) -> None:
@@ -61,19 +75,12 @@ def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_pat
     from spot import messages
 
     ctl, other = 0x200, 0x300
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.pair(ctl, DEV, class_mask("command"))
-    reg.save()
-    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path, pair=(ctl, class_mask("command"))) as (reg, store):
         bridge = Bridge(store, "127.0.0.1:1")
         k = reg.sender_key(ctl, DEV)  # the pairwise key: the device seals its ACKs with it
-        up = f"spot/home/up/{DEV:08x}"
 
         def ack(dst: int, seq: int, acked: int) -> Msg:
-            return Msg(up, builders.ack(dst, DEV, seq, acked, messages.ACK_APPLIED, key=k))
+            return Msg(UP, builders.ack(dst, DEV, seq, acked, messages.ACK_APPLIED, key=k))
 
         bridge._handle([ack(ctl, 10, 5)])
         assert bridge.stats.controller_acks == 1
@@ -93,8 +100,6 @@ def test_controller_acks_counted_once_and_only_for_the_paired_controller(tmp_pat
         again._handle([ack(ctl, 10, 5), ack(ctl, 13, 7), ack(ctl, 13, 7)])
         assert again.stats.controller_acks == 1 and again.stats.duplicates == 2, again.stats
         assert [(e["seq"], e["controller"]) for e in events if e["type"] == "controller_ack"] == [(7, ctl)]
-    finally:
-        store.close()
 
 
 def test_an_ack_outside_the_columns_ranges_never_reaches_the_database() -> None:
@@ -128,24 +133,17 @@ def test_a_row_the_database_refuses_is_skipped_and_the_rest_stored(tmp_path: Pat
 
     from sqlalchemy.exc import IntegrityError
 
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.save()
-
     class Picky(Store):  # a database that cannot hold one report (as PostgreSQL a 2**40 int)
         def store_uplinks(self, batch):  # type: ignore[no-untyped-def]
             if any(r[1] == 666 for r in batch.reports):
                 raise IntegrityError("INSERT", {}, Exception("value out of range"))
             return super().store_uplinks(batch)
 
-    store = Picky(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path, Picky) as (reg, store):
         bridge = Bridge(store, "127.0.0.1:1")
         key = reg.sender_key(CLOUD, DEV)
-        up = f"spot/home/up/{DEV:08x}"
-        good = Msg(up, builders.meter_report(CLOUD, DEV, 665, 1_700_000_000, 1200, 5000, True, key=key))
-        bad = Msg(up, builders.meter_report(CLOUD, DEV, 666, 1_700_000_001, 1300, 5001, True, key=key))
+        good = Msg(UP, builders.meter_report(CLOUD, DEV, 665, 1_700_000_000, 1200, 5000, True, key=key))
+        bad = Msg(UP, builders.meter_report(CLOUD, DEV, 666, 1_700_000_001, 1300, 5001, True, key=key))
         bridge._handle([good, bad])
         assert [r["seq"] for r in store.reports(DEV, kind="meter")] == [665]
         assert bridge.stats.refused == {"database refused a row": 1}, bridge.stats
@@ -161,25 +159,17 @@ def test_a_row_the_database_refuses_is_skipped_and_the_rest_stored(tmp_path: Pat
         assert bridge.stats.refused.get("internal") == 1 and loop.is_alive()
         bridge._stop.set()
         loop.join(5)
-    finally:
-        store.close()
 
 
 def test_an_older_frame_redelivered_to_a_restarted_worker_leaves_the_shadow(tmp_path: Path) -> None:
     """A restarted worker (its replay windows empty) gets an older frame again, as a
     broker redelivers it after a newer one was stored: the shadow keeps the newer one's
     fields (they were overwritten: a known gap). Within one batch the same holds."""
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.save()
-    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path) as (reg, store):
         key = reg.sender_key(CLOUD, DEV)
-        up = f"spot/home/up/{DEV:08x}"
 
         def meter(seq: int, watts: int) -> Msg:
-            return Msg(up, builders.meter_report(CLOUD, DEV, seq, 1_700_000_000 + seq, watts, 5000, True, key=key))
+            return Msg(UP, builders.meter_report(CLOUD, DEV, seq, 1_700_000_000 + seq, watts, 5000, True, key=key))
 
         Bridge(store, "127.0.0.1:1")._handle([meter(400, 1500)])
         assert store.shadow(DEV)["uplink_seq"] == 400
@@ -192,8 +182,6 @@ def test_an_older_frame_redelivered_to_a_restarted_worker_leaves_the_shadow(tmp_
         s = store.shadow(DEV)
         assert s["uplink_seq"] == 500 and s["meter"]["power_w"] == 1700, s
         assert sorted(r["seq"] for r in store.reports(DEV, kind="meter")) == [321, 400, 450, 500]  # all kept
-    finally:
-        store.close()
 
 
 def test_a_device_provisioned_again_starts_its_shadow_over(tmp_path: Path) -> None:
@@ -203,27 +191,19 @@ def test_a_device_provisioned_again_starts_its_shadow_over(tmp_path: Path) -> No
     from host_tools.cloud.store import KeyRow
     from spot.keyring import Key
 
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.save()
-    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path) as (reg, store):
         old = reg.sender_key(CLOUD, DEV)
-        up = f"spot/home/up/{DEV:08x}"
-        Bridge(store, "127.0.0.1:1")._handle([Msg(up, builders.meter_report(
+        Bridge(store, "127.0.0.1:1")._handle([Msg(UP, builders.meter_report(
             CLOUD, DEV, 900, 1_700_000_000, 1500, 5000, True, key=old))])
         assert store.shadow(DEV)["uplink_seq"] == 900
         secret = bytes(range(32))
         with store.engine.begin() as conn:
             store.put_key(conn, KeyRow(DEV, old.key_id, CLOUD, secret, old.classes, False, True, "active"))
         new = Key(old.key_id, old.peer, secret, old.classes, admin=True)
-        Bridge(store, "127.0.0.1:1")._handle([Msg(up, builders.meter_report(
+        Bridge(store, "127.0.0.1:1")._handle([Msg(UP, builders.meter_report(
             CLOUD, DEV, 3, 1_700_000_100, 700, 10, True, key=new))])
         s = store.shadow(DEV)
         assert s["uplink_seq"] == 3 and s["meter"]["power_w"] == 700, s
-    finally:
-        store.close()
 
 
 def _state(key, seq: int, temp: int) -> Msg:
@@ -231,12 +211,12 @@ def _state(key, seq: int, temp: int) -> Msg:
 
     body = {messages.K_KIND: R.REPORT_STATE, R.S_ROLE: R.ROLE_THERMOSTAT, R.S_TEMP: temp,
             R.S_TARGET: 200, R.S_OUTPUTS: 1, R.S_DR: 0}
-    return Msg(f"spot/home/up/{DEV:08x}",
+    return Msg(UP,
                builders.build(messages.SVC_DEVICE, frame.CLASS_REPORT, CLOUD, DEV, seq, body, key=key))
 
 
 def _meter(key, seq: int, watts: int) -> Msg:
-    return Msg(f"spot/home/up/{DEV:08x}",
+    return Msg(UP,
                builders.meter_report(CLOUD, DEV, seq, 1_700_000_000 + seq, watts, 5000, True, key=key))
 
 
@@ -245,12 +225,7 @@ def test_each_kind_of_report_is_ordered_on_its_own(tmp_path: Path) -> None:
     report (frame 10) stored after the meter report of the same wake (frame 11, by the
     other worker) was dropped whole, and a status message with it. Each kind of report
     keeps its own order; availability follows arrival."""
-    reg = Registry(tmp_path / "registry.json")
-    reg.provision("home", DEV)
-    reg.save()
-    store = Store(f"sqlite:///{tmp_path / 'cloud.sqlite'}")
-    try:
-        store.import_registry(json.loads(reg.path.read_text()))
+    with _cloud(tmp_path) as (reg, store):
         key = reg.sender_key(CLOUD, DEV)
 
         def worker() -> Bridge:
@@ -274,5 +249,3 @@ def test_each_kind_of_report_is_ordered_on_its_own(tmp_path: Path) -> None:
         worker()._handle([_meter(key, 30, 1400), Msg(f"spot/home/status/{DEV:08x}", b"asleep 1800000000")])
         s = store.shadow(DEV)
         assert s["availability"] == "asleep" and s["meter"]["power_w"] == 1700, s
-    finally:
-        store.close()

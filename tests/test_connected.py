@@ -185,7 +185,7 @@ def test_a_long_session_keeps_exchanging_time_past_its_budget(tmp_path: Path) ->
 # In-process (CPython, the same firmware source): hooks the process tests cannot reach.
 
 def _in_process(tmp: Path, port: int, **extra: object) -> tuple:
-    from host_tools.sim import fleet_host, role_sim  # noqa: F401 (the virtual board's path)
+    from host_tools.sim import fleet_host
 
     fw = fleet_host.firmware()
     import board as vboard
@@ -200,28 +200,35 @@ def _in_process(tmp: Path, port: int, **extra: object) -> tuple:
     return fw, connected, cfg, events
 
 
+def _kill_sessions_as_they_open(fw: object, events: list[dict]):  # noqa: ANN202
+    """fw's emit records events and shuts the link down as each session opens; the
+    fault hook to pass to connected.run (it is how the test sees the link)."""
+    import socket
+
+    last: list = [None]
+
+    def fault(where: str, link: object = None) -> None:
+        if link is not None:
+            last[0] = link
+
+    def emit(ev: str, **f: object) -> None:
+        events.append(dict(f, ev=ev))
+        if ev == "session" and last[0] is not None:
+            last[0].raw.shutdown(socket.SHUT_RDWR)  # the session dies as it opens
+
+    fw.emit = emit  # type: ignore[attr-defined]
+    return fault
+
+
 def test_a_session_killed_right_after_it_opens_keeps_backing_off(tmp_path: Path) -> None:
     # A broker (or a middlebox) that drops every session as soon as it opens: the failure
     # streak must go on, each wait longer, not restart at every open (a reconnect every
     # 25-50 ms for ever).
-    import socket
-
     from host_tools.cloud.broker import Broker
 
     with Broker() as broker:
         fw, connected, cfg, events = _in_process(tmp_path, broker.port)
-        last: list = [None]
-
-        def fault(where: str, link: object = None) -> None:
-            if link is not None:
-                last[0] = link
-
-        def emit(ev: str, **f: object) -> None:
-            events.append(dict(f, ev=ev))
-            if ev == "session" and last[0] is not None:
-                last[0].raw.shutdown(socket.SHUT_RDWR)  # the session dies as it opens
-
-        fw.emit = emit
+        fault = _kill_sessions_as_they_open(fw, events)
         end = time.monotonic() + 30
         connected.run(fw, cfg, fault=fault, should_stop=lambda: time.monotonic() > end or sum(
             1 for e in events if e["ev"] == "backoff") >= 5)
@@ -394,7 +401,6 @@ def test_the_network_is_brought_up_before_every_session(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Wi-Fi that dropped with the broker must be up again before the next session
     # (net.up returns at once when it is): asked before every attempt, not once.
-    import socket
     import sys
     import types
 
@@ -406,18 +412,7 @@ def test_the_network_is_brought_up_before_every_session(tmp_path: Path,
     monkeypatch.setitem(sys.modules, "net", net)
     with Broker() as broker:
         fw, connected, cfg, events = _in_process(tmp_path, broker.port, wifi={"ssid": "x"})
-        last: list = [None]
-
-        def fault(where: str, link: object = None) -> None:
-            if link is not None:
-                last[0] = link
-
-        def emit(ev: str, **f: object) -> None:
-            events.append(dict(f, ev=ev))
-            if ev == "session" and last[0] is not None:
-                last[0].raw.shutdown(socket.SHUT_RDWR)
-
-        fw.emit = emit
+        fault = _kill_sessions_as_they_open(fw, events)
         end = time.monotonic() + 20
         connected.run(fw, cfg, fault=fault, should_stop=lambda: time.monotonic() > end or sum(
             1 for e in events if e["ev"] == "session_end") >= 3)

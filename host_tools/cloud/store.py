@@ -693,25 +693,14 @@ class UplinkBatch:
 
     def rows(self) -> Iterator["UplinkBatch"]:
         """The batch as batches of one row each (Store.store_uplinks_apart)."""
-        for r in self.reports:
+        one = ([("reports", [r]) for r in self.reports]
+               + [("shadows", {d: f}) for d, f in self.shadows.items()]
+               + [("seen", {d: t}) for d, t in self.seen.items()]
+               + [("acks", [a]) for a in self.acks]
+               + [("controller_acks", {k: a}) for k, a in self.controller_acks.items()])
+        for part, rows in one:
             b = UplinkBatch()
-            b.reports.append(r)
-            yield b
-        for device, fields in self.shadows.items():
-            b = UplinkBatch()
-            b.shadows[device] = fields
-            yield b
-        for device, t in self.seen.items():
-            b = UplinkBatch()
-            b.seen[device] = t
-            yield b
-        for a in self.acks:
-            b = UplinkBatch()
-            b.acks.append(a)
-            yield b
-        for k, a in self.controller_acks.items():
-            b = UplinkBatch()
-            b.controller_acks[k] = a
+            setattr(b, part, rows)
             yield b
 
     def shadow(self, device: int, **fields: Any) -> None:

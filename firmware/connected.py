@@ -229,11 +229,8 @@ class Connected:
         if self.cfg.get("wifi"):
             import net
 
-            def wait():
-                self.dev._feed()
-                self.node.control()
-
-            if not net.up(self.cfg, int(self.cfg.get("budget_ms", 5000)) * 2, wait):
+            if not net.up(self.cfg, int(self.cfg.get("budget_ms", 5000)) * 2,
+                          lambda: self.dev._step(self.node)):
                 self.emit("wifi", up=False)
 
     def _local(self):

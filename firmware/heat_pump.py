@@ -218,7 +218,6 @@ class HeatPump(Role):
         return new
 
     def _allowed(self, want, now_ms, running, store):
-        st = self.st
         if want == sg_ready.BLOCKED:
             if store is None or store < _COLD:
                 return sg_ready.NORMAL
@@ -305,10 +304,13 @@ class HeatPump(Role):
         self.sg = new
 
     # reports -------------------------------------------------------------------------
+    def outputs(self):
+        return (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0)
+
     def state(self):
         d = self.st.get("dr")
         return {_S_ROLE: _ROLE_HEAT_PUMP, _S_SG: self.sg, _S_TEMP: self.store,
-                _S_OUTPUTS: (1 if self.sg1.on else 0) | (2 if self.sg2.on else 0),
+                _S_OUTPUTS: self.outputs(),
                 _S_FAULT: _R_SAFE_MODE if self.safe else self.fault, _S_DR: d[0] if d else 0,
                 _S_BLOCKED_S: self.st["blk"][1] // 1000}
 

@@ -11,6 +11,7 @@ The node (node.py) calls, on a role object:
     forecast(base_s, step_s, values)                 SVC_PRICE forecasts
     control(now_ms)                                   one control step (often)
     state() -> dict                                   the state report body
+    outputs() -> int                                  its relay bits alone (12.5 key 4)
     caps() -> dict                                    the capability record
 Each role keeps what must survive a reboot in `self.st`, a dict inside the
 journal's app state (committed with the wake), and its settings in `self.cfg`.
@@ -134,6 +135,12 @@ class Role:
         self.st = st
         self.cfg = cfg
         self.sch = sch  # the node's scheduler (a thermostat's program lives there)
+
+    def outputs(self):
+        """The relay bits of the state report (12.5 key 4), without building the report:
+        a connected device asks at every control step whether they changed. A role with
+        one relay, `self.relay`, has this; the others say theirs."""
+        return 1 if self.relay.on else 0
 
     def get(self, key):
         return self.cfg.get(str(key), self.DEFAULTS.get(key, 0))

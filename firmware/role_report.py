@@ -25,7 +25,6 @@ _CFG_TELEMETRY_S = const(1)
 _REPORT_STATE = const(1)
 _REPORT_CAPS = const(2)
 _C_SHED_W = const(4)
-_S_OUTPUTS = const(4)
 _S_RESET = const(9)
 _S_TIME = const(13)
 _C_STORE = const(15)
@@ -34,7 +33,7 @@ _C_STORE = const(15)
 def _local(r):
     """What the device itself may change and the cloud should hear of: the outputs
     (relay bits) and what the user asked for locally (a plug's button: "want")."""
-    return (r.state().get(_S_OUTPUTS, 0) or 0) | (r.st.get("want", 0) or 0) << 8
+    return r.outputs() | (r.st.get("want", 0) or 0) << 8
 
 
 def due(node, now):

@@ -185,7 +185,7 @@ class SmartPlug(Role):
 
     def state(self):
         d = self.st.get("dr")
-        return {_S_ROLE: _ROLE_SMART_PLUG, _S_OUTPUTS: 1 if self.relay.on else 0,
+        return {_S_ROLE: _ROLE_SMART_PLUG, _S_OUTPUTS: self.outputs(),
                 _S_POWER_W: self.watts, _S_ENERGY_WH: self.st["wh"], _S_CURRENT_MA: self.milliamps,
                 _S_FAULT: _R_SAFE_MODE if self.safe else self.fault, _S_DR: d[0] if d else 0}
 

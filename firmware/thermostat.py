@@ -281,7 +281,7 @@ class Thermostat(Role):
     def state(self):
         d = self.st.get("dr")
         return {_S_ROLE: _ROLE_THERMOSTAT, _S_TEMP: self.temp, _S_TARGET: self.target,
-                _S_OUTPUTS: 1 if self.relay.on else 0, _S_DR: d[0] if d else 0,
+                _S_OUTPUTS: self.outputs(), _S_DR: d[0] if d else 0,
                 _S_FAULT: _R_SAFE_MODE if self.safe else self.fault}
 
     def caps(self):

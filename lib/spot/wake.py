@@ -50,6 +50,8 @@ def flusher(journal, link, up_topic, res):
     high = [0]  # the highest outbox entry id published in this session
 
     def flush():
+        if journal.next_id - 1 <= high[0]:  # nothing added since: no list made (a connected
+            return  # device flushes at every pass of its loop)
         for entry_id, raw in journal.pending():
             if entry_id > high[0]:
                 link.publish(up_topic, raw, entry_id)
